@@ -189,8 +189,8 @@ def parse_price_frame(raw: pd.DataFrame, *, source: Path, ticker: str | None = N
         sub = payload[dup_any]
         conflicting_keys = sub.drop_duplicates().duplicated(["ticker", "date"], keep=False)
         conflict = sub.drop_duplicates()[conflicting_keys][["ticker", "date"]]
-        conflict_mask = key.merge(conflict.drop_duplicates().assign(_c=True), how="left", on=["ticker", "date"])["_c"]
-        conflict_mask = conflict_mask.fillna(False).to_numpy(dtype=bool) & dup_any.to_numpy()
+        flagged = key.merge(conflict.drop_duplicates().assign(_c=True), how="left", on=["ticker", "date"])["_c"]
+        conflict_mask = flagged.notna().to_numpy() & dup_any.to_numpy()
         exact_extra = dup_any.to_numpy() & ~conflict_mask & payload.duplicated(keep="first").to_numpy()
         reject(conflict_mask, "duplicate_ticker_date")
         reject(exact_extra, "duplicate_ticker_date")

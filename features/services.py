@@ -93,8 +93,15 @@ def ensure_tickers(*, symbols: Iterable[str], sectors: dict[str, str] | None = N
 _BAR_FIELDS = ("open", "high", "low", "close", "adj_close", "volume")
 
 
+def _stage_table() -> str:
+    # Schema-qualified so a DROP can never hit a permanent table of that name.
+    return "pg_temp.stage_bars" if connection.vendor == "postgresql" else "temp.stage_bars"
+
+
 def _stage_bars(cursor, frame: pd.DataFrame, progress: Progress | None) -> None:
     vendor = connection.vendor
+    # Dropped explicitly too: inside an outer transaction ON COMMIT never fires between files.
+    cursor.execute(f"DROP TABLE IF EXISTS {_stage_table()}")
     if vendor == "postgresql":
         cursor.execute(
             "CREATE TEMP TABLE stage_bars (ticker_id bigint, date date, open double precision, "
@@ -102,7 +109,6 @@ def _stage_bars(cursor, frame: pd.DataFrame, progress: Progress | None) -> None:
             "adj_close double precision, volume bigint) ON COMMIT DROP"
         )
     else:
-        cursor.execute("DROP TABLE IF EXISTS temp.stage_bars")
         cursor.execute(
             "CREATE TEMP TABLE stage_bars (ticker_id integer, date text, open real, high real, "
             "low real, close real, adj_close real, volume integer)"
@@ -150,8 +156,7 @@ def _merge_staged(cursor) -> tuple[int, int]:
         f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS p WHERE p.ticker_id = s.ticker_id AND p.date = s.date)"
     )
     inserted = cursor.rowcount
-    if connection.vendor == "sqlite":
-        cursor.execute("DROP TABLE temp.stage_bars")
+    cursor.execute(f"DROP TABLE {_stage_table()}")
     return updated, inserted
 
 
@@ -277,7 +282,7 @@ def ingest_fundamentals_snapshot(*, path: Path, progress: Progress | None = None
     summary = IngestSummary(
         rows_read=len(frame), rows_loaded=len(new), rows_updated=len(changed),
         rows_unchanged=len(frame) - len(new) - len(changed), tickers=len(frame), files=1,
-        seconds=time.perf_counter() - started, run_ids=[run.id],
+        seconds=time.perf_counter() - started, run_ids=[run.id], symbols=set(frame["ticker"]),
     )
     run.status = IngestionRun.Status.SUCCEEDED
     run.rows_read, run.rows_loaded = summary.rows_read, summary.rows_loaded

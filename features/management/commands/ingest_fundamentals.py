@@ -1,4 +1,5 @@
 import json
+import time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -26,6 +27,7 @@ class Command(BaseCommand):
                 files.append(path)
             else:
                 raise CommandError(f"{path}: no such file or folder")
+        started = time.perf_counter()
         total = IngestSummary()
         for path in files:
             try:
@@ -33,6 +35,7 @@ class Command(BaseCommand):
             except FundamentalsFileError as exc:
                 raise CommandError(str(exc)) from exc
             total.add(one)
+        total.seconds = time.perf_counter() - started
         result = total.as_dict()
         result["snapshots"] = len(files)
         self.stdout.write(

@@ -1,0 +1,48 @@
+# InvestML: `make run` (install, migrate, load the sample, serve on :8001 with worker and beat)
+# and `make test` (install test dependencies, run the suite). Only Python 3.11 and make needed.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: run test bench lint install install-dev migrate sample serve clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.base-installed: requirements/base.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements/base.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements/dev.txt requirements/base.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements/dev.txt
+	touch $(VENV)/.base-installed $@
+
+install: $(VENV)/.base-installed
+install-dev: $(VENV)/.dev-installed
+
+migrate: install
+	$(BIN)/python manage.py migrate --noinput
+
+sample: migrate
+	$(BIN)/python manage.py load_sample
+
+run: sample
+	$(BIN)/python manage.py collectstatic --noinput -v0
+	$(BIN)/python manage.py ensure_admin
+	@echo "Serving API and dashboard on http://127.0.0.1:$${ML_API_PORT:-8001} with a Celery worker and beat (Ctrl-C stops all)"
+	$(BIN)/honcho start -f Procfile
+
+test: install-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+bench: install-dev
+	$(BIN)/python tests/benchmarks/run_all.py
+
+clean:
+	rm -rf var staticfiles .pytest_cache

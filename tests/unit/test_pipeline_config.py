@@ -1,0 +1,122 @@
+"""The pipeline config file is validated at start-up, naming the bad key."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from investml.pipeline_config import PipelineConfigError, load_pipeline_config, validate_pipeline_config
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "config" / "pipeline.json"
+
+
+def test_shipped_config_is_the_spec_config_and_valid():
+    config = load_pipeline_config(SHIPPED)
+    assert config["orchestrator"]["max_concurrent_pipelines"] == 3
+    assert config["orchestrator"]["cost_limit_daily_usd"] == 10.0
+    assert config["training"]["default_schedule"] == {"frequency": "daily", "time_of_day": "02:00", "day_of_week": 0}
+    assert config["training"]["drift_threshold"] == 0.3
+    assert config["models"]["lstm_predictor"]["sequence_length"] == 60
+    assert config["models"]["lstm_predictor"]["hidden_size"] == 128
+    assert config["models"]["xgboost_classifier"]["n_estimators"] == 100
+    # learners the file does not list still get their defaults
+    assert config["models"]["prophet_forecaster"]["type"] == "time_series"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda c: c["orchestrator"].update(max_concurent_pipelines=3), "orchestrator.max_concurent_pipelines: unknown key"),
+        (lambda c: c["orchestrator"].update(max_concurrent_pipelines="3"), "orchestrator.max_concurrent_pipelines: expected int"),
+        (lambda c: c["orchestrator"].update(max_concurrent_pipelines=True), "orchestrator.max_concurrent_pipelines: expected int, got a boolean"),
+        (lambda c: c["training"].update(drift_threshold="high"), "training.drift_threshold: expected a number"),
+        (lambda c: c["training"]["default_schedule"].update(time_of_day="25:00"), "training.default_schedule.time_of_day"),
+        (lambda c: c["models"]["lstm_predictor"].update(hidden_size=12.5), "models.lstm_predictor.hidden_size: expected int"),
+        (lambda c: c["models"].update(random_forest={"type": "tree_ensemble"}), "models.random_forest: unknown model"),
+        (lambda c: c.update(extras={}), "extras: unknown section"),
+        (lambda c: c["orchestrator"].update(max_concurrent_pipelines=0), "below the minimum"),
+    ],
+)
+def test_invalid_config_names_the_key(mutate, message):
+    raw = json.loads(SHIPPED.read_text())
+    mutate(raw)
+    with pytest.raises(PipelineConfigError) as excinfo:
+        validate_pipeline_config(raw)
+    assert message in str(excinfo.value)
+
+
+def test_not_json_and_missing_file(tmp_path):
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    with pytest.raises(PipelineConfigError, match="not valid JSON"):
+        load_pipeline_config(bad)
+    with pytest.raises(PipelineConfigError, match="not found"):
+        load_pipeline_config(tmp_path / "absent.json")
+
+
+def _manage(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_bad_config_stops_startup_naming_the_key(tmp_path):
+    raw = json.loads(SHIPPED.read_text())
+    raw["training"]["max_training_hours"] = "a day"
+    path = tmp_path / "pipeline.json"
+    path.write_text(json.dumps(raw))
+    result = _manage(["check"], ML_PIPELINE_CONFIG=str(path), INVESTML_VAR_DIR=str(tmp_path / "var"))
+    assert result.returncode != 0
+    assert "training.max_training_hours: expected a number" in result.stderr
+
+
+def test_environment_overrides_and_defaults(tmp_path):
+    code = (
+        "from django.conf import settings as s; "
+        "print(s.ML_API_PORT, s.ML_WORKERS, s.ENABLE_AUTO_RETRAINING, s.MODEL_PERFORMANCE_THRESHOLD, "
+        "s.DATA_DRIFT_THRESHOLD, s.ML_DAILY_COST_LIMIT_USD, s.ML_MODELS_PATH, s.DATABASES['default']['ENGINE'], "
+        "s.CELERY_BROKER_URL, s.CACHES['default']['BACKEND'])"
+    )
+    var = tmp_path / "var"
+    defaults = _manage(["shell", "-v", "0", "-c", code], INVESTML_VAR_DIR=str(var))
+    assert defaults.returncode == 0, defaults.stderr
+    port, workers, auto, perf, drift, cost, models, engine, broker, cache = defaults.stdout.split("\n")[-2].split()
+    assert (port, workers, auto, perf, drift, cost) == ("8001", "4", "True", "0.75", "0.3", "10.0")
+    assert models == str(var / "ml_models")
+    assert engine == "django.db.backends.sqlite3" and broker == "filesystem://"
+    assert cache.endswith("FileBasedCache")
+
+    custom = _manage(
+        ["shell", "-c", code],
+        INVESTML_VAR_DIR=str(var), ML_API_PORT="9001", ML_WORKERS="2", ENABLE_AUTO_RETRAINING="false",
+        MODEL_PERFORMANCE_THRESHOLD="0.6", DATA_DRIFT_THRESHOLD="0.25", ML_DAILY_COST_LIMIT_USD="12.5",
+        ML_MODELS_PATH=str(tmp_path / "models"), DATABASE_URL="postgres://u:p@db.invalid:5432/x",
+        REDIS_URL="redis://cache.invalid:6379/0",
+    )
+    assert custom.returncode == 0, custom.stderr
+    port, workers, auto, perf, drift, cost, models, engine, broker, cache = custom.stdout.split("\n")[-2].split()
+    assert (port, workers, auto, perf, drift, cost) == ("9001", "2", "False", "0.6", "0.25", "12.5")
+    assert models == str(tmp_path / "models")
+    assert engine == "django.db.backends.postgresql"
+    assert broker == "redis://cache.invalid:6379/0" and cache.endswith("RedisCache")
+
+
+def test_production_requires_secret_key_and_passes_deploy_check(tmp_path):
+    var = str(tmp_path / "var")
+    missing = _manage(["check"], DJANGO_PRODUCTION="true", INVESTML_VAR_DIR=var)
+    assert missing.returncode != 0
+    assert "DJANGO_SECRET_KEY" in missing.stderr
+    deploy = _manage(
+        ["check", "--deploy", "--fail-level", "WARNING"],
+        DJANGO_PRODUCTION="true", INVESTML_VAR_DIR=var,
+        DJANGO_SECRET_KEY="k8Vt0zQ-2pLr9xYwE4nB7mJc5sHa1dUf6gTi3oKe_RqZvXyNbM",
+    )
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
