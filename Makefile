@@ -34,8 +34,9 @@ run: sample
 	@echo "Serving API and dashboard on http://127.0.0.1:$${ML_API_PORT:-8001} with a Celery worker and beat (Ctrl-C stops all)"
 	$(BIN)/honcho start -f Procfile
 
+# Tests keep their own var/ (broker folder, files) so a running `make run` is never disturbed.
 test: install-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	INVESTML_VAR_DIR=$(CURDIR)/var/test $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check .
