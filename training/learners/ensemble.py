@@ -1,0 +1,218 @@
+"""``ensemble``: a stack of the other learners, fitted on their OUT-OF-FOLD predictions only.
+
+Never fit the stack on in-sample predictions (a member scored on its own training rows looks far
+better than it is, and the stack would learn to trust the most overfitted member). Use:
+
+1. ``evaluate_walk_forward`` for each member -> each ``EvaluationResult.oof`` holds predictions made
+   by models that never saw those rows;
+2. ``stack_oof({name: result.oof, ...}, labels=frame)`` -> one frame with a column per member
+   (its ``expected_return``) plus the labels;
+3. ``EnsembleLearner(members=[...]).fit(stacked, feature_columns=members, horizon=h)`` or, with
+   arrays, ``fit_from_oof({name: array}, target)``. To evaluate the ensemble itself honestly, run
+   ``evaluate_walk_forward`` on the stacked frame: each fold's weights then come from earlier OOF
+   rows only.
+
+Model: each member's prediction is standardized with its OOF mean/std (NaN -> 0, i.e. the member's
+mean: "no opinion"); the target ``fwd_ret_h`` is regressed on them by ridge regression (penalty
+``ridge_alpha * n``) with non-negative weights by default (NNLS on the ridge-augmented system: a
+member can be ignored but never bet against), plus an intercept (the target's OOF mean).
+
+Confidence: ``sigma`` is the standard deviation of the stack's OOF residuals; ``prob_up =
+Phi(expected_return / sigma)``, ``confidence = |2 * prob_up - 1|``.
+
+Artifact: ``meta.json`` only (members, scalers, weights, intercept, sigma).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import nnls
+
+from training.learners.base import (
+    FitReport,
+    NotFittedError,
+    Predictions,
+    check_frame,
+    column_stats,
+    filter_params,
+    label_columns,
+    normal_cdf,
+    pack_artifact,
+    unpack_artifact,
+)
+
+
+def stack_oof(
+    oof_frames: Mapping[str, pd.DataFrame],
+    *,
+    labels: pd.DataFrame | None = None,
+    column: str = "expected_return",
+    how: str = "inner",
+) -> pd.DataFrame:
+    """One row per (ticker, date) with a column per member holding its OOF ``column``.
+
+    ``labels`` (e.g. the training frame) contributes its other columns (``adj_close``,
+    ``fwd_ret_*``...) for the same rows, so the result can be fitted and evaluated directly.
+    """
+    if not oof_frames:
+        raise ValueError("no member predictions to stack")
+    out: pd.DataFrame | None = None
+    for name, oof in oof_frames.items():
+        part = oof[["ticker", "date", column]].rename(columns={column: name})
+        part = part.assign(date=pd.to_datetime(part["date"]))
+        out = part if out is None else out.merge(part, on=["ticker", "date"], how=how)
+    assert out is not None
+    if labels is not None:
+        extra = [c for c in labels.columns if c not in out.columns or c in ("ticker", "date")]
+        lab = labels[extra].assign(date=pd.to_datetime(labels["date"]))
+        out = out.merge(lab, on=["ticker", "date"], how="left")
+    return out.sort_values(["date", "ticker"], kind="stable").reset_index(drop=True)
+
+
+class EnsembleLearner:
+    name: ClassVar[str] = "ensemble"
+    model_type: ClassVar[str] = "ensemble"
+    context_days: ClassVar[int] = 0
+    PARAMS: ClassVar[tuple[str, ...]] = ("members", "ridge_alpha", "non_negative", "seed")
+
+    def __init__(
+        self,
+        *,
+        members: list[str] | None = None,
+        ridge_alpha: float = 0.1,
+        non_negative: bool = True,
+        seed: int = 42,
+    ):
+        self.params: dict[str, Any] = {
+            "members": list(members) if members else None,
+            "ridge_alpha": float(ridge_alpha),
+            "non_negative": bool(non_negative),
+            "seed": int(seed),
+        }
+        self.horizon: int | None = None
+        self.members: list[str] | None = None
+        self.means: np.ndarray | None = None
+        self.stds: np.ndarray | None = None
+        self.weights: np.ndarray | None = None
+        self.intercept: float = 0.0
+        self.sigma: float = 1.0
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> EnsembleLearner:
+        return cls(**filter_params(config, cls.PARAMS))
+
+    # ----------------------------------------------------------------------------------------------
+
+    def _design(self, member_predictions: Mapping[str, Any]) -> np.ndarray:
+        assert self.members is not None and self.means is not None and self.stds is not None
+        missing = [m for m in self.members if m not in member_predictions]
+        if missing:
+            raise KeyError(f"missing member predictions: {missing}")
+        x = np.column_stack([np.asarray(member_predictions[m], dtype=np.float64) for m in self.members])
+        x = (x - self.means) / self.stds
+        return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def fit_from_oof(
+        self, oof_predictions: Mapping[str, Any], target: Any, *, horizon: int | None = None
+    ) -> FitReport:
+        """Learn the stack from members' out-of-fold predictions and the realized ``fwd_ret_h``."""
+        started = time.perf_counter()
+        members = self.params["members"] or sorted(oof_predictions)
+        missing = [m for m in members if m not in oof_predictions]
+        if missing:
+            raise KeyError(f"missing member predictions: {missing}")
+        y = np.asarray(target, dtype=np.float64).reshape(-1)
+        raw = np.column_stack([np.asarray(oof_predictions[m], dtype=np.float64) for m in members])
+        if len(raw) != len(y):
+            raise ValueError("member predictions and target differ in length")
+        keep = np.isfinite(y)
+        raw, y = raw[keep], y[keep]
+        if len(y) < 2:
+            raise ValueError("need at least two labelled out-of-fold rows")
+        self.members = list(members)
+        self.means, self.stds = column_stats(raw)
+        x = self._design(dict(zip(members, raw.T, strict=True)))
+        self.intercept = float(np.mean(y))
+        yc = y - self.intercept
+        n, k = x.shape
+        lam = self.params["ridge_alpha"] * n
+        a = np.vstack([x, np.sqrt(lam) * np.eye(k)])
+        b = np.concatenate([yc, np.zeros(k)])
+        if self.params["non_negative"]:
+            w, _ = nnls(a, b)
+        else:
+            w = np.linalg.lstsq(a, b, rcond=None)[0]
+        self.weights = w
+        resid = yc - x @ w
+        self.sigma = float(np.std(resid)) or float(np.std(y)) or 1.0
+        self.horizon = horizon
+        total = float(np.sum(np.abs(w)))
+        return FitReport(
+            n_samples=int(n),
+            seconds=time.perf_counter() - started,
+            extra={
+                "weights": dict(zip(members, w.tolist(), strict=True)),
+                "weight_shares": dict(
+                    zip(members, (np.abs(w) / total if total else w).tolist(), strict=True)
+                ),
+                "sigma": self.sigma,
+            },
+        )
+
+    def predict_members(self, member_predictions: Mapping[str, Any]) -> Predictions:
+        """Combine members' predictions (same rows, same order) made for the rows to score."""
+        if self.weights is None:
+            raise NotFittedError("ensemble is not fitted")
+        expected = self.intercept + self._design(member_predictions) @ self.weights
+        return Predictions.from_prob(expected, normal_cdf(expected / self.sigma))
+
+    def fit(self, frame: pd.DataFrame, *, feature_columns: list[str], horizon: int) -> FitReport:
+        """``frame`` holds one OOF prediction column per member (``feature_columns``) and the labels."""
+        ret_col, _ = label_columns(horizon)
+        if self.params["members"]:
+            feature_columns = self.params["members"]
+        check_frame(frame, [*feature_columns, ret_col])
+        oof = {m: frame[m].to_numpy(dtype=np.float64) for m in feature_columns}
+        self.params["members"] = list(feature_columns)
+        return self.fit_from_oof(oof, frame[ret_col].to_numpy(dtype=np.float64), horizon=horizon)
+
+    def predict(self, frame: pd.DataFrame) -> Predictions:
+        if self.members is None:
+            raise NotFittedError("ensemble is not fitted")
+        check_frame(frame, self.members)
+        return self.predict_members({m: frame[m].to_numpy(dtype=np.float64) for m in self.members})
+
+    # ----------------------------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        if self.weights is None:
+            raise NotFittedError("ensemble is not fitted")
+        meta = {
+            "params": self.params,
+            "horizon": self.horizon,
+            "members": self.members,
+            "means": self.means,
+            "stds": self.stds,
+            "weights": self.weights,
+            "intercept": self.intercept,
+            "sigma": self.sigma,
+        }
+        return pack_artifact(self.name, meta)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EnsembleLearner:
+        meta, _ = unpack_artifact(data, expected_learner=cls.name)
+        learner = cls(**meta["params"])
+        learner.horizon = meta["horizon"]
+        learner.members = list(meta["members"])
+        learner.means = np.asarray(meta["means"], dtype=np.float64)
+        learner.stds = np.asarray(meta["stds"], dtype=np.float64)
+        learner.weights = np.asarray(meta["weights"], dtype=np.float64)
+        learner.intercept = float(meta["intercept"])
+        learner.sigma = float(meta["sigma"])
+        return learner

@@ -1,0 +1,283 @@
+"""Evaluation metrics for daily cross-sectional return forecasts (numpy/pandas/scipy only).
+
+``compute_metrics`` returns exactly these keys (``METRIC_KEYS``), all floats:
+
+Direction (predicted up = ``prob_up > 0.5``, or ``expected_return > 0`` where ``prob_up`` is NaN;
+realized up = ``fwd_ret_h > 0``, the ``fwd_dir_h`` label):
+    ``accuracy``, ``precision``, ``recall``, ``f1`` for the "up" class. Precision is 0 when nothing
+    is predicted up, recall 0 when nothing went up, f1 0 when both are 0.
+Price (predicted price ``adj_close * (1 + expected_return)`` against the realized
+``adj_close * (1 + fwd_ret_h)``):
+    ``mae``, ``rmse`` (price units), ``mape`` (a fraction: 0.02 = 2 %).
+Ranking (per date, across tickers, dates with fewer than ``min_names`` tickers skipped):
+    ``ic`` / ``rank_ic``: mean of the daily Pearson / Spearman correlations of ``expected_return``
+    with ``fwd_ret_h``; ``icir`` / ``rank_icir``: that mean divided by the standard deviation of the
+    daily values (per day, not annualized; 0 when the daily values do not vary). A date on which
+    the forecast is the same for every ticker carries no cross-sectional information and scores 0;
+    a date on which every realized return is equal is skipped.
+``hit_rate``: share of rows whose forecast sign agrees with the realized direction (forecast > 0 and
+    up, or forecast < 0 and not up); a zero forecast counts as half a hit, so "always 0" scores 0.5.
+Portfolio (a daily rebalanced, equal-weighted top-minus-bottom decile long-short book formed at the
+close of ``t`` from the forecast at ``t``): its daily return is the mean next-day return of the
+top decile minus that of the bottom decile (ties at a decile edge join that leg; an all-equal
+forecast holds nothing). The next-day return is ``fwd_ret_1`` when given, else ``fwd_ret_h / h``
+(an approximation; the feature store should provide ``fwd_ret_1``). Holding every forecast for one
+day avoids the overlap of ``h``-day returns.
+    ``annual_return``: geometric, ``equity_end ** (252 / n_days) - 1``; ``sharpe``: mean / std of the
+    daily returns times sqrt(252) (no risk-free rate; 0 when the returns do not vary); ``max_drawdown``: the worst peak-to-trough
+    fall of the compounded equity curve (starting at 1), as a number <= 0 (-0.25 = a 25 % loss).
+
+Rows with a NaN forecast or NaN realized return are dropped. A metric with no data is NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+METRIC_KEYS: tuple[str, ...] = (
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "mae",
+    "rmse",
+    "mape",
+    "ic",
+    "icir",
+    "rank_ic",
+    "rank_icir",
+    "hit_rate",
+    "annual_return",
+    "sharpe",
+    "max_drawdown",
+)
+TRADING_DAYS = 252
+MIN_CROSS_SECTION = 5
+DECILE = 0.1
+NAN = float("nan")
+_TINY = 1e-12  # a spread below this is float rounding of a constant series: ratios report 0
+
+
+def _arr(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64).reshape(-1)
+
+
+# --------------------------------------------------------------------------------------------------
+# direction and price errors
+
+
+def direction_metrics(predicted_up: Any, realized_up: Any) -> dict[str, float]:
+    pred = np.asarray(predicted_up, dtype=bool).reshape(-1)
+    real = np.asarray(realized_up, dtype=bool).reshape(-1)
+    if len(pred) == 0:
+        return {"accuracy": NAN, "precision": NAN, "recall": NAN, "f1": NAN}
+    tp = float(np.sum(pred & real))
+    fp = float(np.sum(pred & ~real))
+    fn = float(np.sum(~pred & real))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"accuracy": float(np.mean(pred == real)), "precision": precision, "recall": recall, "f1": f1}
+
+
+def price_errors(expected_return: Any, adj_close: Any, realized_return: Any) -> dict[str, float]:
+    close = _arr(adj_close)
+    predicted = close * (1.0 + _arr(expected_return))
+    realized = close * (1.0 + _arr(realized_return))
+    ok = np.isfinite(predicted) & np.isfinite(realized)
+    if not ok.any():
+        return {"mae": NAN, "rmse": NAN, "mape": NAN}
+    err = predicted[ok] - realized[ok]
+    nonzero = realized[ok] != 0
+    mape = float(np.mean(np.abs(err[nonzero]) / np.abs(realized[ok][nonzero]))) if nonzero.any() else NAN
+    return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err**2))), "mape": mape}
+
+
+def hit_rate(expected_return: Any, realized_return: Any) -> float:
+    pred = _arr(expected_return)
+    up = _arr(realized_return) > 0
+    if len(pred) == 0:
+        return NAN
+    hits = np.where(pred > 0, up.astype(float), np.where(pred < 0, (~up).astype(float), 0.5))
+    return float(np.mean(hits))
+
+
+# --------------------------------------------------------------------------------------------------
+# cross-sectional ranking
+
+
+def daily_ic(
+    dates: Any, signal: Any, realized: Any, *, rank: bool = False, min_names: int = MIN_CROSS_SECTION
+) -> pd.Series:
+    """Per-date cross-sectional correlation (Pearson, or Spearman with ``rank=True``)."""
+    df = pd.DataFrame({"d": np.asarray(dates), "x": _arr(signal), "y": _arr(realized)})
+    df = df[np.isfinite(df["x"]) & np.isfinite(df["y"])]
+    if df.empty:
+        return pd.Series(dtype=np.float64)
+    g = df.groupby("d", sort=True)
+    size = g["x"].transform("size")
+    df = df[size >= min_names]
+    if df.empty:
+        return pd.Series(dtype=np.float64)
+    g = df.groupby("d", sort=True)
+    x_const = (g["x"].max() - g["x"].min()) == 0
+    y_const = (g["y"].max() - g["y"].min()) == 0
+    if rank:
+        x = g["x"].rank(method="average")
+        y = g["y"].rank(method="average")
+    else:
+        x, y = df["x"], df["y"]
+    xd = x - x.groupby(df["d"]).transform("mean")
+    yd = y - y.groupby(df["d"]).transform("mean")
+    sxy = (xd * yd).groupby(df["d"]).sum()
+    sxx = (xd * xd).groupby(df["d"]).sum()
+    syy = (yd * yd).groupby(df["d"]).sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ic = sxy / np.sqrt(sxx * syy)
+    ic = ic.clip(-1.0, 1.0)
+    ic[x_const] = 0.0
+    ic = ic[~y_const]
+    return ic.astype(np.float64)
+
+
+def _mean_ir(series: pd.Series) -> tuple[float, float]:
+    values = series.to_numpy(dtype=np.float64)
+    if len(values) == 0:
+        return NAN, NAN
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return mean, 0.0
+    std = float(np.std(values, ddof=1))
+    return mean, (mean / std if std > _TINY else 0.0)
+
+
+def ic_metrics(
+    dates: Any, signal: Any, realized: Any, *, min_names: int = MIN_CROSS_SECTION
+) -> dict[str, float]:
+    ic, icir = _mean_ir(daily_ic(dates, signal, realized, min_names=min_names))
+    rank_ic, rank_icir = _mean_ir(daily_ic(dates, signal, realized, rank=True, min_names=min_names))
+    return {"ic": ic, "icir": icir, "rank_ic": rank_ic, "rank_icir": rank_icir}
+
+
+# --------------------------------------------------------------------------------------------------
+# long-short portfolio
+
+
+def long_short_returns(
+    dates: Any,
+    signal: Any,
+    next_returns: Any,
+    *,
+    quantile: float = DECILE,
+    min_names: int = MIN_CROSS_SECTION,
+) -> pd.Series:
+    """Daily return of the top-minus-bottom ``quantile`` equal-weighted book, indexed by date."""
+    df = pd.DataFrame({"d": np.asarray(dates), "x": _arr(signal), "r": _arr(next_returns)})
+    df = df[np.isfinite(df["x"]) & np.isfinite(df["r"])]
+    if df.empty:
+        return pd.Series(dtype=np.float64)
+    size = df.groupby("d")["x"].transform("size")
+    df = df[size >= min_names]
+    if df.empty:
+        return pd.Series(dtype=np.float64)
+    g = df.groupby("d", sort=True)
+    k = np.maximum(1, np.floor(g["x"].transform("size") * quantile)).astype(int)
+    # x >= k-th largest value  <=>  fewer than k values are strictly larger (ties join the leg)
+    long = g["x"].rank(method="min", ascending=False) <= k
+    short = g["x"].rank(method="min", ascending=True) <= k
+    long_ret = df["r"].where(long).groupby(df["d"]).mean()
+    short_ret = df["r"].where(short).groupby(df["d"]).mean()
+    return (long_ret - short_ret).astype(np.float64)
+
+
+def max_drawdown(daily_returns: Any) -> float:
+    r = _arr(daily_returns)
+    if len(r) == 0:
+        return NAN
+    equity = np.concatenate([[1.0], np.cumprod(1.0 + r)])
+    peak = np.maximum.accumulate(equity)
+    return float(np.min(equity / peak - 1.0))
+
+
+def portfolio_metrics(daily_returns: Any) -> dict[str, float]:
+    r = _arr(daily_returns)
+    r = r[np.isfinite(r)]
+    if len(r) == 0:
+        return {"annual_return": NAN, "sharpe": NAN, "max_drawdown": NAN}
+    end = float(np.prod(1.0 + r))
+    annual = end ** (TRADING_DAYS / len(r)) - 1.0 if end > 0 else -1.0
+    std = float(np.std(r, ddof=1)) if len(r) > 1 else 0.0
+    sharpe = float(np.mean(r)) / std * math.sqrt(TRADING_DAYS) if std > _TINY else 0.0
+    return {"annual_return": float(annual), "sharpe": sharpe, "max_drawdown": max_drawdown(r)}
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def compute_metrics(
+    *,
+    dates: Any,
+    expected_return: Any,
+    prob_up: Any | None,
+    adj_close: Any,
+    realized_return: Any,
+    next_day_return: Any | None = None,
+    horizon: int = 1,
+    min_names: int = MIN_CROSS_SECTION,
+) -> dict[str, float]:
+    """All ``METRIC_KEYS`` for aligned arrays (one element per (ticker, date) row).
+
+    ``realized_return`` is ``fwd_ret_h``; ``next_day_return`` is ``fwd_ret_1`` (falls back to
+    ``realized_return / horizon``) and only feeds the long-short portfolio.
+    """
+    dates = np.asarray(dates)
+    er = _arr(expected_return)
+    real = _arr(realized_return)
+    close = _arr(adj_close)
+    prob = _arr(prob_up) if prob_up is not None else np.full(len(er), np.nan)
+    nxt = _arr(next_day_return) if next_day_return is not None else real / float(horizon)
+    if not (len(dates) == len(er) == len(real) == len(close) == len(prob) == len(nxt)):
+        raise ValueError("metric inputs must have the same length")
+
+    ok = np.isfinite(er) & np.isfinite(real)
+    predicted_up = np.where(np.isfinite(prob), prob > 0.5, er > 0)[ok]
+    out: dict[str, float] = {}
+    out.update(direction_metrics(predicted_up, real[ok] > 0))
+    out.update(price_errors(er[ok], close[ok], real[ok]))
+    out.update(ic_metrics(dates[ok], er[ok], real[ok], min_names=min_names))
+    out["hit_rate"] = hit_rate(er[ok], real[ok])
+    book = long_short_returns(dates, er, nxt, min_names=min_names)
+    out.update(portfolio_metrics(book.to_numpy()))
+    return {key: float(out[key]) for key in METRIC_KEYS}
+
+
+def metrics_from_frame(
+    frame: pd.DataFrame,
+    *,
+    horizon: int,
+    prediction: str = "expected_return",
+    probability: str | None = "prob_up",
+    min_names: int = MIN_CROSS_SECTION,
+) -> dict[str, float]:
+    """``compute_metrics`` on a frame with ``date``, ``adj_close``, ``fwd_ret_{h}`` (and
+    ``fwd_ret_1``) next to the prediction columns."""
+    ret_col = f"fwd_ret_{horizon}"
+    return compute_metrics(
+        dates=pd.to_datetime(frame["date"]).to_numpy(),
+        expected_return=frame[prediction].to_numpy(),
+        prob_up=frame[probability].to_numpy() if probability and probability in frame else None,
+        adj_close=frame["adj_close"].to_numpy(),
+        realized_return=frame[ret_col].to_numpy(),
+        next_day_return=frame["fwd_ret_1"].to_numpy() if "fwd_ret_1" in frame else None,
+        horizon=horizon,
+        min_names=min_names,
+    )
+
+
+def summarize(metrics: Mapping[str, float]) -> str:
+    return ", ".join(f"{k}={metrics[k]:.4g}" for k in METRIC_KEYS if k in metrics)
