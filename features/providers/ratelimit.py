@@ -1,0 +1,137 @@
+"""Per-provider request rate limiting: requests per minute (token bucket) and per day (counter).
+
+The per-minute limit is a token bucket refilled at ``per_minute / 60`` tokens per second with a
+capacity of ``burst`` tokens (default 1: requests are evenly spaced, so N requests take at least
+``(N - burst) * 60 / per_minute`` seconds). Each ``acquire`` reserves its slot under a lock and then
+sleeps outside it, so several threads share one limiter fairly.
+
+The per-day limit counts requests per calendar day (``today()``, UTC by default: Alpha Vantage and
+Tiingo reset their daily quotas at midnight UTC/ET, close enough for a conservative count). When it is
+used up ``acquire`` raises ``DailyLimitReached`` at once instead of sleeping until tomorrow.
+
+Clock, sleep and today are injectable so tests can run on a fake clock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+
+__all__ = ["DailyLimitReached", "RateLimiter", "get_limiter", "reset_limiters"]
+
+
+class DailyLimitReached(Exception):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"daily request limit reached ({limit}/day)")
+
+
+def _utc_today() -> date:
+    return datetime.now(UTC).date()
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        per_minute: float | None,
+        per_day: int | None = None,
+        *,
+        burst: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        today: Callable[[], date] = _utc_today,
+    ) -> None:
+        if per_minute is not None and per_minute <= 0:
+            raise ValueError("per_minute must be positive (or None for no per-minute limit)")
+        if per_day is not None and per_day < 0:
+            raise ValueError("per_day must be >= 0 (or None for no daily limit)")
+        self.per_minute = per_minute
+        self.per_day = per_day
+        self.burst = max(1.0, float(burst))
+        self._clock = clock
+        self._sleep = sleep
+        self._today = today
+        self._lock = threading.Lock()
+        self._tokens = self.burst
+        self._updated = clock()
+        self._day: date | None = None
+        self._day_count = 0
+        self.total_wait = 0.0
+        self.acquired = 0
+
+    @property
+    def interval(self) -> float:
+        return 0.0 if not self.per_minute else 60.0 / self.per_minute
+
+    @property
+    def used_today(self) -> int:
+        with self._lock:
+            return self._day_count if self._day == self._today() else 0
+
+    def remaining_today(self) -> int | None:
+        if self.per_day is None:
+            return None
+        return max(0, self.per_day - self.used_today)
+
+    def _reserve(self) -> float:
+        """Take one token (possibly going into debt) and return how long the caller must wait."""
+        today = self._today()
+        if self._day != today:
+            self._day, self._day_count = today, 0
+        if self.per_day is not None and self._day_count >= self.per_day:
+            raise DailyLimitReached(self.per_day)
+        self._day_count += 1
+        self.acquired += 1
+        if not self.per_minute:
+            return 0.0
+        now = self._clock()
+        rate = self.per_minute / 60.0
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * rate)
+        self._updated = now
+        self._tokens -= 1.0
+        if self._tokens >= 0:
+            return 0.0
+        return -self._tokens / rate
+
+    def acquire(self) -> float:
+        """Block until one request may go out; return the seconds waited. Raises DailyLimitReached."""
+        with self._lock:
+            wait = self._reserve()
+            self.total_wait += wait
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+    def try_acquire(self) -> bool:
+        """Take a slot only if no waiting is needed (and the day is not used up)."""
+        with self._lock:
+            if self.per_day is not None and self._day == self._today() and self._day_count >= self.per_day:
+                return False
+            if self.per_minute:
+                now = self._clock()
+                tokens = min(self.burst, self._tokens + (now - self._updated) * self.per_minute / 60.0)
+                if tokens < 1.0:
+                    return False
+            self._reserve()
+            return True
+
+
+_registry: dict[str, RateLimiter] = {}
+_registry_lock = threading.Lock()
+
+
+def get_limiter(name: str, per_minute: float | None, per_day: int | None = None) -> RateLimiter:
+    """The process-wide limiter of provider ``name`` (created on first use; limits refreshed if changed)."""
+    with _registry_lock:
+        limiter = _registry.get(name)
+        if limiter is None or limiter.per_minute != per_minute or limiter.per_day != per_day:
+            limiter = RateLimiter(per_minute, per_day)
+            _registry[name] = limiter
+        return limiter
+
+
+def reset_limiters() -> None:
+    with _registry_lock:
+        _registry.clear()

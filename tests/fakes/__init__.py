@@ -1,0 +1,1 @@
+"""Test doubles: a local fake of the providers' HTTP APIs."""
