@@ -134,3 +134,108 @@ class IngestionRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} from {self.file or self.source} ({self.status})"
+
+
+class BenchmarkReturn(models.Model):
+    """Daily total return of a market benchmark (SPY): the market for beta and relative returns."""
+
+    symbol = models.CharField(max_length=16, default="SPY")
+    date = models.DateField()
+    ret = models.FloatField(help_text="Simple daily total return")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["symbol", "date"], name="uniq_benchmark_return")]
+        ordering = ["symbol", "date"]
+
+    def __str__(self) -> str:
+        return f"{self.symbol} {self.date} {self.ret:+.4f}"
+
+
+class NewsItem(models.Model):
+    ticker = models.ForeignKey(Ticker, on_delete=models.CASCADE, related_name="news")
+    published_at = models.DateTimeField()
+    headline = models.TextField()
+    source = models.CharField(max_length=200, blank=True)
+    url = models.URLField(max_length=1000, blank=True)
+    provider = models.CharField(max_length=50, default="file")
+    sentiment = models.FloatField(null=True, blank=True, help_text="Score in [-1, 1]")
+    content_hash = models.CharField(max_length=64, help_text="sha256 of headline, for de-duplication")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["ticker", "published_at", "content_hash"], name="uniq_news_ticker_time_headline"
+            )
+        ]
+        indexes = [models.Index(fields=["ticker", "published_at"])]
+        ordering = ["-published_at"]
+
+    def __str__(self) -> str:
+        return f"{self.ticker_id} {self.published_at:%Y-%m-%d}: {self.headline[:60]}"
+
+
+class FeatureSet(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class FeatureSetVersion(models.Model):
+    """An immutable, ordered feature list with parameters; any change makes a new version."""
+
+    feature_set = models.ForeignKey(FeatureSet, on_delete=models.PROTECT, related_name="versions")
+    version = models.CharField(max_length=20, help_text="Semantic version major.minor.patch")
+    features = models.JSONField(help_text="Ordered list of {name, group, params}")
+    params = models.JSONField(default=dict, blank=True, help_text="Engine parameters (windows, options)")
+    content_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["feature_set", "version"], name="uniq_featureset_version"),
+            models.UniqueConstraint(fields=["feature_set", "content_hash"], name="uniq_featureset_hash"),
+        ]
+        ordering = ["feature_set", "-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.feature_set.name}@{self.version}"
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f["name"] for f in self.features]
+
+
+class FeatureMaterialization(models.Model):
+    class Mode(models.TextChoices):
+        FULL = "full", "Full rebuild"
+        INCREMENTAL = "incremental", "Incremental"
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    version = models.ForeignKey(FeatureSetVersion, on_delete=models.PROTECT, related_name="materializations")
+    mode = models.CharField(max_length=16, choices=Mode.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    start_date = models.DateField(null=True, blank=True)
+    end_date = models.DateField(null=True, blank=True)
+    tickers = models.PositiveIntegerField(default=0)
+    ticker_scope = models.TextField(blank=True, help_text="Comma-separated tickers, empty for all")
+    storage_path = models.CharField(max_length=500, blank=True, help_text="Relative to ML_FEATURES_PATH")
+    rows = models.PositiveBigIntegerField(default=0)
+    files_written = models.PositiveIntegerField(default=0)
+    checksum = models.CharField(max_length=64, blank=True, help_text="sha256 over the files written")
+    duration_seconds = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.version} {self.mode} {self.start_date}..{self.end_date} ({self.status})"

@@ -5,7 +5,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from features.fundamentals import FundamentalsFileError
-from features.services import IngestSummary, ingest_fundamentals_snapshot
+from features.services.ingestion import IngestSummary, ingest_fundamentals_snapshot
 
 
 class Command(BaseCommand):

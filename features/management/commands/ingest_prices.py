@@ -4,7 +4,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from features.pricefiles import PriceFileError
-from features.services import ingest_price_files
+from features.services.ingestion import ingest_price_files
 
 
 class Command(BaseCommand):
