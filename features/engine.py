@@ -48,6 +48,7 @@ import talib
 __all__ = [
     "DEFAULT_SPEC",
     "FEATURE_COLUMNS",
+    "MODEL_FEATURE_COLUMNS",
     "FEATURE_GROUPS",
     "FeatureSpec",
     "MAX_LOOKBACK",
@@ -167,6 +168,22 @@ class FeatureSpec:
     def columns(self) -> list[str]:
         return [c for cols in self.groups().values() for c in cols]
 
+    def model_columns(self) -> list[str]:
+        """Scale-free features, the default inputs of the learners and of drift checks.
+
+        Price-level columns (SMA/EMA/Bollinger levels, MACD and ATR in dollars) are left out: their
+        scale differs by ticker and trends over time, so a model fitted on them extrapolates and a
+        drift check flags them on every window. Ordered so a model that takes the first N (the
+        LSTM's ``features``) gets returns, trend and volatility first.
+        """
+        g = self.groups()
+        levels = {f"macd_{self._macd_tag}", f"macd_signal_{self._macd_tag}", f"macd_hist_{self._macd_tag}",
+                  f"bb_upper_{self._bb_tag}", f"bb_middle_{self._bb_tag}", f"bb_lower_{self._bb_tag}",
+                  f"atr_{self.atr_period}",
+                  *(f"sma_{p}" for p in self.sma_periods), *(f"ema_{p}" for p in self.ema_periods)}
+        technical = [c for c in g["technical"] if c not in levels]
+        return [*technical, *g["market"], *g["fundamentals"], *g["sentiment"], *g["calendar"]]
+
     # --- lookback ------------------------------------------------------------------------
     def max_lookback(self) -> int:
         """Bars needed before a date so that every feature there equals a full-history build.
@@ -215,6 +232,7 @@ class FeatureSpec:
 DEFAULT_SPEC = FeatureSpec()
 FEATURE_GROUPS: dict[str, list[str]] = DEFAULT_SPEC.groups()
 FEATURE_COLUMNS: list[str] = DEFAULT_SPEC.columns()
+MODEL_FEATURE_COLUMNS: list[str] = DEFAULT_SPEC.model_columns()
 MAX_LOOKBACK: int = DEFAULT_SPEC.max_lookback()
 
 
