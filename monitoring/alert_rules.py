@@ -1,0 +1,121 @@
+"""Alert rules with the spec's thresholds. Framework-free: numbers in, conditions out.
+
+Each rule returns the conditions that hold now. A condition's (kind, key) identifies it, so the
+integration layer can fold repeats into one alert and resolve alerts whose condition has cleared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    latency_ms: float = 500.0  # "High Latency: >500ms average response time"
+    error_rate: float = 0.05  # "High Error Rate: >5% failed requests"
+    resource_usage: float = 0.85  # ">85% CPU or memory utilization"
+    accuracy: float = 0.80  # "Low Accuracy: <80% prediction accuracy"
+    daily_cost_usd: float = 10.0
+    drift_share: float = 0.3
+    min_requests: int = 20  # an error rate over 3 requests is noise, not an outage
+
+
+@dataclass(frozen=True)
+class AlertCondition:
+    kind: str
+    key: str
+    severity: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def cost_limit_message(spent: float, limit: float) -> str:
+    return f"Daily cost limit exceeded: ${spent:.2f} > ${limit:.2f}"
+
+
+def check_latency(avg_ms_by_endpoint: Mapping[str, float], t: Thresholds) -> list[AlertCondition]:
+    return [
+        AlertCondition(
+            "high_latency", endpoint, "critical" if avg > 2 * t.latency_ms else "warning",
+            f"Prediction latency exceeded {t.latency_ms:.0f}ms: {endpoint} averages {avg:.0f}ms",
+            {"avg_ms": avg, "threshold_ms": t.latency_ms},
+        )
+        for endpoint, avg in sorted(avg_ms_by_endpoint.items())
+        if avg > t.latency_ms
+    ]
+
+
+def check_error_rate(counts_by_endpoint: Mapping[str, tuple[int, int]], t: Thresholds) -> list[AlertCondition]:
+    """``counts_by_endpoint``: endpoint -> (failed requests, all requests)."""
+    out = []
+    for endpoint, (errors, total) in sorted(counts_by_endpoint.items()):
+        if total >= t.min_requests and errors / total > t.error_rate:
+            out.append(AlertCondition(
+                "high_error_rate", endpoint, "critical",
+                f"Error rate {errors / total:.1%} > {t.error_rate:.0%} on {endpoint} ({errors} of {total} requests)",
+                {"errors": errors, "requests": total, "threshold": t.error_rate},
+            ))
+    return out
+
+
+def check_resources(*, cpu: float | None, memory: float | None, t: Thresholds) -> list[AlertCondition]:
+    """``cpu`` and ``memory``: utilization fractions in [0, 1]."""
+    out = []
+    for name, value in (("cpu", cpu), ("memory", memory)):
+        if value is not None and value > t.resource_usage:
+            out.append(AlertCondition(
+                "high_resource_usage", name, "warning",
+                f"{name.upper()} utilization {value:.0%} > {t.resource_usage:.0%}",
+                {"utilization": value, "threshold": t.resource_usage},
+            ))
+    return out
+
+
+def check_accuracy(accuracy_by_model: Mapping[str, float | None], t: Thresholds) -> list[AlertCondition]:
+    return [
+        AlertCondition(
+            "low_accuracy", model, "warning",
+            f"Model {model} accuracy {acc:.1%} < {t.accuracy:.0%}",
+            {"accuracy": acc, "threshold": t.accuracy},
+        )
+        for model, acc in sorted(accuracy_by_model.items())
+        if acc is not None and acc < t.accuracy
+    ]
+
+
+def check_daily_cost(*, day: str, spent_usd: float, t: Thresholds) -> list[AlertCondition]:
+    if spent_usd <= t.daily_cost_usd:
+        return []
+    return [AlertCondition("cost_limit_exceeded", day, "critical", cost_limit_message(spent_usd, t.daily_cost_usd),
+                           {"spent_usd": spent_usd, "limit_usd": t.daily_cost_usd})]
+
+
+def check_drift(drift_share_by_model: Mapping[str, float], t: Thresholds) -> list[AlertCondition]:
+    return [
+        AlertCondition(
+            "data_drift", model, "warning",
+            f"Data drift on {model}: {share:.0%} of features drifted > {t.drift_share:.0%}",
+            {"drift_share": share, "threshold": t.drift_share},
+        )
+        for model, share in sorted(drift_share_by_model.items())
+        if share > t.drift_share
+    ]
+
+
+def check_failed_runs(failed: Mapping[str, str]) -> list[AlertCondition]:
+    """``failed``: run label (e.g. "training run 12") -> error text."""
+    return [
+        AlertCondition("run_failed", label, "critical", f"{label} failed: {error}", {"error": error})
+        for label, error in sorted(failed.items())
+    ]
+
+
+def check_model_loading(failures: Mapping[str, str]) -> list[AlertCondition]:
+    """``failures``: model name -> error, e.g. a missing artifact or a checksum mismatch."""
+    return [
+        AlertCondition("model_load_failed", model, "critical", f"Failed to load model {model}: {error}",
+                       {"error": error})
+        for model, error in sorted(failures.items())
+    ]

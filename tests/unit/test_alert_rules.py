@@ -1,0 +1,63 @@
+"""Every alert rule trips over its threshold and stays quiet under it."""
+
+from monitoring.alert_rules import (
+    Thresholds,
+    check_accuracy,
+    check_daily_cost,
+    check_drift,
+    check_error_rate,
+    check_failed_runs,
+    check_latency,
+    check_model_loading,
+    check_resources,
+    cost_limit_message,
+)
+
+T = Thresholds()
+
+
+def test_latency_over_500ms_average():
+    assert check_latency({"/predict": 499.0, "/health": 3.0}, T) == []
+    (alert,) = check_latency({"/predict": 650.0, "/health": 3.0}, T)
+    assert (alert.kind, alert.key, alert.severity) == ("high_latency", "/predict", "warning")
+    assert "exceeded 500ms" in alert.message
+    assert check_latency({"/predict": 1200.0}, T)[0].severity == "critical"
+
+
+def test_error_rate_over_5_percent_needs_enough_requests():
+    assert check_error_rate({"/predict": (5, 100)}, T) == []
+    assert check_error_rate({"/predict": (2, 3)}, T) == []  # too few requests to judge
+    (alert,) = check_error_rate({"/predict": (6, 100)}, T)
+    assert alert.kind == "high_error_rate" and "6.0% > 5%" in alert.message
+
+
+def test_cpu_or_memory_over_85_percent():
+    assert check_resources(cpu=0.85, memory=0.5, t=T) == []
+    alerts = check_resources(cpu=0.9, memory=0.95, t=T)
+    assert [a.key for a in alerts] == ["cpu", "memory"]
+
+
+def test_accuracy_under_threshold():
+    assert check_accuracy({"xgboost_classifier": 0.81, "lstm_predictor": None}, T) == []
+    (alert,) = check_accuracy({"xgboost_classifier": 0.55}, T)
+    assert alert.key == "xgboost_classifier" and "55.0% < 80%" in alert.message
+
+
+def test_daily_cost_uses_the_spec_wording():
+    assert check_daily_cost(day="2026-01-02", spent_usd=10.0, t=T) == []
+    (alert,) = check_daily_cost(day="2026-01-02", spent_usd=12.5, t=T)
+    assert alert.message == "Daily cost limit exceeded: $12.50 > $10.00" == cost_limit_message(12.5, 10.0)
+
+
+def test_drift_share_over_threshold():
+    assert check_drift({"lstm_predictor": 0.3}, T) == []
+    (alert,) = check_drift({"lstm_predictor": 0.45}, T)
+    assert alert.kind == "data_drift" and "45% of features drifted" in alert.message
+
+
+def test_failed_runs_and_model_loading():
+    assert check_failed_runs({}) == [] and check_model_loading({}) == []
+    (run,) = check_failed_runs({"training run 7": "Out of memory"})
+    assert run.severity == "critical" and "training run 7 failed: Out of memory" == run.message
+    (load,) = check_model_loading({"lstm_predictor": "FileNotFoundError"})
+    assert load.message == "Failed to load model lstm_predictor: FileNotFoundError"
