@@ -1,0 +1,89 @@
+"""Request latency and error counts per endpoint, shared by every web worker through the cache.
+
+Counters live in per-minute buckets (for alert windows: "average latency over the last 5 minutes")
+and in running totals (for Prometheus counters). Redis increments are atomic; the file cache of the
+embedded mode may lose an increment under concurrent writes, which is acceptable for monitoring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.core.cache import cache
+
+BUCKET_TTL_SECONDS = 2 * 3600
+ENDPOINTS_KEY = "reqm:endpoints"
+
+
+@dataclass(frozen=True)
+class EndpointWindow:
+    endpoint: str
+    requests: int
+    errors: int
+    total_ms: float
+
+    @property
+    def avg_ms(self) -> float:
+        return self.total_ms / self.requests if self.requests else 0.0
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+def _minute(now: float | None = None) -> int:
+    return int((now if now is not None else time.time()) // 60)
+
+
+def _slug(endpoint: str) -> str:
+    # cache keys must be plain ASCII without spaces (memcached rules, which Django warns about)
+    return hashlib.sha1(endpoint.encode()).hexdigest()[:16]
+
+
+def _incr(key: str, delta: int, ttl: int | None) -> None:
+    try:
+        cache.incr(key, delta)
+    except ValueError:  # missing key: first hit of this bucket
+        cache.add(key, 0, ttl)
+        cache.incr(key, delta)
+
+
+def record_request(*, endpoint: str, status_code: int, duration_ms: float, now: float | None = None) -> None:
+    minute = _minute(now)
+    is_error = 1 if status_code >= 500 else 0
+    micros = int(duration_ms * 1000)
+    slug = _slug(endpoint)
+    for scope, ttl in ((f"m{minute}", BUCKET_TTL_SECONDS), ("total", None)):
+        _incr(f"reqm:{scope}:{slug}:count", 1, ttl)
+        _incr(f"reqm:{scope}:{slug}:us", micros, ttl)
+        if is_error:
+            _incr(f"reqm:{scope}:{slug}:errors", 1, ttl)
+    endpoints = cache.get(ENDPOINTS_KEY) or []
+    if endpoint not in endpoints:
+        cache.set(ENDPOINTS_KEY, sorted({*endpoints, endpoint}), None)
+
+
+def known_endpoints() -> list[str]:
+    return list(cache.get(ENDPOINTS_KEY) or [])
+
+
+def _read(scopes: Iterable[str], endpoint: str) -> EndpointWindow:
+    slug = _slug(endpoint)
+    keys = [f"reqm:{s}:{slug}:{f}" for s in scopes for f in ("count", "errors", "us")]
+    values = cache.get_many(keys)
+    total = {f: sum(int(values.get(k, 0)) for k in keys if k.endswith(f":{f}")) for f in ("count", "errors", "us")}
+    return EndpointWindow(endpoint, total["count"], total["errors"], total["us"] / 1000.0)
+
+
+def window(*, minutes: int = 5, now: float | None = None) -> dict[str, EndpointWindow]:
+    """Requests per endpoint over the last ``minutes`` full and current minutes."""
+    current = _minute(now)
+    scopes = [f"m{m}" for m in range(current - minutes + 1, current + 1)]
+    return {endpoint: _read(scopes, endpoint) for endpoint in known_endpoints()}
+
+
+def totals() -> dict[str, EndpointWindow]:
+    return {endpoint: _read(["total"], endpoint) for endpoint in known_endpoints()}
