@@ -153,6 +153,8 @@ ML_MODELS_PATH = Path(env.str("ML_MODELS_PATH", default=str(VAR_DIR / "ml_models
 ML_LOGS_PATH = Path(env.str("ML_LOGS_PATH", default=str(VAR_DIR / "ml_logs")))
 ML_REGISTRY_PATH = Path(env.str("ML_REGISTRY_PATH", default=str(VAR_DIR / "ml_registry")))
 ML_FEATURES_PATH = Path(env.str("ML_FEATURES_PATH", default=str(VAR_DIR / "features")))
+# Daily market-data provider (alphavantage, stooq, tiingo, files); empty = the local files under ML_DATA_PATH.
+ML_MARKET_DATA_PROVIDER = env.str("ML_MARKET_DATA_PROVIDER", default="")
 ML_DATA_PATH = Path(env.str("ML_DATA_PATH", default=str(BASE_DIR / "sample_data")))
 
 ML_PIPELINE_CONFIG = Path(env.str("ML_PIPELINE_CONFIG", default=str(BASE_DIR / "config" / "pipeline.json")))
