@@ -109,15 +109,22 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="investml"),
+            "TIMEOUT": None,
+            "OPTIONS": {"serializer": "investml.cache_serializers.JSONSerializer"},
         }
     }
 else:
-    # File-based so the web server, worker and beat share the online feature store.
+    from investml.cache_serializers import JSONCounterDisk
+
+    # A SQLite-backed disk cache shared by the web server, worker and beat (the online feature
+    # store, prediction cache and request metrics); values are stored as JSON, never pickled.
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "BACKEND": "diskcache.DjangoCache",
             "LOCATION": str(VAR_DIR / "cache"),
-            "OPTIONS": {"MAX_ENTRIES": 100_000},
+            "TIMEOUT": None,
+            "SHARDS": 4,
+            "OPTIONS": {"disk": JSONCounterDisk, "size_limit": 2**30},
         }
     }
 

@@ -1,0 +1,45 @@
+"""JSON for everything the cache stores: cached values are data, never pickled objects."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class JSONSerializer:
+    """Serializer for Django's RedisCache (OPTIONS["serializer"]). Integers stay raw for INCR."""
+
+    def __init__(self, protocol: int | None = None) -> None:  # signature of Django's RedisSerializer
+        pass
+
+    def dumps(self, obj: Any) -> bytes | int:
+        if type(obj) is int:
+            return obj
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+    def loads(self, data: bytes | int) -> Any:
+        try:
+            return int(data)
+        except ValueError:
+            return json.loads(data)
+
+
+try:
+    from diskcache import Disk, JSONDisk
+    from diskcache.core import UNKNOWN
+except ImportError:  # only the embedded mode needs diskcache
+    JSONDisk = None
+else:
+
+    class JSONCounterDisk(JSONDisk):
+        """diskcache's JSONDisk, keeping integers raw so that ``incr`` works (request counters)."""
+
+        def store(self, value, read, key=UNKNOWN):
+            if not read and type(value) is int:
+                return Disk.store(self, value, read, key=key)
+            return super().store(value, read, key=key)
+
+        def fetch(self, mode, filename, value, read):
+            if not read and type(value) is int:
+                return value
+            return super().fetch(mode, filename, value, read)
