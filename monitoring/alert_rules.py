@@ -119,3 +119,33 @@ def check_model_loading(failures: Mapping[str, str]) -> list[AlertCondition]:
                        {"error": error})
         for model, error in sorted(failures.items())
     ]
+
+
+def check_performance(
+    values_by_model: Mapping[str, float | None],
+    floors_by_model: Mapping[str, float | None],
+    *,
+    metric: str = "accuracy",
+    lower_is_better: bool = False,
+) -> list[AlertCondition]:
+    """Realized performance against a per-model floor (kind ``low_accuracy``, whatever the metric).
+
+    ``floors_by_model``: the floor of each model (relative to its validated value, or absolute); a
+    model without a floor or a value is not judged. For a lower-is-better metric (MAE) the floor is
+    a ceiling.
+    """
+    out = []
+    for model, current in sorted(values_by_model.items()):
+        floor = floors_by_model.get(model)
+        if current is None or floor is None or current != current:
+            continue
+        breached = current > floor if lower_is_better else current < floor
+        if not breached:
+            continue
+        if metric == "accuracy":
+            text = f"Model {model} accuracy {current:.1%} < {floor:.1%}"
+        else:
+            text = f"Model {model} {metric} {current:.4f} {'>' if lower_is_better else '<'} {floor:.4f}"
+        out.append(AlertCondition("low_accuracy", model, "warning", text,
+                                  {"metric": metric, "value": current, "threshold": floor}))
+    return out

@@ -145,3 +145,46 @@ def compare_to_profile(profile: dict[str, Any], frame: pd.DataFrame, *, columns:
     share = sum(f.drifted for f in results.values()) / len(results) if results else 0.0
     return DriftReport(features=results, drift_share=share, drift_detected=share > share_threshold,
                        threshold=share_threshold, skipped=skipped)
+
+
+def _histogram_sample(edges: np.ndarray, counts: np.ndarray, size: int) -> np.ndarray:
+    """Evenly spaced quantiles of the piecewise-uniform distribution a histogram describes."""
+    cdf = np.concatenate([[0.0], np.cumsum(counts) / counts.sum()])
+    probs = (np.arange(size) + 0.5) / size
+    return np.interp(probs, cdf, edges)
+
+
+def normalize_profile(profile: dict[str, Any] | None, *, sample_size: int = 1_000) -> dict[str, Any]:
+    """A reference profile in ``build_profile`` format, whatever format it was stored in.
+
+    Also accepts the histogram format ``{"bins", "rows", "features": {name: {"edges": [min, ...,
+    max], "counts": [...], "missing": n}}}``: inner edges and shares come from the histogram, the
+    KS sample is drawn evenly from its piecewise-uniform distribution (exact at the bin edges, so
+    the KS statistic is approximate within a bin). Features with fewer than ``MIN_VALUES`` values
+    or fewer than two edges are left out, as ``build_profile`` would.
+    """
+    profile = dict(profile or {})
+    features = profile.get("features") or {}
+    if not features or all("shares" in f and "sample" in f for f in features.values()):
+        return {"version": profile.get("version", PROFILE_VERSION), "bins": profile.get("bins", DEFAULT_BINS),
+                "features": dict(features)}
+    out: dict[str, Any] = {}
+    for name, entry in features.items():
+        if "shares" in entry and "sample" in entry:
+            out[name] = entry
+            continue
+        edges = np.asarray(entry.get("edges") or [], dtype="float64")
+        counts = np.asarray(entry.get("counts") or [], dtype="float64")
+        n = int(counts.sum()) if len(counts) else 0
+        if len(edges) < 2 or len(counts) != len(edges) - 1 or n < MIN_VALUES:
+            continue
+        centers = (edges[:-1] + edges[1:]) / 2.0
+        out[name] = {
+            "edges": edges[1:-1].tolist(),
+            "shares": (counts / n).tolist(),
+            "sample": _histogram_sample(edges, counts, min(sample_size, n)).tolist(),
+            "n": n,
+            "mean": float(np.sum(centers * counts) / n),
+        }
+    return {"version": PROFILE_VERSION, "bins": profile.get("bins", DEFAULT_BINS), "features": out,
+            "converted_from": "histogram"}

@@ -1,4 +1,4 @@
-"""Monitoring tables: costs (more follow with alerts, drift and performance)."""
+"""Monitoring tables: costs, alerts, drift reports and realized performance."""
 
 from __future__ import annotations
 
@@ -54,6 +54,9 @@ class Alert(models.Model):
     resolved_at = models.DateTimeField(null=True, blank=True)
     last_notified_at = models.DateTimeField(null=True, blank=True)
     notifications_sent = models.PositiveIntegerField(default=0)
+    notified_severity = models.CharField(
+        max_length=10, blank=True, help_text="Severity of the last notification (a rise notifies again)"
+    )
 
     class Meta:
         ordering = ["resolved", "-last_seen"]

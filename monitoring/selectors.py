@@ -1,15 +1,35 @@
-"""Reads of the monitoring tables: cost totals."""
+"""Reads of the monitoring tables and of what monitoring watches (features, runs, system metrics).
+
+Nothing here writes. The dashboard, the commands and ``monitoring.services`` read through these.
+"""
 
 from __future__ import annotations
 
-from datetime import date
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
-from django.db.models import Sum
+import pandas as pd
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import QuerySet, Sum
+from django.utils import timezone
 
-from monitoring.models import CostRecord
+from monitoring import request_metrics
+from monitoring.drift import DriftReport as DriftResult
+from monitoring.drift import compare_to_profile, normalize_profile
+from monitoring.models import Alert, CostRecord, DriftReport, PerformanceRecord
 
 ZERO = Decimal("0")
+MODEL_LOAD_FAILURES_KEY = "monitoring:model_load_failures"
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+# ---------------------------------------------------------------------------------------------
+# costs
 
 
 def cost_for_day(*, day: date) -> Decimal:
@@ -33,3 +53,304 @@ def api_calls_for_day(*, day: date, source: str) -> int:
         .aggregate(total=Sum("units"))["total"]
     )
     return int(total or 0)
+
+
+def cost_series(*, days: int = 30, end: date | None = None) -> list[dict[str, Any]]:
+    """One row per day of the last ``days`` days up to ``end`` (today): ``{day, <category>: usd, total}``.
+
+    Days without records are present with zeros, so a chart shows the gaps.
+    """
+    end = end or timezone.localdate()
+    start = end - timedelta(days=days - 1)
+    rows = {start + timedelta(days=i): {c: 0.0 for c in CostRecord.Category.values} for i in range(days)}
+    totals = (
+        CostRecord.objects.filter(day__gte=start, day__lte=end)
+        .values("day", "category")
+        .annotate(total=Sum("cost_usd"))
+    )
+    for row in totals:
+        rows[row["day"]][row["category"]] = float(row["total"] or 0)
+    return [{"day": d, **cats, "total": sum(cats.values())} for d, cats in sorted(rows.items())]
+
+
+def cost_by_source(*, day: date) -> list[dict[str, Any]]:
+    """``[{category, source, units, unit, usd}]`` of ``day``, most expensive first."""
+    rows = (
+        CostRecord.objects.filter(day=day)
+        .values("category", "source", "unit")
+        .annotate(units=Sum("units"), usd=Sum("cost_usd"))
+        .order_by("-usd", "category", "source")
+    )
+    return [{**row, "usd": float(row["usd"] or 0)} for row in rows]
+
+
+def daily_cost_limit() -> float:
+    return float(getattr(settings, "ML_DAILY_COST_LIMIT_USD", 10.0))
+
+
+def directory_bytes(path: Path | str) -> int:
+    """Total size of the regular files under ``path`` (0 when it does not exist); links not followed."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                stat = os.lstat(os.path.join(root, name))
+            except OSError:  # removed while walking
+                continue
+            if not os.path.islink(os.path.join(root, name)):
+                total += stat.st_size
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# alerts
+
+
+def alerts(*, kind: str | None = None, severity: str | None = None, state: str | None = None) -> QuerySet[Alert]:
+    """Alerts filtered by kind, severity and state (``open``, ``unacknowledged``, ``acknowledged``,
+    ``resolved``; anything else = all), open ones first, most recent first."""
+    qs = Alert.objects.all()
+    if kind:
+        qs = qs.filter(kind=kind)
+    if severity:
+        qs = qs.filter(severity=severity)
+    if state == "open":
+        qs = qs.filter(resolved=False)
+    elif state == "unacknowledged":
+        qs = qs.filter(resolved=False, acknowledged=False)
+    elif state == "acknowledged":
+        qs = qs.filter(resolved=False, acknowledged=True)
+    elif state == "resolved":
+        qs = qs.filter(resolved=True)
+    return qs.order_by("resolved", "-last_seen", "-id")
+
+
+def open_alerts() -> QuerySet[Alert]:
+    return alerts(state="open")
+
+
+def open_alert(*, kind: str, key: str) -> Alert | None:
+    return Alert.objects.filter(kind=kind, key=key, resolved=False).first()
+
+
+def open_alert_counts() -> dict[str, int]:
+    """``{severity: open alerts}``, every severity present."""
+    counts = dict.fromkeys(Alert.Severity.values, 0)
+    for severity in Alert.objects.filter(resolved=False).values_list("severity", flat=True):
+        counts[severity] = counts.get(severity, 0) + 1
+    return counts
+
+
+def alert_kinds() -> list[str]:
+    return sorted(set(Alert.objects.values_list("kind", flat=True).distinct()))
+
+
+# ---------------------------------------------------------------------------------------------
+# models, performance and drift
+
+
+def active_versions(*, model_name: str | None = None) -> list[Any]:
+    from registry.models import ModelVersion
+    from registry.selectors import versions
+
+    return list(versions(model_name=model_name, statuses=[ModelVersion.Status.ACTIVE]))
+
+
+def latest_performance(*, version: Any, window_days: int | None = None) -> PerformanceRecord | None:
+    qs = PerformanceRecord.objects.filter(model_version=version)
+    if window_days:
+        qs = qs.filter(window_days=window_days)
+    return qs.order_by("-day", "-id").first()
+
+
+def performance_history(*, model_name: str | None = None, version: Any = None,
+                        limit: int = 365) -> list[PerformanceRecord]:
+    """Performance records, oldest first (for charts), of a version or of every version of a model."""
+    qs = PerformanceRecord.objects.select_related("model_version", "model_version__model")
+    if version is not None:
+        qs = qs.filter(model_version=version)
+    elif model_name:
+        qs = qs.filter(model_version__model__name=model_name)
+    return list(reversed(qs.order_by("-day", "-id")[:limit]))
+
+
+def latest_drift_report(*, version: Any) -> DriftReport | None:
+    return DriftReport.objects.filter(model_version=version).order_by("-created_at", "-id").first()
+
+
+def drift_reports(*, model_name: str | None = None, limit: int = 60) -> list[DriftReport]:
+    """Drift reports, newest first."""
+    qs = DriftReport.objects.select_related("model_version", "model_version__model")
+    if model_name:
+        qs = qs.filter(model_version__model__name=model_name)
+    return list(qs.order_by("-created_at", "-id")[:limit])
+
+
+def drift_matrix(*, model_name: str, limit: int = 30) -> dict[str, Any]:
+    """Per-feature PSI over the last ``limit`` reports of a model, oldest first, for a heat map.
+
+    ``{"labels": [window end (version)], "features": [...], "psi": [[feature x report]],
+    "drifted": [[bool]], "shares": [...]}``.
+    """
+    reports = list(reversed(drift_reports(model_name=model_name, limit=limit)))
+    features = sorted({name for r in reports for name in (r.features or {})})
+    return {
+        "labels": [f"{r.window_end.isoformat()} (v{r.model_version.version})" for r in reports],
+        "features": features,
+        "psi": [[_round((r.features or {}).get(f, {}).get("psi")) for r in reports] for f in features],
+        "drifted": [[bool((r.features or {}).get(f, {}).get("drifted")) for r in reports] for f in features],
+        "shares": [r.drift_share for r in reports],
+    }
+
+
+def _round(value: Any) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+def drift_columns(*, profile: dict[str, Any]) -> list[str]:
+    """The features of a profile that drift is checked on (calendar features excluded)."""
+    from features.engine import FEATURE_GROUPS
+
+    calendar = set(FEATURE_GROUPS.get("calendar", []))
+    return [name for name in (profile.get("features") or {}) if name not in calendar]
+
+
+# ---------------------------------------------------------------------------------------------
+# feature windows
+
+
+@dataclass(frozen=True)
+class FeatureWindow:
+    frame: pd.DataFrame
+    start: date | None
+    end: date | None
+    feature_set_version: Any
+
+
+def _store(feature_set_version: Any):
+    from features.selectors import feature_store_for, resolve_feature_set_version
+
+    version = resolve_feature_set_version(version=feature_set_version)
+    return version, feature_store_for(version=version)
+
+
+def recent_feature_window(*, days: int, end: date | None = None, feature_set_version: Any = None,
+                          columns: list[str] | None = None) -> FeatureWindow:
+    """The stored features of the ``days`` most recent trading dates on or before ``end`` (default:
+    the store's last date), all tickers."""
+    version, store = _store(feature_set_version)
+    if end is None:
+        last = store.last_dates()
+        if not last:
+            return FeatureWindow(pd.DataFrame(columns=["ticker", "date", *(columns or [])]), None, None, version)
+        end = max(last.values())
+    start_guess = end - timedelta(days=int(days * 7 / 5) + 15)
+    frame = store.read("features", columns=columns, start=start_guess, end=end)
+    if frame.empty:
+        return FeatureWindow(frame, None, None, version)
+    dates = pd.Series(frame["date"].unique()).sort_values().iloc[-days:]
+    frame = frame[frame["date"].isin(set(dates))]
+    return FeatureWindow(frame.reset_index(drop=True), dates.iloc[0].date(), dates.iloc[-1].date(), version)
+
+
+def feature_period(*, start: date, end: date, feature_set_version: Any = None,
+                   columns: list[str] | None = None) -> FeatureWindow:
+    version, store = _store(feature_set_version)
+    frame = store.read("features", columns=columns, start=start, end=end)
+    if frame.empty:
+        return FeatureWindow(frame, None, None, version)
+    return FeatureWindow(frame, frame["date"].min().date(), frame["date"].max().date(), version)
+
+
+def compare_feature_periods(*, reference_start: date, reference_end: date, start: date, end: date,
+                            feature_set_version: Any = None, columns: list[str] | None = None,
+                            share_threshold: float | None = None, psi_threshold: float | None = None,
+                            ks_threshold: float | None = None) -> tuple[DriftResult, FeatureWindow, FeatureWindow]:
+    """Drift of the stored features of [start, end] against those of [reference_start, reference_end]
+    (no model needed, nothing stored)."""
+    from features.engine import FEATURE_GROUPS, MODEL_FEATURE_COLUMNS
+    from monitoring import config
+    from monitoring.drift import build_profile
+
+    cfg = config.load()
+    reference = feature_period(start=reference_start, end=reference_end, feature_set_version=feature_set_version)
+    current = feature_period(start=start, end=end, feature_set_version=reference.feature_set_version)
+    if columns is None:
+        names = set(reference.feature_set_version.feature_names)
+        calendar = set(FEATURE_GROUPS.get("calendar", []))
+        columns = [c for c in MODEL_FEATURE_COLUMNS if c in names and c not in calendar]
+    profile = build_profile(reference.frame, columns)
+    result = compare_to_profile(
+        profile, current.frame, columns=[c for c in columns if c in profile["features"]],
+        share_threshold=cfg.thresholds.drift_share if share_threshold is None else share_threshold,
+        psi_threshold=cfg.drift_psi_threshold if psi_threshold is None else psi_threshold,
+        ks_threshold=cfg.drift_ks_threshold if ks_threshold is None else ks_threshold,
+    )
+    return result, reference, current
+
+
+def version_profile(*, version: Any) -> dict[str, Any]:
+    """The version's drift reference in ``monitoring.drift.build_profile`` format."""
+    return normalize_profile(version.drift_reference or {})
+
+
+# ---------------------------------------------------------------------------------------------
+# runs, system, model loading
+
+
+def recent_training_runs(*, limit: int = 20) -> list[Any]:
+    from training.models import TrainingRun
+
+    return list(TrainingRun.objects.order_by("-created_at", "-id")[:limit])
+
+
+def failed_runs_since(*, since: datetime) -> dict[str, str]:
+    """``{label: error}`` of training runs, feature builds and ingestions that failed since ``since``."""
+    from features.models import FeatureMaterialization, IngestionRun
+    from training.models import TrainingRun
+
+    out: dict[str, str] = {}
+    for run in TrainingRun.objects.filter(status=TrainingRun.Status.FAILED, created_at__gte=since).order_by("id"):
+        out[f"training run {run.pk}"] = _first_line(run.error) or "failed"
+    for mat in FeatureMaterialization.objects.filter(
+        status=FeatureMaterialization.Status.FAILED, created_at__gte=since
+    ).order_by("id"):
+        out[f"feature build {mat.pk}"] = _first_line(mat.error) or "failed"
+    for ing in IngestionRun.objects.filter(status=IngestionRun.Status.FAILED, started_at__gte=since).order_by("id"):
+        out[f"ingestion run {ing.pk} ({ing.source})"] = _first_line(ing.error) or "failed"
+    return out
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def model_load_failures() -> dict[str, dict[str, Any]]:
+    """``{model: {"error", "at"}}`` as recorded by ``monitoring.services.record_model_load_failure``."""
+    raw = cache.get(MODEL_LOAD_FAILURES_KEY)
+    return dict(raw or {})
+
+
+def system_utilization() -> tuple[float | None, float | None]:
+    """Machine CPU and memory utilization as fractions (psutil; None where unavailable)."""
+    import psutil
+
+    try:
+        cpu = psutil.cpu_percent(interval=0.2) / 100.0
+    except Exception:  # noqa: BLE001 - a missing /proc must not break the other checks
+        cpu = None
+    try:
+        memory = psutil.virtual_memory().percent / 100.0
+    except Exception:  # noqa: BLE001
+        memory = None
+    return cpu, memory
+
+
+def request_window(*, minutes: int = 5) -> dict[str, request_metrics.EndpointWindow]:
+    return {k: v for k, v in request_metrics.window(minutes=minutes).items() if v.requests}
+
+
+def severities_of(alert_list: Iterable[Alert]) -> str:
+    worst = max((SEVERITY_RANK.get(a.severity, 0) for a in alert_list), default=-1)
+    return {-1: "ok", 0: "info", 1: "warning", 2: "critical"}[worst]

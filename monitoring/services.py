@@ -1,4 +1,10 @@
-"""Writes to the monitoring tables: cost records.
+"""Writes to the monitoring tables: costs, alerts (with notifications), drift reports, performance.
+
+Public API (keyword-only): ``record_cost``, ``record_api_calls``, ``record_storage_cost``;
+``raise_alert``, ``resolve_cleared``, ``acknowledge_alert``, ``resolve_alert``, ``notify_alert``,
+``apply_conditions``, ``evaluate_alerts``; ``record_model_load_failure``,
+``clear_model_load_failure``; ``track_performance``; ``check_drift``. Retrain requests go through
+``_request_retrain`` only.
 
 Every metered cost is one ``CostRecord`` row: an HTTP request to a data provider (category
 ``data_api``, one row per request, retries included), compute seconds of a run, storage. The daily
@@ -8,14 +14,40 @@ budget (``ML_DAILY_COST_LIMIT_USD``) is checked against their total for the day
 
 from __future__ import annotations
 
+import calendar
+import logging
+import math
 from collections.abc import Iterable
-from datetime import date
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pandas as pd
+import requests
+from django.conf import settings
+from django.core.cache import cache
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.db.models import F, Max
 from django.utils import timezone
 
-from monitoring.models import CostRecord
+from monitoring import config, performance, selectors
+from monitoring.alert_rules import (
+    AlertCondition,
+    check_daily_cost,
+    check_error_rate,
+    check_failed_runs,
+    check_latency,
+    check_model_loading,
+    check_performance,
+    check_resources,
+)
+from monitoring.alert_rules import check_drift as check_drift_rule
+from monitoring.drift import compare_to_profile
+from monitoring.models import Alert, CostRecord, DriftReport, PerformanceRecord
 
 if TYPE_CHECKING:
     from features.providers.base import CallRecord
@@ -72,3 +104,524 @@ def record_api_calls(*, records: Iterable[CallRecord], day: date | None = None) 
     if rows:
         CostRecord.objects.bulk_create(rows, batch_size=BATCH_SIZE)
     return len(rows)
+
+
+# =============================================================================================
+# Alerts: one open row per (kind, key), notifications without storms
+# =============================================================================================
+
+logger = logging.getLogger("monitoring")
+SEVERITY_RANK = selectors.SEVERITY_RANK
+# Alert kinds whose first occurrence requests a retrain: kind -> (orchestrator trigger, spec log reason)
+RETRAIN_ON = {"data_drift": ("drift", "data_drift"), "low_accuracy": ("performance", "performance_degradation")}
+MODEL_LOAD_FAILURE_TTL = 7 * 24 * 3600
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating, Decimal)):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return str(value)
+
+
+@dataclass(frozen=True)
+class RaisedAlert:
+    alert: Alert
+    created: bool
+
+
+def raise_alert(*, condition: AlertCondition, now: datetime | None = None) -> RaisedAlert:
+    """Fold ``condition`` into its open alert (count + 1, last seen, message, details and severity
+    updated), or open a new one. Race-safe: the partial unique constraint lets only one open row
+    exist per (kind, key); a concurrent creator that loses gets IntegrityError and updates instead.
+    """
+    now = now or timezone.now()
+    kind, key = condition.kind[:40], condition.key[:200]
+    details = _jsonable(dict(condition.details))
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                alert = Alert.objects.select_for_update().filter(kind=kind, key=key, resolved=False).first()
+                if alert is None:
+                    alert = Alert.objects.create(
+                        kind=kind, key=key, severity=condition.severity, message=condition.message, details=details,
+                        first_seen=now, last_seen=now, count=1,
+                    )
+                    return RaisedAlert(alert, True)
+                Alert.objects.filter(pk=alert.pk).update(
+                    count=F("count") + 1, last_seen=now, message=condition.message, details=details,
+                    severity=condition.severity,
+                )
+                alert.refresh_from_db()
+                return RaisedAlert(alert, False)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def resolve_cleared(*, kind: str, current_keys: Iterable[str], now: datetime | None = None) -> int:
+    """Resolve the open alerts of ``kind`` whose condition no longer holds; returns how many."""
+    keep = {k[:200] for k in current_keys}
+    qs = Alert.objects.filter(kind=kind, resolved=False).exclude(key__in=keep)
+    return qs.update(resolved=True, resolved_at=now or timezone.now())
+
+
+def acknowledge_alert(*, alert_id: int, user: str) -> Alert:
+    """Mark an open alert as seen: it stays open, repeats still count, but notifies again only when
+    its severity rises."""
+    Alert.objects.filter(pk=alert_id, acknowledged=False).update(
+        acknowledged=True, acknowledged_by=user[:150], acknowledged_at=timezone.now()
+    )
+    return Alert.objects.get(pk=alert_id)
+
+
+def resolve_alert(*, alert_id: int, user: str) -> Alert:
+    """Close an alert by hand; if its condition still holds, the next evaluation opens a new one."""
+    alert = Alert.objects.get(pk=alert_id)
+    if not alert.resolved:
+        details = {**(alert.details or {}), "resolved_by": user[:150]}
+        Alert.objects.filter(pk=alert_id, resolved=False).update(
+            resolved=True, resolved_at=timezone.now(), details=details
+        )
+        alert.refresh_from_db()
+    return alert
+
+
+def _should_notify(alert: Alert, *, now: datetime, cooldown: float) -> bool:
+    if alert.resolved:
+        return False
+    rose = SEVERITY_RANK.get(alert.severity, 0) > SEVERITY_RANK.get(alert.notified_severity or "", -1)
+    if alert.last_notified_at is None or rose:
+        return True
+    if alert.acknowledged:
+        return False
+    return (now - alert.last_notified_at).total_seconds() >= cooldown
+
+
+def notify_alert(*, alert: Alert, now: datetime | None = None) -> bool:
+    """Email ``ALERT_EMAILS`` and POST ``ALERT_WEBHOOK_URL`` about ``alert`` if it is due: on its first
+    occurrence, when its severity rises, then at most once per cooldown (none while acknowledged).
+
+    The notification is claimed in the database first (compare-and-set on ``last_notified_at``), so
+    two workers evaluating at once send it once. Delivery errors are logged, never raised.
+    """
+    now = now or timezone.now()
+    cfg = config.load()
+    alert.refresh_from_db()
+    if not _should_notify(alert, now=now, cooldown=cfg.notification_cooldown_seconds):
+        return False
+    claimed = Alert.objects.filter(pk=alert.pk, last_notified_at=alert.last_notified_at,
+                                   notified_severity=alert.notified_severity).update(
+        last_notified_at=now, notifications_sent=F("notifications_sent") + 1, notified_severity=alert.severity
+    )
+    if not claimed:
+        return False
+    subject = f"[InvestML {alert.severity.upper()}] {alert.kind}: {alert.key}"
+    body = (
+        f"{alert.message}\n\nkind: {alert.kind}\nkey: {alert.key}\nseverity: {alert.severity}\n"
+        f"first seen: {alert.first_seen.isoformat()}\nlast seen: {alert.last_seen.isoformat()}\n"
+        f"occurrences: {alert.count}\n"
+    )
+    if cfg.alert_emails:
+        try:
+            send_mail(subject, body, getattr(settings, "DEFAULT_FROM_EMAIL", None), cfg.alert_emails)
+        except Exception:  # noqa: BLE001 - a mail outage must not stop monitoring
+            logger.exception("alert email for %s/%s failed", alert.kind, alert.key)
+    if cfg.webhook_url:
+        payload = {
+            "id": alert.pk, "kind": alert.kind, "key": alert.key, "severity": alert.severity,
+            "message": alert.message, "count": alert.count, "details": alert.details,
+            "first_seen": alert.first_seen.isoformat(), "last_seen": alert.last_seen.isoformat(),
+        }
+        try:
+            response = requests.post(cfg.webhook_url, json=payload, timeout=cfg.webhook_timeout_seconds)
+            if response.status_code >= 400:
+                logger.warning("alert webhook answered HTTP %s for %s/%s", response.status_code, alert.kind, alert.key)
+        except requests.RequestException as exc:
+            logger.warning("alert webhook failed for %s/%s: %s", alert.kind, alert.key, exc)
+    return True
+
+
+def _request_retrain(*, trigger: str, reason: str, tickers: list[str] | None = None) -> Any:
+    """The one place monitoring asks for a retrain (``trigger``: "drift" or "performance").
+
+    Uses the orchestrator's ``training.orchestrator.request_retrain`` when it exists, else queues a
+    plain ``training.services.retrain``. Never raises: a failed request is logged.
+    """
+    label = "data_drift" if trigger == "drift" else "performance_degradation"
+    if not config.load().auto_retrain:
+        logger.info("Retraining trigger suppressed (ENABLE_AUTO_RETRAINING is off): %s threshold exceeded", label)
+        return None
+    logger.info("Retraining trigger activated: %s threshold exceeded", label)
+    try:
+        try:
+            from training.orchestrator import request_retrain
+        except ImportError:
+            request_retrain = None
+        if request_retrain is not None:
+            return request_retrain(trigger=trigger, reason=reason, requested_by="monitoring", tickers=tickers)
+        from training.services import retrain
+
+        return retrain(trigger=trigger, requested_by="monitoring", sync=False, tickers=tickers)
+    except Exception:  # noqa: BLE001 - monitoring keeps running when the trigger fails
+        logger.exception("retrain request (%s) failed: %s", trigger, reason)
+        return None
+
+
+def apply_conditions(*, kind: str, conditions: Iterable[AlertCondition], notify: bool = True,
+                     resolve: bool = True, scope_keys: Iterable[str] | None = None,
+                     now: datetime | None = None) -> list[RaisedAlert]:
+    """Raise every condition of ``kind``, resolve the open ones of ``kind`` that no longer hold, notify.
+
+    ``scope_keys``: when given, only open alerts with these keys may be resolved (a check that
+    looked at one model must not resolve another model's alert). A newly opened ``data_drift`` or
+    ``low_accuracy`` alert requests a retrain, once per opening.
+    """
+    now = now or timezone.now()
+    conditions = [c for c in conditions if c.kind == kind]
+    raised = [raise_alert(condition=c, now=now) for c in conditions]
+    if resolve:
+        current = {c.key for c in conditions}
+        if scope_keys is None:
+            resolve_cleared(kind=kind, current_keys=current, now=now)
+        else:
+            for key in set(scope_keys) - current:
+                Alert.objects.filter(kind=kind, key=key[:200], resolved=False).update(resolved=True, resolved_at=now)
+    for item in raised:
+        if item.created and kind in RETRAIN_ON:
+            trigger, _label = RETRAIN_ON[kind]
+            _request_retrain(trigger=trigger, reason=item.alert.message)
+        if notify:
+            notify_alert(alert=item.alert, now=now)
+    return raised
+
+
+# =============================================================================================
+# Model loading failures (called by inference)
+# =============================================================================================
+
+
+def record_model_load_failure(*, model: str, error: str) -> Alert:
+    """Record that ``model`` failed to load (inference calls this; the spec's "Failed to load model
+    X: error"). Opens or repeats the ``model_load_failed`` alert at once and keeps the failure in the
+    cache so ``evaluate_alerts`` keeps it open until ``clear_model_load_failure`` is called."""
+    error = str(error)
+    prefix = f"Failed to load model {model}"
+    if error.startswith(prefix):  # inference's own message: "Failed to load model name@1.0.0: ..."
+        error = error[len(prefix):].lstrip("@0123456789.").lstrip(": ") or error
+    failures = selectors.model_load_failures()
+    failures[model] = {"error": error[:500], "at": timezone.now().isoformat()}
+    cache.set(selectors.MODEL_LOAD_FAILURES_KEY, failures, MODEL_LOAD_FAILURE_TTL)
+    logger.error("Failed to load model %s: %s", model, error)
+    (condition,) = check_model_loading({model: error[:500]})
+    return raise_alert(condition=condition).alert
+
+
+def clear_model_load_failure(*, model: str) -> None:
+    """``model`` loaded fine: forget its failure and resolve its alert."""
+    failures = selectors.model_load_failures()
+    if failures.pop(model, None) is not None:
+        cache.set(selectors.MODEL_LOAD_FAILURES_KEY, failures, MODEL_LOAD_FAILURE_TTL)
+    Alert.objects.filter(kind="model_load_failed", key=model, resolved=False).update(
+        resolved=True, resolved_at=timezone.now()
+    )
+
+
+# =============================================================================================
+# Storage cost
+# =============================================================================================
+
+
+def record_storage_cost(*, day: date | None = None) -> list[CostRecord]:
+    """Today's storage cost of the model artifacts (``ML_MODELS_PATH``) and the feature store
+    (``ML_FEATURES_PATH``): size in GB times ``ML_STORAGE_USD_PER_GB_MONTH`` / days of the month.
+
+    Idempotent per day: the day's storage records of these sources are replaced.
+    """
+    day = day or timezone.localdate()
+    rate = config.load().storage_usd_per_gb_month
+    days_in_month = calendar.monthrange(day.year, day.month)[1]
+    paths = {
+        "ml_models": Path(getattr(settings, "ML_MODELS_PATH", "")),
+        "features": Path(getattr(settings, "ML_FEATURES_PATH", "")),
+    }
+    records = []
+    with transaction.atomic():
+        CostRecord.objects.filter(day=day, category=CostRecord.Category.STORAGE, source__in=list(paths)).delete()
+        for source, path in paths.items():
+            size = selectors.directory_bytes(path) if str(path) else 0
+            gb = size / 1e9
+            records.append(record_cost(
+                day=day, category=CostRecord.Category.STORAGE, source=source, detail=str(path)[-200:],
+                units=gb, unit="GB-day", bytes=size, cost_usd=gb * rate / days_in_month,
+            ))
+    return records
+
+
+# =============================================================================================
+# Performance tracking
+# =============================================================================================
+
+
+def _prediction_rows(*, version_ids: list[int] | None, since: date, until: date) -> pd.DataFrame:
+    """Stored and logged predictions with dates in [since, until]: one row per (version, ticker, date);
+    a daily batch prediction wins over a logged one, the latest log wins among logs."""
+    from inference.models import DailyPrediction, PredictionLog
+    from registry.models import ModelVersion
+
+    daily = DailyPrediction.objects.filter(date__gte=since, date__lte=until)
+    logs = PredictionLog.objects.filter(
+        feature_date__gte=since, feature_date__lte=until, model_version__isnull=False
+    ).exclude(ticker="")
+    if version_ids is not None:
+        daily = daily.filter(model_version_id__in=version_ids)
+        logs = logs.filter(model_version_id__in=version_ids)
+    columns = ["version_id", "ticker", "date", "horizon", "expected_return", "prob_up", "source", "order"]
+    rows = [
+        (v, t, d, h, er, p, 0, 0)
+        for v, t, d, h, er, p in daily.values_list(
+            "model_version_id", "ticker__symbol", "date", "horizon_days", "expected_return", "prob_up"
+        )
+    ]
+    horizons = dict(ModelVersion.objects.values_list("pk", "horizon_days"))
+    # ``prediction`` may be a price (inference logs ``price * (1 + er)`` when it knows the price):
+    # only the expected return is scored.
+    for v, t, d, er, created in logs.exclude(expected_return__isnull=True).values_list(
+        "model_version_id", "ticker", "feature_date", "expected_return", "created_at"
+    ):
+        rows.append((v, t.upper(), d, horizons.get(v, 5), er, np.nan, 1, -created.timestamp()))
+    frame = pd.DataFrame(rows, columns=columns)
+    if frame.empty:
+        return frame
+    frame["date"] = pd.to_datetime(frame["date"])
+    frame = frame.astype({"expected_return": "float64", "prob_up": "float64"})
+    frame = frame.sort_values(["version_id", "ticker", "date", "source", "order"], kind="stable")
+    return frame.drop_duplicates(["version_id", "ticker", "date"], keep="first").reset_index(drop=True)
+
+
+def _bars(*, tickers: list[str], since: date, until: date) -> pd.DataFrame:
+    from features.models import PriceBar
+
+    rows = PriceBar.objects.filter(ticker__symbol__in=tickers, date__gte=since, date__lte=until).values_list(
+        "ticker__symbol", "date", "adj_close"
+    )
+    frame = pd.DataFrame(list(rows), columns=["ticker", "date", "adj_close"])
+    if not frame.empty:
+        frame["date"] = pd.to_datetime(frame["date"])
+    return frame
+
+
+def _latest_bar_day() -> date | None:
+    from features.models import PriceBar
+
+    return PriceBar.objects.aggregate(last=Max("date"))["last"]
+
+
+def track_performance(*, day: date | None = None, window_days: int | None = None,
+                      alert: bool = True) -> list[PerformanceRecord]:
+    """Score the predictions whose horizon has passed by ``day`` and store, per model version, one
+    ``PerformanceRecord`` over the last ``window_days`` scored prediction dates (upserted on
+    version, day, window). ``day`` defaults to the last stored price bar date.
+
+    Then every active version's record is checked against its floor (``monitoring.config``): one
+    under it opens ``low_accuracy`` (and, on opening, a retrain request); one back over it resolves.
+    """
+    from registry.models import ModelVersion
+
+    cfg = config.load()
+    window = int(window_days or cfg.performance_window_days)
+    day = day or _latest_bar_day() or timezone.localdate()
+    horizons = [h for h in ModelVersion.objects.values_list("horizon_days", flat=True).distinct() if h]
+    lookback = timedelta(days=int((window + max(horizons or [5])) * 7 / 5) + 20)
+    preds = _prediction_rows(version_ids=None, since=day - lookback, until=day)
+    records: list[PerformanceRecord] = []
+    if not preds.empty:
+        bars = _bars(tickers=sorted(preds["ticker"].unique()), since=day - lookback - timedelta(days=10), until=day)
+        scored = performance.realized_returns(preds, bars, as_of=day)
+        scored = scored[np.isfinite(scored["realized"].to_numpy(dtype=np.float64))]
+        for version_id, rows in scored.groupby("version_id", sort=True):
+            rows = performance.last_dates(rows, window)
+            metrics = performance.window_metrics(rows)
+            record, _ = PerformanceRecord.objects.update_or_create(
+                model_version_id=int(version_id), day=day, window_days=window,
+                defaults={"samples": int(len(rows)), **metrics},
+            )
+            records.append(record)
+    if alert:
+        _check_performance_alerts(cfg=cfg, window=window)
+    return records
+
+
+def _check_performance_alerts(*, cfg: config.MonitoringConfig, window: int | None = None) -> list[RaisedAlert]:
+    metric = cfg.performance_metric
+    values: dict[str, float | None] = {}
+    floors: dict[str, float | None] = {}
+    scope = []
+    for version in selectors.active_versions():
+        name = version.model.name
+        scope.append(name)
+        record = selectors.latest_performance(version=version, window_days=window)
+        if record is None or record.samples < cfg.min_performance_samples:
+            continue
+        validated = (version.metrics or {}).get(metric)
+        values[name] = getattr(record, metric)
+        floors[name] = config.performance_floor(cfg=cfg, validated=float(validated) if validated is not None else None)
+    conditions = check_performance(values, floors, metric=metric, lower_is_better=metric in config.LOWER_IS_BETTER)
+    return apply_conditions(kind="low_accuracy", conditions=conditions, scope_keys=None)
+
+
+# =============================================================================================
+# Drift
+# =============================================================================================
+
+
+def check_drift(*, model_name: str | None = None, window_days: int | None = None, as_of: date | None = None,
+                alert: bool = True) -> list[DriftReport]:
+    """Compare the most recent ``window_days`` trading days of stored features (ending ``as_of``,
+    default the store's last date) with each active version's training profile
+    (``ModelVersion.drift_reference``), store one ``DriftReport`` per version, and when its drift
+    share exceeds ``DATA_DRIFT_THRESHOLD`` open the ``data_drift`` alert (on opening: the spec's
+    "Retraining trigger activated: data_drift threshold exceeded" and a retrain request). A version
+    whose drift cleared has its alert resolved. Versions without a reference are skipped (logged).
+    """
+    cfg = config.load()
+    days = int(window_days or cfg.drift_window_days)
+    versions = selectors.active_versions(model_name=model_name)
+    reports: list[DriftReport] = []
+    conditions: list[AlertCondition] = []
+    checked: list[str] = []
+    windows: dict[Any, selectors.FeatureWindow] = {}
+    for version in versions:
+        label = f"{version.model.name}@{version.version}"
+        profile = selectors.version_profile(version=version)
+        columns = selectors.drift_columns(profile=profile)
+        if not columns:
+            logger.info("drift check skipped for %s: it has no drift reference", label)
+            continue
+        fsv_key = version.feature_set_version_id
+        if fsv_key not in windows:
+            windows[fsv_key] = selectors.recent_feature_window(
+                days=days, end=as_of, feature_set_version=version.feature_set_version
+            )
+        win = windows[fsv_key]
+        if win.frame.empty:
+            logger.warning("drift check skipped for %s: no stored features", label)
+            continue
+        result = compare_to_profile(
+            profile, win.frame, columns=columns, share_threshold=cfg.thresholds.drift_share,
+            psi_threshold=cfg.drift_psi_threshold, ks_threshold=cfg.drift_ks_threshold,
+        )
+        report = DriftReport.objects.create(
+            model_version=version, window_start=win.start, window_end=win.end,
+            drift_detected=result.drift_detected, drift_share=result.drift_share, threshold=result.threshold,
+            features=_jsonable({**{n: asdict(f) for n, f in result.features.items()}}),
+        )
+        reports.append(report)
+        checked.append(version.model.name)
+        logger.info("drift %s %s..%s: %.0f%% of %d features drifted (%s)", label, win.start, win.end,
+                    100 * result.drift_share, len(result.features), ", ".join(result.drifted_features) or "none")
+        conditions += _drift_conditions(report=report, cfg=cfg)
+    if alert and checked:
+        apply_conditions(kind="data_drift", conditions=conditions, scope_keys=checked)
+    return reports
+
+
+def _drift_conditions(*, report: DriftReport, cfg: config.MonitoringConfig) -> list[AlertCondition]:
+    name = report.model_version.model.name
+    drifted = sorted(n for n, f in (report.features or {}).items() if f.get("drifted"))
+    out = []
+    for condition in check_drift_rule({name: report.drift_share}, cfg.thresholds):
+        details = {**condition.details, "version": report.model_version.version, "report": report.pk,
+                   "window": [report.window_start.isoformat(), report.window_end.isoformat()],
+                   "drifted_features": drifted}
+        out.append(AlertCondition(condition.kind, condition.key, condition.severity,
+                                  condition.message + (f" ({', '.join(drifted[:6])})" if drifted else ""), details))
+    return out
+
+
+# =============================================================================================
+# Evaluation of every rule
+# =============================================================================================
+
+
+@dataclass
+class Evaluation:
+    raised: dict[str, list[str]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"raised": self.raised, "errors": self.errors}
+
+
+def evaluate_alerts(*, now: datetime | None = None) -> Evaluation:
+    """Run every rule of ``monitoring.alert_rules`` on current numbers, fold the conditions into
+    alerts, resolve the cleared ones and send the due notifications. One failing rule is logged and
+    reported; the others still run."""
+    now = now or timezone.now()
+    cfg = config.load()
+    t = cfg.thresholds
+    result = Evaluation()
+
+    def latency() -> list[AlertCondition]:
+        win = selectors.request_window(minutes=cfg.metrics_window_minutes)
+        return check_latency({e: w.avg_ms for e, w in win.items() if w.requests >= cfg.min_latency_requests}, t)
+
+    def errors() -> list[AlertCondition]:
+        win = selectors.request_window(minutes=cfg.metrics_window_minutes)
+        return check_error_rate({e: (w.errors, w.requests) for e, w in win.items()}, t)
+
+    def resources() -> list[AlertCondition]:
+        cpu, memory = selectors.system_utilization()
+        return check_resources(cpu=cpu, memory=memory, t=t)
+
+    def cost() -> list[AlertCondition]:
+        today = timezone.localdate(now)
+        spent = float(selectors.cost_for_day(day=today))
+        found = check_daily_cost(day=today.isoformat(), spent_usd=spent, t=t)
+        for condition in found:
+            logger.warning(condition.message)
+        return found
+
+    def drift() -> list[AlertCondition]:
+        out = []
+        for version in selectors.active_versions():
+            report = selectors.latest_drift_report(version=version)
+            if report is not None:
+                out += _drift_conditions(report=report, cfg=cfg)
+        return out
+
+    def runs() -> list[AlertCondition]:
+        since = now - timedelta(hours=cfg.failed_run_lookback_hours)
+        return check_failed_runs(selectors.failed_runs_since(since=since))
+
+    def loading() -> list[AlertCondition]:
+        return check_model_loading({m: str(v.get("error", "")) for m, v in selectors.model_load_failures().items()})
+
+    rules = [("high_latency", latency), ("high_error_rate", errors), ("high_resource_usage", resources),
+             ("cost_limit_exceeded", cost), ("data_drift", drift), ("run_failed", runs),
+             ("model_load_failed", loading)]
+    for kind, rule in rules:
+        try:
+            raised = apply_conditions(kind=kind, conditions=rule(), now=now)
+            result.raised[kind] = [r.alert.key for r in raised]
+        except Exception as exc:  # noqa: BLE001 - one broken rule must not silence the others
+            logger.exception("alert rule %s failed", kind)
+            result.errors[kind] = f"{exc.__class__.__name__}: {exc}"
+    try:
+        raised = _check_performance_alerts(cfg=cfg)
+        result.raised["low_accuracy"] = [r.alert.key for r in raised]
+    except Exception as exc:  # noqa: BLE001
+        logger.exception("alert rule low_accuracy failed")
+        result.errors["low_accuracy"] = f"{exc.__class__.__name__}: {exc}"
+    return result
