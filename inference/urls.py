@@ -1,7 +1,15 @@
 from django.urls import path
 
-from inference.views import HealthView
+from inference import views
 
 urlpatterns = [
-    path("health", HealthView.as_view(), name="health"),
+    path("health", views.HealthView.as_view(), name="health"),
+    path("models", views.ModelsView.as_view(), name="models"),
+    path("models/<str:model_name>", views.ModelDetailView.as_view(), name="model-detail"),
+    path("models/<str:model_name>/load", views.ModelLoadView.as_view(), name="model-load"),
+    path("models/<str:model_name>/versions", views.ModelVersionsView.as_view(), name="model-versions"),
+    path("predict", views.PredictView.as_view(), name="predict"),
+    path("predict/batch", views.PredictBatchView.as_view(), name="predict-batch"),
+    path("retrain", views.RetrainView.as_view(), name="retrain"),
+    path("recommendations", views.RecommendationsView.as_view(), name="recommendations"),
 ]

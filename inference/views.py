@@ -1,12 +1,126 @@
-"""HTTP endpoints of the ML API server (spec: "ML API Server", port 8001)."""
+"""HTTP endpoints of the ML API server (spec: "ML API Server" and "API Reference"), thin over
+``inference.services`` (compute, writes) and ``inference.selectors`` (reads).
 
-from django.db import connection
-from django.utils import timezone
-from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers
-from rest_framework.permissions import AllowAny
+Errors are JSON ``{"detail": "...", "errors": {"<field>": ["..."]}}``: 400 for values that cannot be
+used, 404 for an unknown model, ticker or date, 409 when the registry has nothing to load, 413 for
+a body over ``ML_API_MAX_BODY_BYTES`` or a batch over ``ML_MAX_BATCH_SIZE``, 503 when a model cannot
+be served (the reason is in ``detail`` and in ``GET /health``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import status
+from rest_framework.permissions import AllowAny, IsAdminUser, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from inference import conf, selectors, services
+from inference import serializers as s
+from inference.exceptions import InferenceError, NotFound, PayloadTooLarge
+from inference.model_manager import get_manager
+from inference.parsers import LenientJSONParser
+from inference.throttling import FixedWindowAnonThrottle, FixedWindowUserThrottle
+
+TAG = "ML API"
+ERROR = OpenApiResponse(s.ErrorSerializer, description="Error with the offending field named")
+AUTH_ERRORS = {
+    401: OpenApiResponse(s.ErrorSerializer, description="No or invalid token"),
+    429: OpenApiResponse(s.ErrorSerializer, description="Throttled"),
+}
+STAFF_ERRORS = {**AUTH_ERRORS, 403: OpenApiResponse(s.ErrorSerializer, description="Staff users only")}
+BODY_ERRORS = {
+    400: ERROR,
+    413: OpenApiResponse(s.ErrorSerializer, description="Body or batch too large"),
+    415: OpenApiResponse(s.ErrorSerializer, description="Send application/json"),
+}
+MODEL_NAME = OpenApiParameter(
+    "model_name", str, OpenApiParameter.PATH, pattern=s.MODEL_NAME_PATTERN,
+    description="lstm_predictor, xgboost_classifier, prophet_forecaster or ensemble",
+    examples=[OpenApiExample("xgboost", value="xgboost_classifier"), OpenApiExample("lstm", value="lstm_predictor")],
+)
+
+
+def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    if isinstance(detail, dict):
+        out: dict[str, list[str]] = {}
+        for key, value in detail.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            out.update(_flatten(value, name))
+        return out
+    if isinstance(detail, list):
+        if all(not isinstance(item, dict | list) for item in detail):
+            return {prefix or "non_field_errors": [str(item) for item in detail]}
+        out = {}
+        for i, item in enumerate(detail):
+            out.update(_flatten(item, f"{prefix}[{i}]"))
+        return out
+    return {prefix or "non_field_errors": [str(detail)]}
+
+
+class InferenceAPIView(APIView):
+    parser_classes = [LenientJSONParser]
+    throttle_classes = [FixedWindowUserThrottle, FixedWindowAnonThrottle]
+    permission_classes = [IsAuthenticated]
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if request.method in ("POST", "PUT", "PATCH"):
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            limit = conf.max_body_bytes()
+            if length > limit:
+                raise PayloadTooLarge(f"request body of {length:,} bytes is over the limit of {limit:,} bytes",
+                                      field="body")
+        get_manager().ensure_started()
+
+    def handle_exception(self, exc):
+        if isinstance(exc, InferenceError):
+            return Response(exc.as_dict(), status=exc.status_code)
+        if isinstance(exc, drf_exceptions.ValidationError):
+            errors = _flatten(exc.detail)
+            detail = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in errors.items())
+            return Response({"detail": detail, "errors": errors}, status=status.HTTP_400_BAD_REQUEST)
+        return super().handle_exception(exc)
+
+    def validated(self, serializer_class, data):
+        serializer = serializer_class(data=data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+
+def _model_name(value: str) -> str:
+    import re
+
+    if not re.match(s.MODEL_NAME_PATTERN, value):
+        raise NotFound(f"unknown model {value[:100]!r}", field="model_name")
+    return value
+
+
+PREDICT_EXAMPLES = [
+    OpenApiExample(
+        "Feature vector (spec)",
+        value={"features": [1.2, 0.8, 150.5, 0.1], "model_name": "lstm_predictor"},
+        request_only=True,
+        description="As many values as the model has features (GET /models), in its column order",
+    ),
+    OpenApiExample("By ticker", value={"ticker": "AAPL", "model_name": "ensemble"}, request_only=True),
+    OpenApiExample(
+        "Prediction",
+        value={
+            "prediction": 152.30, "prediction_type": "price", "model_name": "ensemble",
+            "timestamp": "2025-08-19T10:30:00Z", "confidence": 0.92, "model_version": "1.2.0",
+            "horizon_days": 5, "expected_return": 0.0154, "prob_up": 0.96, "direction": "up",
+            "reference_price": 149.99, "ticker": "AAPL", "feature_date": "2025-08-18", "cached": False,
+        },
+        response_only=True,
+    ),
+]
 
 
 class HealthView(APIView):
@@ -14,34 +128,182 @@ class HealthView(APIView):
 
     permission_classes = [AllowAny]
     authentication_classes: list = []
+    throttle_classes: list = []
 
     @extend_schema(
-        responses=inline_serializer(
-            "Health",
-            {
-                "status": serializers.ChoiceField(choices=["healthy", "degraded", "unhealthy"]),
-                "timestamp": serializers.DateTimeField(),
-                "models_loaded": serializers.IntegerField(),
-                "models": serializers.ListField(child=serializers.CharField()),
-                "database": serializers.CharField(),
-            },
-        )
+        tags=[TAG],
+        summary="Health check",
+        description="`healthy`, `degraded` (an active model cannot be served: the reasons say why, e.g. "
+                    "`Failed to load model lstm_predictor@1.0.0: sha256 mismatch ...`; or no active model) or "
+                    "`unhealthy` (database down, 503). Also the prediction cache hit ratio.",
+        responses={200: s.HealthSerializer, 503: s.HealthSerializer},
+        auth=[],
     )
     def get(self, request):
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-            database = "ok"
-        except Exception as exc:  # the probe reports, it must not crash
-            database = f"error: {exc.__class__.__name__}"
-        status = "healthy" if database == "ok" else "unhealthy"
-        return Response(
-            {
-                "status": status,
-                "timestamp": timezone.now(),
-                "models_loaded": 0,
-                "models": [],
-                "database": database,
-            },
-            status=200 if status != "unhealthy" else 503,
+        body, code = selectors.health()
+        return Response(s.HealthSerializer(body).data, status=code)
+
+
+class ModelsView(InferenceAPIView):
+    @extend_schema(
+        tags=[TAG],
+        summary="List models",
+        responses={200: s.ModelInfoSerializer(many=True), **AUTH_ERRORS},
+        examples=[OpenApiExample(
+            "Models",
+            value=[{"name": "lstm_predictor", "type": "neural_network", "features": 20, "score": 0.85,
+                    "loaded_at": "2025-08-19T02:00:00Z", "version": "1.0.0", "status": "loaded",
+                    "horizon_days": 5, "error": None}],
+            response_only=True,
+        )],
+    )
+    def get(self, request):
+        return Response(s.ModelInfoSerializer(selectors.models_overview(), many=True).data)
+
+
+class PredictView(InferenceAPIView):
+    @extend_schema(
+        tags=[TAG],
+        summary="Make a prediction",
+        description=(
+            "From a feature vector (`features`, the model's feature columns in order; xgboost_classifier "
+            "and lstm_predictor, for which a lone vector is a one-day history) or from a ticker's latest "
+            "stored features (`ticker`; every model, and the only way for prophet_forecaster and ensemble). "
+            "`prediction` is a price when a reference price is known (the ticker's latest adjusted close, or "
+            "`reference_price` sent with features), else the expected return. For many rows use "
+            "POST /predict/batch."
+        ),
+        request=s.PredictRequestSerializer,
+        responses={
+            200: s.PredictionSerializer, **BODY_ERRORS, **AUTH_ERRORS,
+            404: OpenApiResponse(s.ErrorSerializer, description="Unknown model or ticker"),
+            503: OpenApiResponse(s.ErrorSerializer, description="The model cannot be served now"),
+        },
+        examples=PREDICT_EXAMPLES,
+    )
+    def post(self, request):
+        if isinstance(request.data, dict) and "instances" in request.data:
+            raise drf_exceptions.ValidationError({"instances": ["send batches to POST /predict/batch"]})
+        data = self.validated(s.PredictRequestSerializer, request.data)
+        result = services.predict(
+            model_name=data["model_name"], features=data.get("features"), ticker=data.get("ticker"),
+            reference_price=data.get("reference_price"),
         )
+        return Response(s.PredictionSerializer(result).data)
+
+
+class PredictBatchView(InferenceAPIView):
+    @extend_schema(
+        tags=[TAG],
+        summary="Batch prediction (one vectorized model call)",
+        description="`instances`: feature vectors or ticker symbols (one kind per request), at most "
+                    "ML_MAX_BATCH_SIZE (default 1000); predictions come back in the same order.",
+        request=s.BatchPredictRequestSerializer,
+        responses={
+            200: s.BatchPredictionSerializer, **BODY_ERRORS, **AUTH_ERRORS,
+            404: OpenApiResponse(s.ErrorSerializer, description="Unknown model or ticker"),
+            503: OpenApiResponse(s.ErrorSerializer, description="The model cannot be served now"),
+        },
+        examples=[
+            OpenApiExample("Tickers", value={"model_name": "ensemble", "instances": ["AAPL", "MSFT"]},
+                           request_only=True),
+            OpenApiExample("Vectors", value={"model_name": "xgboost_classifier",
+                                             "instances": [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]},
+                           request_only=True),
+        ],
+    )
+    def post(self, request):
+        data = self.validated(s.BatchPredictRequestSerializer, request.data)
+        result = services.predict_batch(model_name=data["model_name"], instances=data["instances"])
+        return Response(s.BatchPredictionSerializer(result).data)
+
+
+class RetrainView(InferenceAPIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        tags=[TAG],
+        summary="Trigger retraining (staff)",
+        request=s.RetrainRequestSerializer,
+        responses={202: s.RetrainResponseSerializer, **BODY_ERRORS, **STAFF_ERRORS},
+        examples=[OpenApiExample(
+            "Queued", value={"message": "Training task queued", "timestamp": "2025-08-19T10:30:00Z", "run_id": 42},
+            response_only=True, status_codes=["202"],
+        )],
+    )
+    def post(self, request):
+        data = self.validated(s.RetrainRequestSerializer, request.data if request.data else {})
+        result = services.request_retrain(
+            requested_by=request.user.get_username(), reason=data.get("reason", ""), tickers=data.get("tickers"),
+        )
+        return Response(s.RetrainResponseSerializer(result).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ModelLoadView(InferenceAPIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        tags=[TAG],
+        summary="Load a model (staff)",
+        description="Loads the model's active version in the answering worker (checksum verified) and lets every "
+                    "worker serve it again after an unload.",
+        request=None,
+        parameters=[MODEL_NAME],
+        responses={
+            200: s.LoadResponseSerializer, **STAFF_ERRORS,
+            404: OpenApiResponse(s.ErrorSerializer, description="Unknown model"),
+            409: OpenApiResponse(s.ErrorSerializer, description="No active version"),
+            503: OpenApiResponse(s.ErrorSerializer, description="The artifact failed to load"),
+        },
+    )
+    def post(self, request, model_name: str):
+        return Response(s.LoadResponseSerializer(services.load_model(model_name=_model_name(model_name))).data)
+
+
+class ModelDetailView(InferenceAPIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        tags=[TAG],
+        summary="Unload a model (staff)",
+        description="Stops serving the model in every worker (within ML_ACTIVE_VERSION_CHECK_SECONDS) until "
+                    "POST /models/{model_name}/load; predictions for it get 503 meanwhile.",
+        parameters=[MODEL_NAME],
+        responses={200: s.UnloadResponseSerializer, **STAFF_ERRORS,
+                   404: OpenApiResponse(s.ErrorSerializer, description="Unknown model")},
+    )
+    def delete(self, request, model_name: str):
+        return Response(s.UnloadResponseSerializer(services.unload_model(model_name=_model_name(model_name))).data)
+
+
+class ModelVersionsView(InferenceAPIView):
+    @extend_schema(
+        tags=[TAG],
+        summary="Versions of a model",
+        parameters=[MODEL_NAME],
+        responses={200: s.ModelVersionSerializer(many=True), **AUTH_ERRORS,
+                   404: OpenApiResponse(s.ErrorSerializer, description="Unknown model")},
+    )
+    def get(self, request, model_name: str):
+        rows = selectors.model_versions(model_name=_model_name(model_name))
+        return Response(s.ModelVersionSerializer(rows, many=True).data)
+
+
+class RecommendationsView(InferenceAPIView):
+    @extend_schema(
+        tags=[TAG],
+        summary="The day's ranked BUY / HOLD / SELL list",
+        description="From the daily batch prediction (python manage.py predict_universe): rank 1 has the highest "
+                    "expected return; BUY = top 20% with prob_up > 0.5, SELL = bottom 20% with prob_up < 0.5, "
+                    "else HOLD. The ensemble's list unless model_name is given.",
+        parameters=[s.RecommendationsQuerySerializer],
+        responses={200: s.RecommendationsSerializer, 400: ERROR, **AUTH_ERRORS,
+                   404: OpenApiResponse(s.ErrorSerializer, description="No predictions for that date or model")},
+    )
+    def get(self, request):
+        query = self.validated(s.RecommendationsQuerySerializer, request.query_params)
+        result = selectors.recommendations(
+            on=query.get("date"), top=query["top"], model_name=query.get("model_name"),
+            recommendation=query.get("recommendation"),
+        )
+        return Response(s.RecommendationsSerializer(result).data)

@@ -25,7 +25,7 @@ class JSONSerializer:
 
 
 try:
-    from diskcache import Disk, JSONDisk
+    from diskcache import Disk, DjangoCache, JSONDisk
     from diskcache.core import UNKNOWN
 except ImportError:  # only the embedded mode needs diskcache
     JSONDisk = None
@@ -43,3 +43,10 @@ else:
             if not read and type(value) is int:
                 return value
             return super().fetch(mode, filename, value, read)
+
+    class PersistentDiskCache(DjangoCache):
+        """Keeps its SQLite files open: Django closes caches after every request, and reopening
+        the shards cost 15-25 ms per request. SQLite connections are per thread, so this is safe."""
+
+        def close(self, **kwargs):
+            pass

@@ -94,6 +94,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "timeout": 30,
         }
     )
+    # Persistent: closing the last connection forces a WAL checkpoint on every request.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
     # A file, not :memory:, so a real Celery worker process in the tests sees the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_investml.sqlite3")}
 else:
@@ -120,7 +122,7 @@ else:
     # store, prediction cache and request metrics); values are stored as JSON, never pickled.
     CACHES = {
         "default": {
-            "BACKEND": "diskcache.DjangoCache",
+            "BACKEND": "investml.cache_serializers.PersistentDiskCache",
             "LOCATION": str(VAR_DIR / "cache"),
             "TIMEOUT": None,
             "SHARDS": 4,
@@ -206,8 +208,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.UserRateThrottle",
-        "rest_framework.throttling.AnonRateThrottle",
+        # counters per window, not DRF's list of every request time (O(requests) per request)
+        "inference.throttling.FixedWindowUserThrottle",
+        "inference.throttling.FixedWindowAnonThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "user": env.str("API_THROTTLE_USER", default="100000/minute"),

@@ -92,7 +92,7 @@ def test_environment_overrides_and_defaults(tmp_path):
     assert (port, workers, auto, perf, drift, cost) == ("8001", "4", "True", "0.75", "0.3", "10.0")
     assert models == str(var / "ml_models")
     assert engine == "django.db.backends.sqlite3" and broker == "filesystem://"
-    assert cache == "diskcache.DjangoCache"
+    assert cache == "investml.cache_serializers.PersistentDiskCache"
 
     custom = _manage(
         ["shell", "-c", code],

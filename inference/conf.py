@@ -1,0 +1,141 @@
+"""The inference app's settings, each read as ``settings.NAME`` when defined, else from the environment,
+else the default below (so they work before ``investml/settings.py`` declares them).
+
+| setting | default | meaning |
+| --- | --- | --- |
+| ``ML_MAX_LOADED_MODELS`` | 4 | model versions kept loaded per process (least recently used out) |
+| ``ML_ACTIVE_VERSION_CHECK_SECONDS`` | 2.0 | how often a process re-reads the registry's active versions |
+| ``ML_MODEL_RETRY_SECONDS`` | 30.0 | how long a failed load is remembered before it is retried |
+| ``ML_MAX_BATCH_SIZE`` | 1000 | most instances in one ``{"instances": [...]}`` request |
+| ``ML_API_MAX_BODY_BYTES`` | ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (2.5 MB) | larger request bodies get 413 |
+| ``ML_PREDICTION_CACHE_SECONDS`` | 86400 | life of a cached prediction (0 disables the cache) |
+| ``ML_PREDICTION_CACHE_VECTOR_BATCHES`` | false | also cache each vector of a batch (tickers always are) |
+| ``ML_PREDICTION_LOG_BATCH`` | 200 | buffered prediction-log rows written in one bulk insert |
+| ``ML_PREDICTION_LOG_MAX_AGE_SECONDS`` | 5.0 | oldest buffered row age that triggers a write |
+| ``ML_PREDICTION_LOG_MAX_BUFFER`` | 50000 | rows kept when the database is unreachable (oldest dropped) |
+| ``ML_INFERENCE_THREADS`` | 1 | torch and XGBoost threads per process (gunicorn runs one process per core) |
+| ``ML_LSTM_QUANTIZE`` | false | try dynamic int8 quantization of the LSTM (kept only if faster and close) |
+| ``ML_LSTM_QUANTIZE_TOLERANCE`` | 0.05 | largest allowed difference, in target standard deviations |
+| ``ML_SEQUENCE_CACHE_SIZE`` | 4096 | per-process cache of tickers' LSTM input sequences |
+| ``ML_RECOMMENDATION_BUY_FRACTION`` | 0.2 | top share by expected return that can be BUY |
+| ``ML_RECOMMENDATION_SELL_FRACTION`` | 0.2 | bottom share that can be SELL |
+| ``ML_RECOMMENDATION_MODELS`` | ensemble, lstm_predictor, xgboost_classifier, prophet_forecaster | preference order |
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.conf import settings
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _raw(name: str) -> Any:
+    if hasattr(settings, name):
+        return getattr(settings, name)
+    return os.environ.get(name)
+
+
+def _int(name: str, default: int, *, minimum: int | None = None) -> int:
+    value = _raw(name)
+    try:
+        out = int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        out = default
+    return max(out, minimum) if minimum is not None else out
+
+
+def _float(name: str, default: float, *, minimum: float | None = None) -> float:
+    value = _raw(name)
+    try:
+        out = float(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        out = default
+    return max(out, minimum) if minimum is not None else out
+
+
+def _bool(name: str, default: bool) -> bool:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in _TRUE
+
+
+def max_loaded_models() -> int:
+    return _int("ML_MAX_LOADED_MODELS", 4, minimum=1)
+
+
+def active_check_seconds() -> float:
+    return _float("ML_ACTIVE_VERSION_CHECK_SECONDS", 2.0, minimum=0.0)
+
+
+def retry_seconds() -> float:
+    return _float("ML_MODEL_RETRY_SECONDS", 30.0, minimum=0.0)
+
+
+def max_batch_size() -> int:
+    return _int("ML_MAX_BATCH_SIZE", 1000, minimum=1)
+
+
+def max_body_bytes() -> int:
+    default = getattr(settings, "DATA_UPLOAD_MAX_MEMORY_SIZE", None) or 2_621_440
+    return _int("ML_API_MAX_BODY_BYTES", int(default), minimum=1024)
+
+
+def prediction_cache_seconds() -> int:
+    return _int("ML_PREDICTION_CACHE_SECONDS", 86_400, minimum=0)
+
+
+def cache_vector_batches() -> bool:
+    return _bool("ML_PREDICTION_CACHE_VECTOR_BATCHES", False)
+
+
+def log_batch() -> int:
+    return _int("ML_PREDICTION_LOG_BATCH", 200, minimum=1)
+
+
+def log_max_age() -> float:
+    return _float("ML_PREDICTION_LOG_MAX_AGE_SECONDS", 5.0, minimum=0.0)
+
+
+def log_max_buffer() -> int:
+    return _int("ML_PREDICTION_LOG_MAX_BUFFER", 50_000, minimum=100)
+
+
+def inference_threads() -> int:
+    return _int("ML_INFERENCE_THREADS", 1, minimum=1)
+
+
+def lstm_quantize() -> bool:
+    return _bool("ML_LSTM_QUANTIZE", False)
+
+
+def lstm_quantize_tolerance() -> float:
+    return _float("ML_LSTM_QUANTIZE_TOLERANCE", 0.05, minimum=0.0)
+
+
+def sequence_cache_size() -> int:
+    return _int("ML_SEQUENCE_CACHE_SIZE", 4096, minimum=0)
+
+
+def buy_fraction() -> float:
+    return min(_float("ML_RECOMMENDATION_BUY_FRACTION", 0.2, minimum=0.0), 1.0)
+
+
+def sell_fraction() -> float:
+    return min(_float("ML_RECOMMENDATION_SELL_FRACTION", 0.2, minimum=0.0), 1.0)
+
+
+def recommendation_models() -> list[str]:
+    value = _raw("ML_RECOMMENDATION_MODELS")
+    if isinstance(value, list | tuple):
+        names = [str(v) for v in value]
+    elif value:
+        names = [v.strip() for v in str(value).split(",") if v.strip()]
+    else:
+        names = ["ensemble", "lstm_predictor", "xgboost_classifier", "prophet_forecaster"]
+    return names

@@ -1,0 +1,158 @@
+"""Every served prediction goes to ``PredictionLog``, off the request path.
+
+``record(...)`` appends to an in-process buffer (no I/O). The buffer is written with one
+``bulk_create`` when it holds ``ML_PREDICTION_LOG_BATCH`` rows or its oldest row is
+``ML_PREDICTION_LOG_MAX_AGE_SECONDS`` old; that check runs on Django's ``request_finished`` signal,
+i.e. after the response has been handed to the server, so the request that triggers a write does
+not wait for it. ``flush()`` writes now (tests, management commands) and runs at process exit
+(``atexit``). When the database is unreachable the rows stay buffered (at most
+``ML_PREDICTION_LOG_MAX_BUFFER``, oldest dropped and counted) and are retried on the next trigger.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from datetime import date, datetime
+from typing import Any
+
+from django.core.signals import request_finished
+from django.db import DatabaseError
+
+from inference import cache as prediction_cache
+from inference import conf
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_flush_lock = threading.Lock()
+_buffer: list[dict[str, Any]] = []
+_oldest: float | None = None
+_stats = {"written": 0, "dropped": 0, "failed_writes": 0}
+
+
+def record(
+    *,
+    model_name: str,
+    model_version_id: int | None,
+    input_hash: str,
+    prediction: float,
+    expected_return: float | None,
+    confidence: float | None,
+    latency_ms: float,
+    cached: bool,
+    created_at: datetime,
+    ticker: str = "",
+    feature_date: date | None = None,
+) -> None:
+    global _oldest
+    row = {
+        "model_name": model_name,
+        "model_version_id": model_version_id,
+        "input_hash": input_hash,
+        "prediction": prediction,
+        "expected_return": expected_return,
+        "confidence": confidence,
+        "latency_ms": latency_ms,
+        "cached": cached,
+        "created_at": created_at,
+        "ticker": ticker or "",
+        "feature_date": feature_date,
+    }
+    with _lock:
+        _buffer.append(row)
+        if _oldest is None:
+            _oldest = time.monotonic()
+        overflow = len(_buffer) - conf.log_max_buffer()
+        if overflow > 0:
+            del _buffer[:overflow]
+            _stats["dropped"] += overflow
+
+
+def record_many(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        record(**row)
+
+
+def pending() -> int:
+    with _lock:
+        return len(_buffer)
+
+
+def stats() -> dict[str, int]:
+    with _lock:
+        return {"buffered": len(_buffer), **_stats}
+
+
+def due() -> bool:
+    with _lock:
+        if not _buffer:
+            return False
+        if len(_buffer) >= conf.log_batch():
+            return True
+        return _oldest is not None and time.monotonic() - _oldest >= conf.log_max_age()
+
+
+def flush() -> int:
+    """Write every buffered row now; returns how many were written (0 when the write failed)."""
+    global _oldest
+    from inference.models import PredictionLog
+
+    with _flush_lock:
+        with _lock:
+            rows, _buffer[:] = list(_buffer), []
+            _oldest = None
+        if not rows:
+            prediction_cache.publish_counters()
+            return 0
+        try:
+            PredictionLog.objects.bulk_create([PredictionLog(**row) for row in rows], batch_size=500)
+        except DatabaseError as exc:
+            logger.warning("prediction log write of %d rows failed (kept for the next try): %s", len(rows), exc)
+            with _lock:
+                _buffer[:0] = rows
+                _oldest = time.monotonic()
+                _stats["failed_writes"] += 1
+                overflow = len(_buffer) - conf.log_max_buffer()
+                if overflow > 0:
+                    del _buffer[:overflow]
+                    _stats["dropped"] += overflow
+            return 0
+        with _lock:
+            _stats["written"] += len(rows)
+        prediction_cache.publish_counters()
+        return len(rows)
+
+
+def discard() -> None:
+    """Drop the buffer without writing (tests)."""
+    global _oldest
+    with _lock:
+        _buffer.clear()
+        _oldest = None
+        for name in _stats:
+            _stats[name] = 0
+
+
+def _on_request_finished(sender: Any = None, **kwargs: Any) -> None:
+    if due():
+        try:
+            flush()
+        except Exception as exc:  # noqa: BLE001 - logging must never break serving
+            logger.warning("prediction log flush failed: %s", exc)
+
+
+def _at_exit() -> None:
+    try:
+        if pending():
+            flush()
+    except Exception as exc:  # noqa: BLE001 - the process is going away anyway
+        logger.warning("prediction log flush at exit failed: %s", exc)
+
+
+def connect() -> None:
+    """Hook the flush into the request cycle and process exit (once, from ``AppConfig.ready``)."""
+    request_finished.connect(_on_request_finished, dispatch_uid="inference.prediction_log.flush")
+    atexit.register(_at_exit)

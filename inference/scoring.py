@@ -1,0 +1,76 @@
+"""One vectorized model call per model for all the rows of a source (see ``inference.inputs``).
+
+Returns ``(expected_return, prob_up, confidence)`` arrays aligned to ``source.tickers``; NaN marks a
+row the model has no opinion on (Prophet for a ticker it has no model for).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from inference.inputs import Source
+from inference.model_manager import ENSEMBLE, SEQUENCE, TICKER, VECTOR, ModelManager, ServedModel
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _from_predictions(preds: Any) -> Arrays:
+    return (
+        np.asarray(preds.expected_return, dtype=np.float64),
+        np.asarray(preds.prob_up, dtype=np.float64),
+        np.asarray(preds.confidence, dtype=np.float64),
+    )
+
+
+def _sequence_last(learner: Any, frame: Any, positions: np.ndarray) -> Arrays:
+    """The LSTM's output for the rows at ``positions`` only (their windows hold the earlier rows).
+
+    Uses the learner's own windowing (``_prepare``/``_forward``) so only the wanted rows go through
+    the network; falls back to ``predict`` on every row for a learner without them.
+    """
+    n = len(positions)
+    er = np.full(n, np.nan)
+    prob = np.full(n, np.nan)
+    valid = positions >= 0
+    if not valid.any():
+        return er, prob, np.full(n, np.nan)
+    if hasattr(learner, "_prepare") and hasattr(learner, "_forward") and hasattr(learner, "_state"):
+        from training.learners.base import normal_cdf
+
+        order, windows = learner._prepare(frame)
+        inverse = np.empty(len(order), dtype=np.int64)
+        inverse[order] = np.arange(len(order))
+        out = learner._forward(windows, inverse[positions[valid]])
+        state = learner._state
+        expected = state["y_mean"] + state["y_std"] * out
+        er[valid] = expected
+        prob[valid] = normal_cdf(expected / state["sigma"])
+    else:  # pragma: no cover - every stored LSTM has them
+        preds = learner.predict(frame)
+        er[valid] = preds.expected_return[positions[valid]]
+        prob[valid] = preds.prob_up[positions[valid]]
+    prob = np.clip(prob, 0.0, 1.0)
+    return er, prob, np.abs(2.0 * prob - 1.0)
+
+
+def score(served: ServedModel, source: Source, *, manager: ModelManager) -> Arrays:
+    learner = served.learner
+    if served.kind == VECTOR:
+        frame = source.latest(served.feature_set_version_id, served.feature_columns)
+        return _from_predictions(learner.predict(frame))
+    if served.kind == SEQUENCE:
+        length = int(getattr(learner, "params", {}).get("sequence_length", 1))
+        frame, positions = source.history(served.feature_set_version_id, served.feature_columns, length)
+        return _sequence_last(learner, frame, positions)
+    if served.kind == TICKER:
+        frame = source.latest(served.feature_set_version_id, [])
+        return _from_predictions(learner.predict(frame[["ticker", "date", "adj_close"]]))
+    if served.kind == ENSEMBLE:
+        members = {}
+        for name, version_id in served.members.items():
+            member = manager.get_version(version_id)
+            members[name] = score(member, source, manager=manager)[0]
+        return _from_predictions(learner.predict_members(members))
+    raise ValueError(f"unknown model kind {served.kind!r}")  # pragma: no cover

@@ -1,0 +1,336 @@
+"""Request validation and response shapes of the inference API (thin: the services decide)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+MODEL_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,99}$"
+TICKER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$"
+MAX_VECTOR_LENGTH = 10_000
+MAX_REFERENCE_PRICE = 1e12
+
+_NUMBER_SCHEMA = {"type": "number"}
+_VECTOR_SCHEMA = {
+    "type": "array",
+    "items": _NUMBER_SCHEMA,
+    "minItems": 1,
+    "maxItems": MAX_VECTOR_LENGTH,
+    "description": "Feature values in the model's feature-column order (GET /models gives the count).",
+}
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, str):
+        return f"a string ({value[:20]!r})"
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return type(value).__name__
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float if it is a JSON number (not a boolean, not a string) and finite."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        out = float(value)
+    except OverflowError:
+        return None
+    return out if math.isfinite(out) else None
+
+
+def vector_from(data: Any, *, where: str = "") -> list[float]:
+    """A feature vector from JSON, or ``ValidationError`` naming the bad item (``item 3``)."""
+    if not isinstance(data, list):
+        raise serializers.ValidationError(f"{where}expected a list of numbers, got {_describe(data)}")
+    if not data:
+        raise serializers.ValidationError(f"{where}the feature vector is empty")
+    if len(data) > MAX_VECTOR_LENGTH:
+        raise serializers.ValidationError(f"{where}more than {MAX_VECTOR_LENGTH} values")
+    out = []
+    for i, item in enumerate(data):
+        number = finite_number(item)
+        if number is None:
+            raise serializers.ValidationError(
+                f"{where}item {i} must be a finite number, got {_describe(item)}"
+            )
+        out.append(number)
+    return out
+
+
+@extend_schema_field(_VECTOR_SCHEMA)
+class FeatureVectorField(serializers.Field):
+    def to_internal_value(self, data: Any) -> list[float]:
+        return vector_from(data)
+
+    def to_representation(self, value: Any) -> Any:  # pragma: no cover - request only
+        return value
+
+
+@extend_schema_field({"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": MAX_REFERENCE_PRICE})
+class PositiveNumberField(serializers.Field):
+    def to_internal_value(self, data: Any) -> float:
+        number = finite_number(data)
+        if number is None:
+            raise serializers.ValidationError(f"must be a finite number, got {_describe(data)}")
+        if not 0 < number <= MAX_REFERENCE_PRICE:
+            raise serializers.ValidationError(f"must be > 0 and <= {MAX_REFERENCE_PRICE:g}")
+        return number
+
+    def to_representation(self, value: Any) -> Any:  # pragma: no cover - request only
+        return value
+
+
+@extend_schema_field({
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "oneOf": [
+            _VECTOR_SCHEMA,
+            {"type": "string", "pattern": TICKER_PATTERN, "description": "A ticker symbol"},
+        ]
+    },
+    "description": "Either feature vectors (one model call for all) or ticker symbols, not both; "
+                   "at most ML_MAX_BATCH_SIZE (1000) items.",
+})
+class InstancesField(serializers.Field):
+    def to_internal_value(self, data: Any) -> list[Any]:
+        if not isinstance(data, list):
+            raise serializers.ValidationError(f"expected a list, got {_describe(data)}")
+        out: list[Any] = []
+        for i, item in enumerate(data):
+            if isinstance(item, str):
+                if not item.strip() or len(item) > 16:
+                    raise serializers.ValidationError(f"item {i}: {item[:20]!r} is not a ticker symbol")
+                out.append(item)
+            elif isinstance(item, list):
+                out.append(vector_from(item, where=f"item {i}: "))
+            else:
+                raise serializers.ValidationError(
+                    f"item {i} must be a feature vector (list of numbers) or a ticker symbol, got {_describe(item)}"
+                )
+        return out
+
+    def to_representation(self, value: Any) -> Any:  # pragma: no cover - request only
+        return value
+
+
+class StrictRegexField(serializers.RegexField):
+    """A string matching a pattern; numbers and booleans are not coerced to strings."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            raise serializers.ValidationError(f"must be a string, got {_describe(data)}")
+        return super().to_internal_value(data)
+
+
+def _model_name(**kwargs: Any) -> serializers.RegexField:
+    return StrictRegexField(
+        MODEL_NAME_PATTERN,
+        max_length=100,
+        error_messages={"invalid": "not a model name (lowercase letters, digits and _)"},
+        help_text="lstm_predictor, xgboost_classifier, prophet_forecaster or ensemble",
+        **kwargs,
+    )
+
+
+def _ticker(**kwargs: Any) -> serializers.RegexField:
+    return StrictRegexField(
+        TICKER_PATTERN,
+        max_length=16,
+        error_messages={"invalid": "not a ticker symbol (1-16 letters, digits, '.' or '-')"},
+        **kwargs,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# requests
+
+
+class PredictRequestSerializer(serializers.Serializer):
+    model_name = _model_name()
+    features = FeatureVectorField(required=False)
+    ticker = _ticker(required=False, help_text="Predict from the ticker's latest stored features instead")
+    reference_price = PositiveNumberField(
+        required=False,
+        help_text="With features: the current price, so that prediction is a price (else it is a return)",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("features" in attrs) == ("ticker" in attrs):
+            raise serializers.ValidationError(
+                {"features": 'send exactly one of "features" (a feature vector) or "ticker"'}
+            )
+        if "reference_price" in attrs and "ticker" in attrs:
+            raise serializers.ValidationError(
+                {"reference_price": "only with features: a ticker's reference price is its latest close"}
+            )
+        return attrs
+
+
+class BatchPredictRequestSerializer(serializers.Serializer):
+    model_name = _model_name()
+    instances = InstancesField()
+
+
+class RetrainRequestSerializer(serializers.Serializer):
+    tickers = serializers.ListField(child=_ticker(), required=False, max_length=20_000,
+                                    help_text="Train on these tickers only (default: the whole universe)")
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=500)
+
+
+class RecommendationsQuerySerializer(serializers.Serializer):
+    date = serializers.DateField(required=False, help_text="Feature date (YYYY-MM-DD); default: the latest")
+    top = serializers.IntegerField(required=False, default=20, min_value=1, max_value=1000)
+    model_name = _model_name(required=False)
+    recommendation = serializers.ChoiceField(choices=["BUY", "HOLD", "SELL"], required=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# responses
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="What is wrong, starting with the field's name when one is at fault")
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()), required=False,
+        help_text="Messages per request field",
+    )
+
+
+class SharedCacheStatsSerializer(serializers.Serializer):
+    hits = serializers.IntegerField()
+    misses = serializers.IntegerField()
+    hit_ratio = serializers.FloatField()
+
+
+class CacheStatsSerializer(serializers.Serializer):
+    hits = serializers.IntegerField(help_text="Prediction cache hits in this worker")
+    misses = serializers.IntegerField()
+    hit_ratio = serializers.FloatField()
+    errors = serializers.IntegerField(help_text="Cache reads or writes that failed")
+    all_workers = SharedCacheStatsSerializer(help_text="Every worker's totals, as of their last log flush")
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["healthy", "degraded", "unhealthy"])
+    timestamp = serializers.DateTimeField()
+    models_loaded = serializers.IntegerField(help_text="Active models this worker serves")
+    models = serializers.ListField(child=serializers.CharField())
+    reasons = serializers.ListField(child=serializers.CharField(), help_text="Why degraded or unhealthy")
+    database = serializers.CharField()
+    active_versions = serializers.DictField(child=serializers.CharField())
+    loaded_versions = serializers.ListField(child=serializers.CharField())
+    unloaded = serializers.ListField(child=serializers.CharField())
+    cache = CacheStatsSerializer()
+    prediction_log = serializers.DictField(child=serializers.IntegerField())
+
+
+class ModelInfoSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    type = serializers.CharField()
+    features = serializers.IntegerField(help_text="Number of feature columns")
+    score = serializers.FloatField(allow_null=True, help_text="Promotion gate score in [0, 1]")
+    loaded_at = serializers.DateTimeField(allow_null=True)
+    version = serializers.CharField(allow_null=True, help_text="Active version")
+    status = serializers.ChoiceField(choices=["loaded", "not_loaded", "failed", "unloaded", "no_active_version"])
+    horizon_days = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField(allow_null=True)
+
+
+class ModelVersionSerializer(serializers.Serializer):
+    version = serializers.CharField()
+    status = serializers.CharField()
+    status_reason = serializers.CharField(allow_blank=True)
+    model_type = serializers.CharField(allow_blank=True)
+    target = serializers.CharField()
+    horizon_days = serializers.IntegerField()
+    features = serializers.IntegerField()
+    score = serializers.FloatField(allow_null=True)
+    metrics = serializers.DictField(child=serializers.FloatField())
+    created_at = serializers.DateTimeField()
+    activated_at = serializers.DateTimeField(allow_null=True)
+    artifact_sha256 = serializers.CharField(allow_blank=True)
+    training_run_id = serializers.IntegerField(allow_null=True)
+    loaded = serializers.BooleanField(help_text="Loaded in the worker that answered")
+
+
+class _PredictionFields(serializers.Serializer):
+    prediction = serializers.FloatField(
+        help_text="Forecast price (reference price x (1 + expected_return)) when a reference price is known, "
+                  "else the expected return"
+    )
+    prediction_type = serializers.ChoiceField(choices=["price", "return"])
+    expected_return = serializers.FloatField(help_text="Simple return forecast over horizon_days")
+    prob_up = serializers.FloatField()
+    confidence = serializers.FloatField(help_text="|2 * prob_up - 1|")
+    direction = serializers.ChoiceField(choices=["up", "down", "flat"])
+    reference_price = serializers.FloatField(allow_null=True)
+    ticker = serializers.CharField(allow_null=True)
+    feature_date = serializers.DateField(allow_null=True)
+    cached = serializers.BooleanField()
+
+
+class PredictionSerializer(_PredictionFields):
+    model_name = serializers.CharField()
+    model_version = serializers.CharField()
+    horizon_days = serializers.IntegerField()
+    timestamp = serializers.DateTimeField()
+
+
+class BatchPredictionSerializer(serializers.Serializer):
+    model_name = serializers.CharField()
+    model_version = serializers.CharField()
+    horizon_days = serializers.IntegerField()
+    timestamp = serializers.DateTimeField()
+    count = serializers.IntegerField()
+    cached = serializers.IntegerField()
+    predictions = _PredictionFields(many=True)
+
+
+class RetrainResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    timestamp = serializers.DateTimeField()
+    run_id = serializers.IntegerField()
+
+
+class LoadResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    model_name = serializers.CharField()
+    model_version = serializers.CharField()
+    loaded_at = serializers.DateTimeField()
+    timestamp = serializers.DateTimeField()
+
+
+class UnloadResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    model_name = serializers.CharField()
+    unloaded_versions = serializers.ListField(child=serializers.CharField())
+    timestamp = serializers.DateTimeField()
+
+
+class RecommendationSerializer(serializers.Serializer):
+    rank = serializers.IntegerField()
+    ticker = serializers.CharField()
+    recommendation = serializers.ChoiceField(choices=["BUY", "HOLD", "SELL"])
+    expected_return = serializers.FloatField()
+    prob_up = serializers.FloatField()
+    confidence = serializers.FloatField()
+    predicted_price = serializers.FloatField()
+
+
+class RecommendationsSerializer(serializers.Serializer):
+    date = serializers.DateField()
+    model_name = serializers.CharField()
+    model_version = serializers.CharField()
+    horizon_days = serializers.IntegerField(allow_null=True)
+    total = serializers.IntegerField(help_text="Rows that day (after the recommendation filter)")
+    count = serializers.IntegerField()
+    recommendations = RecommendationSerializer(many=True)

@@ -1,0 +1,465 @@
+"""Benchmark: the ML API under load on loopback (gunicorn, the embedded SQLite + disk cache mode).
+
+Run: .venv/bin/python tests/benchmarks/bench_api.py [--workers 2] [--requests 4000] [--clients 32]
+     [--seconds 15] [--batch 1000] [--size default|tiny] [--python-client]
+
+1. Builds a scratch served registry under var/bench-api (INVESTML_VAR_DIR): 8 sample tickers
+   ingested and built into the feature store, the four learners trained at the pipeline's default
+   sizes (xgboost 100 trees depth 6; LSTM hidden 128, sequence 60, 1 epoch) and promoted.
+2. Times the bare in-process model call (``learner.predict`` on one row) and the service call
+   (``inference.services.predict``, no HTTP) for comparison with the HTTP latency.
+3. Starts gunicorn on 127.0.0.1 (``--workers``) and sends single ``POST /predict`` requests with 32
+   concurrent clients: random feature vectors for xgboost_classifier (every one a cache miss) and
+   ticker requests for the ensemble (cache hits after the first); with wrk when installed
+   (``--seconds`` each), else a Python thread pool (``--requests`` each). Then batches of
+   ``--batch`` random vectors (``POST /predict/batch``) for predictions per minute.
+4. Measures dynamic int8 quantization of the default-size LSTM against float32.
+
+Targets (issue 7): p99 under 20 ms for single /predict, more than 100,000 predictions/minute in
+batches. Figures are measured here, never typed in; the machine is shared, so say so with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+VAR = REPO / "var" / "bench-api"
+TICKERS = ("AAPL", "AMZN", "GOOGL", "JNJ", "JPM", "MSFT", "WMT", "XOM")
+TARGET_P99_MS = 20.0
+TARGET_BATCH_PER_MIN = 100_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, int(round(q / 100.0 * (len(ordered) - 1)))))
+    return ordered[k]
+
+
+# --------------------------------------------------------------------------------------------------
+# setup (in this process, then gunicorn reads the same var dir)
+
+
+def setup(size: str) -> dict:
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from rest_framework.authtoken.models import Token
+
+    from inference.testing import build_served_registry
+
+    call_command("migrate", verbosity=0)
+    started = time.perf_counter()
+    registry = build_served_registry(workdir=VAR / "work", tickers=TICKERS, first_day="2016-05-18", size=size)
+    build_seconds = time.perf_counter() - started
+    user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
+    token, _ = Token.objects.get_or_create(user=user)
+    return {"registry": registry, "token": token.key, "build_seconds": build_seconds}
+
+
+def in_process(registry, repeats: int = 300) -> dict:
+    """Bare model call and service call, one row, best-of and median."""
+    import numpy as np
+    import pandas as pd
+
+    from inference.model_manager import get_manager, quantization_check
+    from inference.services import predict
+
+    manager = get_manager()
+    manager.refresh(force=True)
+    out = {}
+    rng = np.random.default_rng(0)
+    xgb = manager.get("xgboost_classifier")
+    columns = xgb.feature_columns
+
+    def timed(fn, n=repeats) -> dict:
+        samples = []
+        for _ in range(n):
+            started = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - started) * 1000.0)
+        return {"p50_ms": statistics.median(samples), "p99_ms": percentile(samples, 99)}
+
+    def bare_xgb():
+        frame = pd.DataFrame(rng.standard_normal((1, len(columns))), columns=columns)
+        frame["ticker"] = "~0"
+        frame["date"] = pd.Timestamp("2000-01-03")
+        xgb.learner.predict(frame)
+
+    out["model_call_xgboost_1row"] = timed(bare_xgb)
+    os.environ["ML_PREDICTION_CACHE_SECONDS"] = "0"  # every service call runs the model
+    out["service_call_xgboost_1row"] = timed(
+        lambda: predict(model_name="xgboost_classifier", features=rng.standard_normal(len(columns)).tolist())
+    )
+    os.environ.pop("ML_PREDICTION_CACHE_SECONDS")
+    out["service_call_ensemble_ticker_cached"] = timed(lambda: predict(model_name="ensemble", ticker="MSFT"))
+    batch = rng.standard_normal((1000, len(columns)))
+    frame = pd.DataFrame(batch, columns=columns)
+    frame["ticker"] = [f"~{i}" for i in range(len(frame))]
+    frame["date"] = pd.Timestamp("2000-01-03")
+    out["model_call_xgboost_1000rows"] = timed(lambda: xgb.learner.predict(frame), n=20)
+
+    lstm = manager.get("lstm_predictor")
+    for rows in (1, 256):
+        check = quantization_check(lstm.learner, rows=rows, repeats=20)
+        check.pop("net")
+        out[f"lstm_quantization_{rows}rows"] = check
+    from inference.prediction_log import discard
+
+    discard()  # no log rows from the in-process timing
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# load generators
+
+
+LUA = """
+local cols = %(cols)d
+local token = "%(token)s"
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Token " .. token
+request = function()
+  local parts = {}
+  for i = 1, cols do parts[i] = string.format("%%.6f", math.random() * 2 - 1) end
+  local body = '{"model_name": "xgboost_classifier", "features": [' .. table.concat(parts, ",") .. ']}'
+  return wrk.format(nil, "/predict", nil, body)
+end
+"""
+
+LUA_TICKER = """
+local token = "%(token)s"
+local tickers = {%(tickers)s}
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Token " .. token
+request = function()
+  local body = '{"model_name": "ensemble", "ticker": "' .. tickers[math.random(#tickers)] .. '"}'
+  return wrk.format(nil, "/predict", nil, body)
+end
+"""
+
+
+def run_wrk(port: int, script: str, *, clients: int, seconds: int) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(script)
+        path = fh.name
+    try:
+        result = subprocess.run(
+            ["wrk", "-t2", f"-c{clients}", f"-d{seconds}s", "--latency", "-s", path, f"http://127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=seconds + 60,
+        )
+    finally:
+        os.unlink(path)
+    text = result.stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        if not m:
+            return float("nan")
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000.0 if unit == "us" else value * 1000.0 if unit == "s" else value
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    total = re.search(r"(\d+) requests in", text)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errors = re.search(r"Socket errors:.*", text)
+    return {
+        "tool": "wrk", "clients": clients, "seconds": seconds,
+        "requests": int(total.group(1)) if total else 0,
+        "p50_ms": ms("50"), "p99_ms": ms("99"), "requests_per_s": float(rps.group(1)) if rps else 0.0,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(0) if errors else "",
+    }
+
+
+def run_threads(port: int, bodies, *, path: str, token: str, clients: int, requests: int,
+                time_limit: float = 120.0, rate: float | None = None) -> dict:
+    """``requests`` POSTs from ``clients`` threads (new connection each, as gunicorn sync workers close).
+
+    Closed loop by default (each client sends as soon as its last answer came). With ``rate``, open
+    loop: request ``i`` is due at ``i / rate`` seconds and its latency counts from then, so time
+    spent waiting for a free client is included (no coordinated omission)."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    counter = iter(range(requests))
+    deadline = time.monotonic() + time_limit
+    headers = {"Content-Type": "application/json", "Authorization": f"Token {token}"}
+
+    def worker():
+        while time.monotonic() < deadline:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            body = bodies(i)
+            if rate:
+                due = t0 + i / rate
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                started = due
+            else:
+                started = time.perf_counter()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                code = response.status
+            except OSError:
+                code = 0
+            finally:
+                conn.close()
+            elapsed = (time.perf_counter() - started) * 1000.0
+            with lock:
+                latencies.append(elapsed)
+                statuses[code] = statuses.get(code, 0) + 1
+
+    started = t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    return {
+        "tool": "python threads" + (f", open loop {rate:g}/s" if rate else ""), "clients": clients, "requests": len(latencies), "seconds": wall,
+        "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
+        "requests_per_s": len(latencies) / wall if wall else 0.0, "statuses": statuses,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+KEEP_CACHE_OPEN = """
+def post_worker_init(worker):
+    # What-if 1: Django closes every cache after each request (django.core.cache.close_caches); the
+    # embedded disk cache then closes and reopens its SQLite files every request.
+    from django.core import signals
+    from django.core.cache import close_caches
+
+    signals.request_finished.disconnect(close_caches)
+    # What-if 2: persistent database connections on SQLite too (settings.py sets CONN_MAX_AGE only for
+    # PostgreSQL): closing the last connection of a WAL database checkpoints it.
+    from django.db import connections
+
+    connections["default"].settings_dict["CONN_MAX_AGE"] = None
+"""
+
+
+def server_cpu_seconds(proc: subprocess.Popen) -> float:
+    """User + system CPU seconds of gunicorn's master and workers so far."""
+    import psutil
+
+    total = 0.0
+    try:
+        master = psutil.Process(proc.pid)
+        for p in [master, *master.children(recursive=True)]:
+            times = p.cpu_times()
+            total += times.user + times.system
+    except psutil.Error:
+        pass
+    return total
+
+
+def start_gunicorn(env: dict, port: int, workers: int, *, keep_cache_open: bool = False) -> subprocess.Popen:
+    log = open(VAR / "gunicorn.log", "w")  # noqa: SIM115 - closed with the process
+    command = [str(Path(sys.executable).parent / "gunicorn"), "investml.wsgi", "--bind", f"127.0.0.1:{port}",
+               "--workers", str(workers), "--backlog", "2048", "--timeout", "120", "--log-level", "warning"]
+    if keep_cache_open:
+        config = VAR / "gunicorn_keep_cache_open.py"
+        config.write_text(KEEP_CACHE_OPEN)
+        command += ["--config", str(config)]
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.terminate()
+    raise SystemExit(f"gunicorn did not answer /health; see {VAR / 'gunicorn.log'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=4000, help="per scenario, Python client")
+    parser.add_argument("--seconds", type=int, default=15, help="per scenario, wrk")
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--size", choices=["default", "tiny"], default="default")
+    parser.add_argument("--python-client", action="store_true", help="Use the Python load generator even with wrk")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="Also measure latency at this steady total request rate (open loop, 32 clients); "
+                             "default: half the closed-loop throughput just measured")
+    parser.add_argument("--keep-cache-open", action="store_true",
+                        help="What-if: keep the caches and the SQLite connection open between requests "
+                             "(see KEEP_CACHE_OPEN)")
+    parser.add_argument("--redis", metavar="URL", help="Cache on this Redis (e.g. redis://127.0.0.1:6379/13) "
+                                                       "instead of the embedded disk cache; the database stays SQLite")
+    args = parser.parse_args()
+
+    shutil.rmtree(VAR, ignore_errors=True)
+    VAR.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({"INVESTML_VAR_DIR": str(VAR), "DJANGO_SETTINGS_MODULE": "investml.settings",
+                "ML_ACTIVE_VERSION_CHECK_SECONDS": "2"})
+    for key in ("DATABASE_URL", "REDIS_URL"):
+        os.environ.pop(key, None)
+    if args.redis:
+        env.update({"REDIS_URL": args.redis, "CACHE_KEY_PREFIX": f"bench-api-{os.getpid()}"})
+    os.environ.update(env)
+    sys.path.insert(0, str(REPO))
+
+    print(f"setting up a served registry ({args.size} sizes) under {VAR} ...", flush=True)
+    state = setup(args.size)
+    registry, token = state["registry"], state["token"]
+    columns = len(registry.versions["xgboost_classifier"].feature_columns)
+    print(f"  built in {state['build_seconds']:.1f}s: {', '.join(v.model.name + '@' + v.version for v in registry.versions.values())}")
+
+    print("in-process timings ...", flush=True)
+    local = in_process(registry)
+    from django.db import connections
+
+    connections.close_all()
+
+    port = free_port()
+    proc = start_gunicorn(env, port, args.workers, keep_cache_open=args.keep_cache_open)
+    results = {"in_process": local, "workers": args.workers, "cpus": os.cpu_count()}
+    try:
+        rng = random.Random(0)
+
+        def vector_body(_i: int) -> str:
+            return json.dumps({"model_name": "xgboost_classifier",
+                               "features": [round(rng.uniform(-1, 1), 6) for _ in range(columns)]})
+
+        def ticker_body(_i: int) -> str:
+            return json.dumps({"model_name": "ensemble", "ticker": rng.choice(TICKERS)})
+
+        # warm every worker (first request loads the models)
+        run_threads(port, ticker_body, path="/predict", token=token, clients=args.workers * 2,
+                    requests=args.workers * 20)
+        use_wrk = shutil.which("wrk") and not args.python_client
+        for name, lua, body in (("single_vector_xgboost", LUA % {"cols": columns, "token": token}, vector_body),
+                                ("single_ticker_ensemble", LUA_TICKER % {
+                                    "token": token, "tickers": ",".join(f'"{t}"' for t in TICKERS)}, ticker_body)):
+            print(f"{name}: {args.clients} clients ...", flush=True)
+            cpu_before = server_cpu_seconds(proc)
+            if use_wrk:
+                results[name] = run_wrk(port, lua, clients=args.clients, seconds=args.seconds)
+            else:
+                results[name] = run_threads(port, body, path="/predict", token=token, clients=args.clients,
+                                            requests=args.requests)
+            done = max(results[name]["requests"], 1)
+            results[name]["server_cpu_ms_per_request"] = (server_cpu_seconds(proc) - cpu_before) * 1000 / done
+        rate = args.rate or round(0.5 * results["single_vector_xgboost"]["requests_per_s"])
+        if rate > 0:
+            print(f"single_vector_xgboost at a steady {rate:g} requests/s ...", flush=True)
+            results["single_vector_xgboost_steady"] = run_threads(
+                port, vector_body, path="/predict", token=token, clients=args.clients,
+                requests=max(int(rate * args.seconds), 50), rate=rate)
+        if use_wrk:  # the fixed-count Python client too, for comparison
+            results["single_vector_xgboost_python"] = run_threads(
+                port, vector_body, path="/predict", token=token, clients=args.clients, requests=args.requests)
+
+        print(f"batch: {args.batches} x {args.batch} vectors ...", flush=True)
+
+        def batch_body(_i: int) -> str:  # fresh random vectors: every prediction a cache miss
+            return json.dumps({"model_name": "xgboost_classifier",
+                               "instances": [[round(rng.uniform(-1, 1), 6) for _ in range(columns)]
+                                             for _ in range(args.batch)]})
+
+        cpu_before = server_cpu_seconds(proc)
+        batch = run_threads(port, batch_body, path="/predict/batch", token=token, clients=args.workers,
+                            requests=args.batches)
+        batch["server_cpu_ms_per_request"] = (server_cpu_seconds(proc) - cpu_before) * 1000 / max(batch["requests"], 1)
+        batch["predictions_per_minute"] = batch["requests_per_s"] * args.batch * 60
+        results["batch_xgboost"] = batch
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+    # ------------------------------------------------------------------------------------ report
+    print()
+    mode = f"SQLite + Redis cache ({args.redis})" if args.redis else "embedded SQLite + disk cache"
+    if args.keep_cache_open:
+        mode += ", caches kept open between requests (what-if)"
+    print(f"ML API benchmark: gunicorn {args.workers} sync workers on {os.cpu_count()} CPUs "
+          f"(shared with other processes), {mode}, loopback")
+    bare = local["model_call_xgboost_1row"]["p50_ms"]
+    service = local["service_call_xgboost_1row"]["p50_ms"]
+    print(f"  bare model call, xgboost 1 row:      p50 {bare:.2f} ms")
+    print(f"  service call (no HTTP), xgboost:     p50 {service:.2f} ms, p99 "
+          f"{local['service_call_xgboost_1row']['p99_ms']:.2f} ms")
+    print(f"  service call, ensemble ticker (hit): p50 {local['service_call_ensemble_ticker_cached']['p50_ms']:.2f} ms")
+    print(f"  bare model call, xgboost 1000 rows:  p50 {local['model_call_xgboost_1000rows']['p50_ms']:.1f} ms")
+    for name in ("single_vector_xgboost", "single_ticker_ensemble", "single_vector_xgboost_python",
+                 "single_vector_xgboost_steady"):
+        if name not in results:
+            continue
+        r = results[name]
+        verdict = "meets" if r["p99_ms"] < TARGET_P99_MS else "misses"
+        print(f"  {name} ({r['tool']}, {r['clients']} clients, {r['requests']} requests): p50 {r['p50_ms']:.1f} ms, "
+              f"p99 {r['p99_ms']:.1f} ms, {r['requests_per_s']:.0f} req/s  [{verdict} p99 < {TARGET_P99_MS:g} ms]"
+              + (f", non-2xx {r.get('non_2xx', 0)}" if r["tool"] == "wrk" else f", statuses {r['statuses']}"))
+        cpu = r.get("server_cpu_ms_per_request")
+        if cpu:
+            capacity = args.workers * 1000.0 / cpu
+            print(f"    server CPU {cpu:.1f} ms per request: {args.workers} dedicated cores would serve about "
+                  f"{capacity:.0f} req/s, i.e. a mean latency of {args.clients / capacity * 1000:.0f} ms with "
+                  f"{args.clients} closed-loop clients (Little's law)")
+        if name == "single_vector_xgboost":
+            print(f"    HTTP overhead ratio (p50 HTTP / p50 bare model call): {r['p50_ms'] / bare:.0f}x; "
+                  f"over the service call: {r['p50_ms'] / service:.1f}x; server CPU per request over the bare "
+                  f"call: {(cpu or float('nan')) / bare:.1f}x")
+    b = results["batch_xgboost"]
+    verdict = "meets" if b["predictions_per_minute"] > TARGET_BATCH_PER_MIN else "misses"
+    print(f"  batch {args.batch} vectors ({b['clients']} clients, {b['requests']} requests): p50 {b['p50_ms']:.0f} ms, "
+          f"{b['predictions_per_minute']:,.0f} predictions/min  [{verdict} > {TARGET_BATCH_PER_MIN:,}], "
+          f"statuses {b['statuses']}; server CPU {b['server_cpu_ms_per_request']:.0f} ms per batch "
+          f"({args.workers * 60_000 / b['server_cpu_ms_per_request'] * args.batch:,.0f} predictions/min on "
+          f"{args.workers} dedicated cores)")
+    lstm_params = registry.versions["lstm_predictor"].hyperparameters
+    for rows in (1, 256):
+        q = local[f"lstm_quantization_{rows}rows"]
+        print(f"  LSTM (hidden {lstm_params.get('hidden_size')}, seq {lstm_params.get('sequence_length')}) {rows} rows: float32 {q['float_ms']:.2f} ms, int8 dynamic "
+              f"{q['quantized_ms']:.2f} ms, max |diff| {q['max_abs_diff']:.4f} target sd "
+              f"(tolerance {q['tolerance']}): {'faster' if q['faster'] else 'not faster'}")
+    (VAR / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    print(f"  raw figures: {VAR / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
