@@ -7,9 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-
 import schemathesis
-
 from django.core import signals
 from django.db import close_old_connections  # noqa: E402
 from hypothesis import HealthCheck, Phase, given  # noqa: E402
