@@ -32,6 +32,7 @@ class ModelVersion(models.Model):
     patch = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.STAGING, db_index=True)
     status_reason = models.TextField(blank=True, help_text="Why the gate kept or promoted it")
+    model_type = models.CharField(max_length=50, blank=True, help_text="The learner's type when it was trained")
 
     # metadata
     target = models.CharField(max_length=50, help_text="e.g. fwd_ret_5 or fwd_dir_5")
@@ -55,11 +56,19 @@ class ModelVersion(models.Model):
     training_seconds = models.FloatField(default=0)
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
     drift_reference = models.JSONField(default=dict, blank=True, help_text="Binned training feature profile")
+    evaluation = models.JSONField(
+        default=dict, blank=True, help_text="Walk-forward settings, folds with their metrics, out-of-sample window"
+    )
+    gate = models.JSONField(default=dict, blank=True, help_text="The last promotion gate decision, with its numbers")
 
     # artifact: path relative to ML_MODELS_PATH, derived from ids, never from user input
     artifact_path = models.CharField(max_length=300, blank=True)
     artifact_sha256 = models.CharField(max_length=64, blank=True)
     artifact_bytes = models.PositiveBigIntegerField(default=0)
+    # out-of-sample (walk-forward) predictions with their labels, for the gate and the ensemble
+    oof_path = models.CharField(max_length=300, blank=True)
+    oof_sha256 = models.CharField(max_length=64, blank=True)
+    oof_bytes = models.PositiveBigIntegerField(default=0)
 
     # lineage
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
@@ -67,6 +76,14 @@ class ModelVersion(models.Model):
         "training.TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="model_versions"
     )
     members = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="ensembles")
+    previous_active = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The version that was active when this one was promoted (what rollback returns to)",
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)

@@ -1,0 +1,209 @@
+"""Reads from the model registry, and the promotion gate's statistics.
+
+The gate's numbers (``metric_on_rows``, ``daily_skill``, ``skill_confidence``,
+``common_window``) are plain functions of out-of-sample tables (pandas/numpy/scipy, no Django), so
+they can be tested and reused alone; the Django reads come after them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from django.db.models import QuerySet
+from scipy.special import ndtr
+
+from registry.models import DeploymentEvent, ModelVersion, RegisteredModel
+from training.metrics import METRIC_KEYS, compute_metrics, daily_ic, long_short_returns
+
+LOWER_IS_BETTER = frozenset({"mae", "rmse", "mape"})
+_TINY = 1e-12
+
+# --------------------------------------------------------------------------------------------------
+# gate statistics (framework-free)
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRIC_KEYS:
+        raise ValueError(f"unknown promotion metric {metric!r} (known: {', '.join(METRIC_KEYS)})")
+    return metric
+
+
+def is_better(new: float, old: float, *, metric: str, margin: float = 0.0) -> bool:
+    """``new`` beats ``old`` by more than ``margin`` in the metric's direction (NaN never wins)."""
+    if not math.isfinite(new):
+        return False
+    if not math.isfinite(old):
+        return True
+    if metric in LOWER_IS_BETTER:
+        return new < old - margin
+    return new > old + margin
+
+
+def metric_on_rows(oof: pd.DataFrame, *, horizon: int, prediction: str = "expected_return",
+                   probability: str | None = "prob_up") -> dict[str, float]:
+    """All metrics of one prediction column of an out-of-sample table (``registry.artifacts`` layout)."""
+    return compute_metrics(
+        dates=pd.to_datetime(oof["date"]).to_numpy(),
+        expected_return=oof[prediction].to_numpy(dtype=np.float64),
+        prob_up=oof[probability].to_numpy(dtype=np.float64) if probability else None,
+        adj_close=oof["adj_close"].to_numpy(dtype=np.float64),
+        realized_return=oof["realized"].to_numpy(dtype=np.float64),
+        next_day_return=oof["next_return"].to_numpy(dtype=np.float64),
+        horizon=horizon,
+    )
+
+
+def daily_skill(oof: pd.DataFrame, *, metric: str, horizon: int) -> tuple[pd.Series, int]:
+    """Per-date series whose mean is > 0 exactly when the model shows skill on ``metric``.
+
+    Returns ``(series, overlap)``: ``overlap`` is how many consecutive daily values share label
+    days (``horizon`` for ``fwd_ret_h`` based statistics, 1 for the next-day long-short book).
+
+    * ``ic``/``icir``: daily Pearson IC; ``rank_ic``/``rank_icir``: daily Spearman IC;
+    * ``annual_return``/``sharpe``/``max_drawdown``: daily top-minus-bottom decile return;
+    * ``accuracy``/``precision``/``recall``/``f1``: daily directional accuracy minus 0.5;
+    * ``hit_rate``: daily hit rate minus 0.5;
+    * ``mae``/``rmse``/``mape``: daily mean absolute return error of the zero forecast minus the model's.
+    """
+    check_metric(metric)
+    dates = pd.to_datetime(oof["date"]).to_numpy()
+    er = oof["expected_return"].to_numpy(dtype=np.float64)
+    real = oof["realized"].to_numpy(dtype=np.float64)
+    if metric in ("ic", "icir"):
+        return daily_ic(dates, er, real), horizon
+    if metric in ("rank_ic", "rank_icir"):
+        return daily_ic(dates, er, real, rank=True), horizon
+    if metric in ("annual_return", "sharpe", "max_drawdown"):
+        return long_short_returns(dates, er, oof["next_return"].to_numpy(dtype=np.float64)), 1
+    ok = np.isfinite(er) & np.isfinite(real)
+    up = real > 0
+    if metric == "hit_rate":
+        value = np.where(er > 0, up, np.where(er < 0, ~up, 0.5)).astype(np.float64) - 0.5
+    elif metric in LOWER_IS_BETTER:
+        value = np.abs(real) - np.abs(er - real)
+    else:
+        prob = oof["prob_up"].to_numpy(dtype=np.float64)
+        predicted_up = np.where(np.isfinite(prob), prob > 0.5, er > 0)
+        value = (predicted_up == up).astype(np.float64) - 0.5
+    series = pd.Series(value[ok]).groupby(dates[ok]).mean()
+    return series.astype(np.float64), horizon
+
+
+def skill_confidence(series: pd.Series, *, overlap: int = 1) -> dict[str, float]:
+    """One-sided confidence that the mean of ``series`` is > 0: ``Phi(t / sqrt(overlap))``.
+
+    ``t`` is the mean over its standard error (``std / sqrt(n)``); dividing by ``sqrt(overlap)``
+    allows for the autocorrelation of statistics whose labels overlap (``h``-day returns observed
+    daily). In [0, 1]: 0.5 is no evidence either way, 0.84 about one standard error above zero.
+    """
+    values = series.to_numpy(dtype=np.float64)
+    values = values[np.isfinite(values)]
+    n = len(values)
+    if n < 2:
+        return {"confidence": 0.0, "t": float("nan"), "n_days": float(n), "mean": float("nan")}
+    mean = float(np.mean(values))
+    std = float(np.std(values, ddof=1))
+    if std <= _TINY:
+        conf = 1.0 if mean > _TINY else (0.0 if mean < -_TINY else 0.5)
+        return {"confidence": conf, "t": float("nan"), "n_days": float(n), "mean": mean}
+    t = mean / (std / math.sqrt(n)) / math.sqrt(max(int(overlap), 1))
+    return {"confidence": float(ndtr(t)), "t": float(t), "n_days": float(n), "mean": mean}
+
+
+def common_window(new: pd.DataFrame, old: pd.DataFrame) -> pd.DataFrame:
+    """Rows scored out of sample by both versions: the new table with ``old_expected_return`` and
+    ``old_prob_up`` added (labels are the new table's)."""
+    right = old[["ticker", "date", "expected_return", "prob_up"]].rename(
+        columns={"expected_return": "old_expected_return", "prob_up": "old_prob_up"}
+    )
+    both = new.merge(right, on=["ticker", "date"], how="inner")
+    keep = np.isfinite(both["expected_return"].to_numpy(dtype=np.float64)) & np.isfinite(
+        both["old_expected_return"].to_numpy(dtype=np.float64)
+    )
+    return both.loc[keep].sort_values(["date", "ticker"], kind="stable").reset_index(drop=True)
+
+
+def window_summary(rows: pd.DataFrame) -> dict[str, Any]:
+    if rows.empty:
+        return {"rows": 0, "dates": 0, "start": None, "end": None}
+    dates = pd.to_datetime(rows["date"])
+    return {
+        "rows": int(len(rows)),
+        "dates": int(dates.nunique()),
+        "start": dates.min().date().isoformat(),
+        "end": dates.max().date().isoformat(),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# reads
+
+
+def version_label(version: ModelVersion) -> str:
+    return f"{version.model.name}@{version.version}"
+
+
+def registered_models() -> QuerySet[RegisteredModel]:
+    return RegisteredModel.objects.all()
+
+
+def versions(*, model_name: str | None = None, statuses: Iterable[str] | None = None) -> QuerySet[ModelVersion]:
+    qs = ModelVersion.objects.select_related("model", "training_run", "parent", "feature_set_version")
+    if model_name:
+        qs = qs.filter(model__name=model_name)
+    if statuses:
+        qs = qs.filter(status__in=list(statuses))
+    return qs.order_by("model__name", "-major", "-minor", "-patch", "-id")
+
+
+def active_version(*, model_name: str) -> ModelVersion | None:
+    return versions(model_name=model_name, statuses=[ModelVersion.Status.ACTIVE]).first()
+
+
+def latest_version(*, model_name: str) -> ModelVersion | None:
+    return versions(model_name=model_name).first()
+
+
+def get_version(*, model_name: str, version: str | None = None) -> ModelVersion:
+    """``model_name@version``; without a version the active one, else the newest.
+
+    Raises ``ModelVersion.DoesNotExist`` with a message naming what was asked for.
+    """
+    if version:
+        found = versions(model_name=model_name).filter(version=version.lstrip("v")).first()
+        if found is None:
+            known = ", ".join(v.version for v in versions(model_name=model_name)[:10]) or "none"
+            raise ModelVersion.DoesNotExist(f"no version {version} of model {model_name!r} (known: {known})")
+        return found
+    found = active_version(model_name=model_name) or latest_version(model_name=model_name)
+    if found is None:
+        raise ModelVersion.DoesNotExist(
+            f"model {model_name!r} has no versions; train it first: python manage.py retrain --models {model_name}"
+        )
+    return found
+
+
+def deployment_history(*, model_name: str | None = None, version: ModelVersion | None = None,
+                       limit: int = 100) -> list[DeploymentEvent]:
+    qs = DeploymentEvent.objects.select_related("version", "version__model")
+    if version is not None:
+        qs = qs.filter(version=version)
+    elif model_name:
+        qs = qs.filter(version__model__name=model_name)
+    return list(qs.order_by("-created_at", "-id")[:limit])
+
+
+def rollback_target(*, active: ModelVersion) -> ModelVersion | None:
+    """The version that was active before ``active`` was promoted (skipping archived ones)."""
+    seen = {active.pk}
+    candidate = active.previous_active
+    while candidate is not None and candidate.pk not in seen:
+        if candidate.status != ModelVersion.Status.ARCHIVED:
+            return candidate
+        seen.add(candidate.pk)
+        candidate = candidate.previous_active
+    return None

@@ -1,0 +1,678 @@
+"""Writes to the model registry: register versions (semver, artifacts), load them verified, and the
+lifecycle (promotion gate, deprecate, archive, rollback), each change with a deployment event.
+
+Semantic versions, computed from the model's newest version:
+
+* **major** (``x+1.0.0``): the feature set version, the target, or the model type changed;
+* **minor** (``x.y+1.0``): a retrain on different data (another ``training_data_hash``) or with
+  other hyperparameters;
+* **patch** (``x.y.z+1``): a re-run on the same data with the same settings.
+
+Promotion gate (``promote``; ``force=True`` skips it and records that it was forced):
+
+1. **Threshold.** ``MODEL_PERFORMANCE_THRESHOLD`` (0.75) applies to a score in [0, 1] computed from
+   the configured metric (``training.promotion_metric``, default ``rank_ic``) on the version's own
+   walk-forward out-of-sample predictions. By default (``ML_PROMOTION_SCORE=confidence``) the score
+   is the one-sided confidence that the metric shows skill: ``Phi(t / sqrt(h))`` with ``t`` the
+   t-statistic of the daily series behind the metric (daily rank IC for ``rank_ic``), divided by
+   ``sqrt(h)`` for overlapping ``h``-day labels. 0.75 means "the mean daily rank IC is about 0.67
+   overlap-adjusted standard errors above zero". With ``ML_PROMOTION_SCORE=value`` the metric's
+   value itself is compared with the threshold (for metrics already in [0, 1] such as accuracy or
+   hit_rate; lower-is-better metrics must be at most the threshold).
+2. **Beat the active version on the same out-of-sample window.** Each version stores its
+   walk-forward out-of-sample predictions with their labels (``<id>.oof.npz``). The metric is
+   computed for both versions on the rows (ticker, date) that both scored out of sample; the new
+   version must be better by more than ``ML_PROMOTION_MIN_IMPROVEMENT`` (default 0). When fewer
+   than ``ML_PROMOTION_MIN_COMMON_DATES`` (default 20) dates are shared, the active version is
+   replayed instead: its artifact predicts the new version's out-of-sample rows dated more than
+   ``h`` trading days after its own training window ended (rows it has never seen).
+
+A version that fails stays staging; the reason goes to ``status_reason`` and a ``gate_rejected``
+deployment event.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from registry import artifacts
+from registry.artifacts import ArtifactIntegrityError
+from registry.models import DeploymentEvent, ModelVersion, RegisteredModel
+from registry.selectors import (
+    LOWER_IS_BETTER,
+    active_version,
+    check_metric,
+    common_window,
+    daily_skill,
+    is_better,
+    metric_on_rows,
+    rollback_target,
+    skill_confidence,
+    version_label,
+    window_summary,
+)
+from training.learners import ArtifactError, Learner, Predictions, load_learner
+from training.learners.base import jsonable
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ArtifactIntegrityError",
+    "GateDecision",
+    "RegistryError",
+    "archive",
+    "deprecate",
+    "evaluate_gate",
+    "load_oof",
+    "load_version",
+    "predict_version",
+    "promote",
+    "register_version",
+    "rollback",
+]
+
+LIBRARIES = {
+    "numpy": "numpy",
+    "pandas": "pandas",
+    "scipy": "scipy",
+    "xgboost": "xgboost",
+    "torch": "torch",
+    "prophet": "prophet",
+    "cmdstanpy": "cmdstanpy",
+    "talib": "TA-Lib",
+    "django": "Django",
+}
+_COST_QUANTUM = Decimal("0.000001")
+
+
+class RegistryError(Exception):
+    """A lifecycle change that is not allowed (e.g. archiving the active version)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# provenance
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else ""
+
+
+@lru_cache(maxsize=1)
+def library_versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for key, dist in LIBRARIES.items():
+        try:
+            found[key] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            found[key] = ""
+    return found
+
+
+# --------------------------------------------------------------------------------------------------
+# semantic versions
+
+
+@dataclass(frozen=True)
+class VersionBump:
+    major: int
+    minor: int
+    patch: int
+    why: str
+
+    @property
+    def version(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+def next_version(
+    *,
+    previous: ModelVersion | None,
+    feature_set_version_id: int | None,
+    target: str,
+    model_type: str,
+    training_data_hash: str,
+    hyperparameters: Mapping[str, Any],
+) -> VersionBump:
+    if previous is None:
+        return VersionBump(1, 0, 0, "first version")
+    major, minor, patch = previous.major, previous.minor, previous.patch
+    reasons = []
+    if previous.feature_set_version_id != feature_set_version_id:
+        reasons.append(f"feature set version {previous.feature_set_version_id} -> {feature_set_version_id}")
+    if previous.target != target:
+        reasons.append(f"target {previous.target} -> {target}")
+    if (previous.model_type or previous.model.model_type) != model_type:
+        reasons.append(f"model type {previous.model_type or previous.model.model_type} -> {model_type}")
+    if reasons:
+        return VersionBump(major + 1, 0, 0, "major: " + "; ".join(reasons))
+    if previous.training_data_hash != training_data_hash:
+        return VersionBump(major, minor + 1, 0, "minor: retrained on new data")
+    if _canonical(previous.hyperparameters) != _canonical(hyperparameters):
+        return VersionBump(major, minor + 1, 0, "minor: hyperparameters changed")
+    return VersionBump(major, minor, patch + 1, "patch: re-run on the same data")
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(jsonable(value), sort_keys=True)
+
+
+def _usd(value: float | Decimal) -> Decimal:
+    return Decimal(str(value)).quantize(_COST_QUANTUM)
+
+
+def _event(version: ModelVersion, *, action: str, from_status: str, to_status: str, actor: str,
+           reason: str) -> DeploymentEvent:
+    return DeploymentEvent.objects.create(
+        version=version, action=action, from_status=from_status, to_status=to_status,
+        actor=(actor or "unknown")[:150], reason=reason,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# register / load
+
+
+def register_version(
+    *,
+    model_name: str,
+    learner: Learner,
+    feature_set_version: Any = None,
+    feature_columns: Sequence[str] = (),
+    target: str,
+    horizon: int,
+    metrics: Mapping[str, float],
+    baselines: Mapping[str, Mapping[str, float]] | None = None,
+    hyperparameters: Mapping[str, Any] | None = None,
+    train_start: date | None = None,
+    train_end: date | None = None,
+    evaluation_start: date | None = None,
+    evaluation_end: date | None = None,
+    training_data_hash: str = "",
+    training_run: Any = None,
+    parent: ModelVersion | None = None,
+    members: Sequence[ModelVersion] = (),
+    oof: pd.DataFrame | None = None,
+    evaluation: Mapping[str, Any] | None = None,
+    tickers: int = 0,
+    data_sources: Sequence[Any] = (),
+    drift_reference: Mapping[str, Any] | None = None,
+    training_seconds: float = 0.0,
+    cost_usd: float | Decimal = 0,
+    actor: str = "pipeline",
+    description: str = "",
+) -> ModelVersion:
+    """Store ``learner`` as the next version of ``model_name`` (staging), artifact written atomically.
+
+    ``parent`` defaults to the model's newest version. ``oof`` (the walk-forward out-of-sample
+    table, ``registry.artifacts.OOF_FLOAT_COLUMNS``) is what the promotion gate and the ensemble
+    read; a version without it can only be promoted with ``force``.
+    """
+    model_type = str(getattr(learner, "model_type", "")) or "unknown"
+    hyperparameters = jsonable(dict(hyperparameters or getattr(learner, "params", {}) or {}))
+    data = learner.to_bytes()
+    oof_data = artifacts.oof_to_bytes(oof) if oof is not None else None
+    root = settings.ML_MODELS_PATH
+    written: list[str] = []
+    try:
+        with transaction.atomic():
+            registered, _ = RegisteredModel.objects.get_or_create(
+                name=model_name, defaults={"model_type": model_type, "description": description}
+            )
+            # Serialize registrations of one model: the version number is read, then written.
+            registered = RegisteredModel.objects.select_for_update().get(pk=registered.pk)
+            previous = registered.versions.order_by("-major", "-minor", "-patch", "-id").first()
+            fsv_id = getattr(feature_set_version, "pk", feature_set_version)
+            bump = next_version(
+                previous=previous, feature_set_version_id=fsv_id, target=target, model_type=model_type,
+                training_data_hash=training_data_hash, hyperparameters=hyperparameters,
+            )
+            if registered.model_type != model_type:
+                registered.model_type = model_type
+                registered.save(update_fields=["model_type"])
+            version = ModelVersion.objects.create(
+                model=registered,
+                version=bump.version,
+                major=bump.major,
+                minor=bump.minor,
+                patch=bump.patch,
+                status=ModelVersion.Status.STAGING,
+                status_reason="registered; not yet gated",
+                model_type=model_type,
+                target=target,
+                horizon_days=int(horizon),
+                feature_set_version_id=fsv_id,
+                feature_columns=list(feature_columns),
+                hyperparameters=hyperparameters,
+                metrics=jsonable(dict(metrics)),
+                baselines=jsonable(dict(baselines or {})),
+                data_sources=jsonable(list(data_sources)),
+                train_start=train_start,
+                train_end=train_end,
+                evaluation_start=evaluation_start,
+                evaluation_end=evaluation_end,
+                tickers=int(tickers),
+                training_data_hash=training_data_hash,
+                git_commit=git_commit(),
+                library_versions=library_versions(),
+                training_seconds=float(training_seconds),
+                cost_usd=_usd(cost_usd),
+                drift_reference=jsonable(dict(drift_reference or {})),
+                evaluation=jsonable(dict(evaluation or {})),
+                parent=parent if parent is not None else previous,
+                training_run=training_run,
+            )
+            if members:
+                version.members.set(members)
+            stored = artifacts.write_atomic(
+                root=root, relpath=artifacts.relative_path(model_name=model_name, version_id=version.pk), data=data
+            )
+            written.append(stored.relpath)
+            version.artifact_path, version.artifact_sha256, version.artifact_bytes = (
+                stored.relpath, stored.sha256, stored.size,
+            )
+            if oof_data is not None:
+                oof_file = artifacts.write_atomic(
+                    root=root,
+                    relpath=artifacts.relative_path(
+                        model_name=model_name, version_id=version.pk, suffix=artifacts.OOF_SUFFIX
+                    ),
+                    data=oof_data,
+                )
+                written.append(oof_file.relpath)
+                version.oof_path, version.oof_sha256, version.oof_bytes = (
+                    oof_file.relpath, oof_file.sha256, oof_file.size,
+                )
+            version.save(update_fields=[
+                "artifact_path", "artifact_sha256", "artifact_bytes", "oof_path", "oof_sha256", "oof_bytes",
+            ])
+            _event(version, action="register", from_status="", to_status=version.status, actor=actor,
+                   reason=f"registered {model_name}@{bump.version} ({bump.why})")
+    except BaseException:
+        for relpath in written:
+            artifacts.remove(root=root, relpath=relpath)
+        raise
+    return version
+
+
+def load_version(*, version: ModelVersion) -> Learner:
+    """The version's learner, after checking its artifact's size and sha256 against the registry."""
+    label = version_label(version)
+    data = artifacts.read_verified(
+        root=settings.ML_MODELS_PATH, relpath=version.artifact_path, sha256=version.artifact_sha256,
+        size=version.artifact_bytes or None, label=label,
+    )
+    try:
+        return load_learner(data)
+    except ArtifactError as exc:  # pragma: no cover - the sha256 check catches changes first
+        raise ArtifactIntegrityError(f"ERROR: Failed to load model {label}: {exc}") from exc
+
+
+def load_oof(*, version: ModelVersion) -> pd.DataFrame | None:
+    """The version's stored walk-forward out-of-sample table (verified), or None if it has none."""
+    if not version.oof_path:
+        return None
+    data = artifacts.read_verified(
+        root=settings.ML_MODELS_PATH, relpath=version.oof_path, sha256=version.oof_sha256,
+        size=version.oof_bytes or None, label=f"{version_label(version)} (out-of-sample predictions)",
+    )
+    return artifacts.oof_from_bytes(data)
+
+
+def predict_version(*, version: ModelVersion, frame: pd.DataFrame) -> Predictions:
+    """Predictions of ``version`` for ``frame``'s rows; an ensemble first asks its member versions."""
+    learner = load_version(version=version)
+    if getattr(learner, "name", "") == "ensemble":
+        member_predictions = {
+            member.model.name: predict_version(version=member, frame=frame).expected_return
+            for member in version.members.select_related("model")
+        }
+        return learner.predict_members(member_predictions)
+    return learner.predict(frame)
+
+
+# --------------------------------------------------------------------------------------------------
+# the promotion gate
+
+
+@dataclass
+class GateDecision:
+    passed: bool
+    reason: str
+    metric: str
+    threshold: float
+    score_kind: str
+    score: float | None = None
+    new_value: float | None = None
+    active_value: float | None = None
+    active_version: str | None = None
+    window: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    forced: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable(asdict(self))
+
+
+def gate_settings() -> dict[str, Any]:
+    """The gate's knobs, read at each call (settings, pipeline config, environment)."""
+    metric = check_metric(str(settings.PIPELINE_CONFIG["training"].get("promotion_metric", "rank_ic")))
+    kind = os.environ.get("ML_PROMOTION_SCORE", "confidence").strip().lower()
+    if kind not in ("confidence", "value"):
+        raise RegistryError(f"ML_PROMOTION_SCORE must be 'confidence' or 'value', not {kind!r}")
+    return {
+        "metric": metric,
+        "threshold": float(settings.MODEL_PERFORMANCE_THRESHOLD),
+        "score_kind": kind,
+        "min_improvement": float(os.environ.get("ML_PROMOTION_MIN_IMPROVEMENT", "0") or 0),
+        "min_common_dates": int(os.environ.get("ML_PROMOTION_MIN_COMMON_DATES", "20") or 20),
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "nan" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
+def evaluate_gate(*, version: ModelVersion, active: ModelVersion | None = None) -> GateDecision:
+    """Run the gate for ``version`` against ``active`` (the current active version when None)."""
+    knobs = gate_settings()
+    metric, threshold, kind = knobs["metric"], knobs["threshold"], knobs["score_kind"]
+    label = version_label(version)
+    if active is None:
+        active = active_version(model_name=version.model.name)
+    if active is not None and active.pk == version.pk:
+        active = None
+    decision = GateDecision(passed=False, reason="", metric=metric, threshold=threshold, score_kind=kind)
+    try:
+        oof = load_oof(version=version)
+    except ArtifactIntegrityError as exc:
+        decision.reason = f"{label} stays staging: its out-of-sample predictions cannot be trusted: {exc}"
+        return decision
+    if oof is None or oof.empty:
+        decision.reason = (
+            f"{label} stays staging: it has no stored out-of-sample predictions, so the gate cannot "
+            "score it (retrain it, or promote with --force)"
+        )
+        return decision
+    horizon = version.horizon_days
+    own = metric_on_rows(oof, horizon=horizon)
+    decision.details["own_metric"] = own[metric]
+    if kind == "confidence":
+        series, overlap = daily_skill(oof, metric=metric, horizon=horizon)
+        stats = skill_confidence(series, overlap=overlap)
+        decision.score = stats["confidence"]
+        decision.details["skill"] = {**stats, "overlap": overlap}
+        meets = decision.score >= threshold
+        score_text = (
+            f"{metric} skill confidence {_fmt(decision.score)} (mean daily value {_fmt(stats['mean'])} over "
+            f"{int(stats['n_days'])} out-of-sample days, t={_fmt(stats['t'])} after the overlap adjustment)"
+        )
+    else:
+        decision.score = own[metric]
+        meets = (decision.score <= threshold) if metric in LOWER_IS_BETTER else (decision.score >= threshold)
+        meets = meets and math.isfinite(decision.score)
+        score_text = f"{metric} {_fmt(decision.score)} out of sample"
+    if not meets:
+        comparison = ">" if (kind == "value" and metric in LOWER_IS_BETTER) else "<"
+        decision.reason = (
+            f"{label} stays staging: {score_text} {comparison} MODEL_PERFORMANCE_THRESHOLD {threshold:g}"
+        )
+        return decision
+    if active is None:
+        decision.passed = True
+        decision.new_value = own[metric]
+        decision.window = window_summary(oof)
+        decision.reason = f"{label} passed the gate: {score_text} >= {threshold:g}; no active version to beat"
+        return decision
+
+    active_label = version_label(active)
+    decision.active_version = active_label
+    rows, method = _comparison_rows(new_oof=oof, active=active, horizon=horizon,
+                                    min_dates=knobs["min_common_dates"])
+    if rows is None:
+        decision.reason = (
+            f"{label} stays staging: no common out-of-sample window with the active {active_label} "
+            f"(fewer than {knobs['min_common_dates']} shared dates, and the active version could not be "
+            "replayed on the new window); promote with --force after checking by hand"
+        )
+        decision.window = {"method": method}
+        return decision
+    new_value = metric_on_rows(rows, horizon=horizon)[metric]
+    old_value = metric_on_rows(rows, horizon=horizon, prediction="old_expected_return",
+                               probability="old_prob_up")[metric]
+    decision.new_value, decision.active_value = new_value, old_value
+    decision.window = {"method": method, **window_summary(rows)}
+    where = (
+        f"on the same out-of-sample window {decision.window['start']}..{decision.window['end']} "
+        f"({decision.window['rows']:,} rows, {decision.window['dates']} dates, {method.replace('_', ' ')})"
+    )
+    if is_better(new_value, old_value, metric=metric, margin=knobs["min_improvement"]):
+        decision.passed = True
+        decision.reason = (
+            f"{label} passed the gate: {metric} {_fmt(new_value)} vs {_fmt(old_value)} for the active "
+            f"{active_label} {where}; {score_text} >= {threshold:g}"
+        )
+    else:
+        margin = f" by more than {knobs['min_improvement']:g}" if knobs["min_improvement"] else ""
+        decision.reason = (
+            f"{label} stays staging: {metric} {_fmt(new_value)} does not beat {_fmt(old_value)}{margin} "
+            f"for the active {active_label} {where}"
+        )
+    return decision
+
+
+def _comparison_rows(*, new_oof: pd.DataFrame, active: ModelVersion, horizon: int,
+                     min_dates: int) -> tuple[pd.DataFrame | None, str]:
+    try:
+        old_oof = load_oof(version=active)
+    except ArtifactIntegrityError as exc:
+        logger.warning("%s; replaying the active version instead", exc)
+        old_oof = None
+    if old_oof is not None:
+        rows = common_window(new_oof, old_oof)
+        if rows["date"].nunique() >= min_dates:
+            return rows, "common_oof"
+    try:
+        rows = _replay(new_oof=new_oof, active=active, horizon=horizon)
+    except Exception as exc:  # noqa: BLE001 - reported in the gate's reason
+        logger.warning("could not replay %s on the new window: %s", version_label(active), exc)
+        return None, f"replay failed: {exc}"
+    if rows is None or rows["date"].nunique() < min_dates:
+        return None, "no_common_window"
+    return rows, "replay_active"
+
+
+def _replay(*, new_oof: pd.DataFrame, active: ModelVersion, horizon: int) -> pd.DataFrame | None:
+    """The new version's out-of-sample rows the active version never saw, scored by the active one."""
+    from training import selectors as training_selectors  # training depends on the registry, not back
+
+    if active.train_end is None:
+        return None
+    cutoff = np.busday_offset(np.datetime64(active.train_end, "D"), horizon, roll="forward")
+    dates = pd.to_datetime(new_oof["date"]).to_numpy().astype("datetime64[D]")
+    rows = new_oof.loc[dates > cutoff]
+    if rows.empty:
+        return None
+    start = pd.Timestamp(rows["date"].min()) - pd.Timedelta(days=150)  # sequence and momentum context
+    data = training_selectors.load_training_frame(
+        tickers=sorted(rows["ticker"].unique()), start=start.date(), end=pd.Timestamp(rows["date"].max()).date(),
+        horizon=horizon, feature_set_version=active.feature_set_version,
+    )
+    frame = data.frame.reset_index(drop=True)
+    preds = predict_version(version=active, frame=frame)
+    scored = pd.DataFrame({
+        "ticker": frame["ticker"].astype(str).to_numpy(),
+        "date": pd.to_datetime(frame["date"]).to_numpy(),
+        "expected_return": preds.expected_return,
+        "prob_up": preds.prob_up,
+    })
+    return common_window(rows, scored)
+
+
+# --------------------------------------------------------------------------------------------------
+# lifecycle
+
+
+def _lock(version: ModelVersion) -> tuple[ModelVersion, ModelVersion | None]:
+    """Lock the model row (serializes lifecycle changes), re-read the version and the active one."""
+    RegisteredModel.objects.select_for_update().get(pk=version.model_id)
+    fresh = ModelVersion.objects.select_for_update().select_related("model").get(pk=version.pk)
+    current = (
+        ModelVersion.objects.select_for_update()
+        .select_related("model")
+        .filter(model_id=version.model_id, status=ModelVersion.Status.ACTIVE)
+        .first()
+    )
+    return fresh, current
+
+
+def promote(*, version: ModelVersion, actor: str, reason: str = "", force: bool = False) -> GateDecision:
+    """Make ``version`` active if it passes the gate (see the module docstring), else keep it staging.
+
+    Returns the gate decision; ``decision.passed`` says whether it is now active. The previously
+    active version is deprecated in the same transaction.
+    """
+    label = version_label(version)
+    version.refresh_from_db()
+    if version.status == ModelVersion.Status.ACTIVE:
+        raise RegistryError(f"{label} is already active")
+    if version.status == ModelVersion.Status.ARCHIVED:
+        raise RegistryError(f"{label} is archived; archived versions cannot be promoted")
+    active = active_version(model_name=version.model.name)
+    if force:
+        try:
+            would = evaluate_gate(version=version, active=active)
+            note = "it would have passed the gate" if would.passed else f"the gate said: {would.reason}"
+        except Exception as exc:  # noqa: BLE001 - a forced promotion must not depend on the gate
+            would, note = None, f"the gate could not run: {exc}"
+        decision = GateDecision(
+            passed=True, forced=True, metric=would.metric if would else "", threshold=would.threshold if would else 0,
+            score_kind=would.score_kind if would else "", score=would.score if would else None,
+            new_value=would.new_value if would else None, active_value=would.active_value if would else None,
+            active_version=would.active_version if would else None, window=would.window if would else {},
+            reason=f"{label} promoted past the gate by {actor}" + (f" ({reason})" if reason else "") + f"; {note}",
+        )
+    else:
+        decision = evaluate_gate(version=version, active=active)
+    with transaction.atomic():
+        fresh, current = _lock(version)
+        if (current.pk if current else None) != (active.pk if active else None) and not force:
+            raise RegistryError(
+                f"the active version of {version.model.name} changed while the gate ran; promote {label} again"
+            )
+        from_status = fresh.status
+        fresh.gate = decision.to_dict()
+        if not decision.passed:
+            fresh.status_reason = decision.reason
+            fresh.save(update_fields=["status_reason", "gate"])
+            _event(fresh, action="gate_rejected", from_status=from_status, to_status=from_status, actor=actor,
+                   reason=decision.reason + (f" (requested: {reason})" if reason else ""))
+            version.refresh_from_db()
+            return decision
+        if current is not None:
+            current.status = ModelVersion.Status.DEPRECATED
+            current.status_reason = f"superseded by {label}"
+            current.save(update_fields=["status", "status_reason"])
+            _event(current, action="deprecate", from_status=ModelVersion.Status.ACTIVE,
+                   to_status=ModelVersion.Status.DEPRECATED, actor=actor,
+                   reason=f"superseded by {label}" + (f": {reason}" if reason else ""))
+        fresh.status = ModelVersion.Status.ACTIVE
+        fresh.status_reason = decision.reason
+        fresh.activated_at = timezone.now()
+        fresh.previous_active = current
+        fresh.save(update_fields=["status", "status_reason", "gate", "activated_at", "previous_active"])
+        _event(fresh, action="promote", from_status=from_status, to_status=ModelVersion.Status.ACTIVE, actor=actor,
+               reason=decision.reason + (f" (requested: {reason})" if reason and not force else ""))
+    version.refresh_from_db()
+    return decision
+
+
+def rollback(*, model_name: str, actor: str, reason: str = "") -> ModelVersion:
+    """Reactivate the version that was active before the current one, in one transaction."""
+    current = active_version(model_name=model_name)
+    if current is None:
+        raise RegistryError(f"model {model_name!r} has no active version to roll back from")
+    with transaction.atomic():
+        fresh, current = _lock(current)
+        if current is None:
+            raise RegistryError(f"model {model_name!r} has no active version to roll back from")
+        target = rollback_target(active=current)
+        if target is None:
+            raise RegistryError(
+                f"{version_label(current)} has no previous active version to roll back to "
+                "(it was the first one promoted, or the earlier ones are archived)"
+            )
+        target = ModelVersion.objects.select_for_update().select_related("model").get(pk=target.pk)
+        why = f": {reason}" if reason else ""
+        current.status = ModelVersion.Status.DEPRECATED
+        current.status_reason = f"rolled back to {version_label(target)}{why}"
+        current.save(update_fields=["status", "status_reason"])
+        _event(current, action="rollback", from_status=ModelVersion.Status.ACTIVE,
+               to_status=ModelVersion.Status.DEPRECATED, actor=actor,
+               reason=f"rolled back to {version_label(target)}{why}")
+        from_status = target.status
+        target.status = ModelVersion.Status.ACTIVE
+        target.status_reason = f"reactivated by rollback from {version_label(current)}{why}"
+        target.activated_at = timezone.now()
+        target.save(update_fields=["status", "status_reason", "activated_at"])
+        _event(target, action="rollback", from_status=from_status, to_status=ModelVersion.Status.ACTIVE,
+               actor=actor, reason=f"rollback from {version_label(current)}{why}")
+    return target
+
+
+def deprecate(*, version: ModelVersion, actor: str, reason: str = "") -> ModelVersion:
+    """Take a version out of service (an active one leaves its model without an active version)."""
+    with transaction.atomic():
+        fresh, _ = _lock(version)
+        if fresh.status in (ModelVersion.Status.DEPRECATED, ModelVersion.Status.ARCHIVED):
+            raise RegistryError(f"{version_label(fresh)} is already {fresh.status}")
+        from_status = fresh.status
+        fresh.status = ModelVersion.Status.DEPRECATED
+        fresh.status_reason = reason or f"deprecated by {actor}"
+        fresh.save(update_fields=["status", "status_reason"])
+        _event(fresh, action="deprecate", from_status=from_status, to_status=fresh.status, actor=actor,
+               reason=reason)
+    version.refresh_from_db()
+    return version
+
+
+def archive(*, version: ModelVersion, actor: str, reason: str = "") -> ModelVersion:
+    """Retire a staging or deprecated version for good (kept for lineage, never promoted again)."""
+    with transaction.atomic():
+        fresh, _ = _lock(version)
+        if fresh.status == ModelVersion.Status.ACTIVE:
+            raise RegistryError(f"{version_label(fresh)} is active: roll back or deprecate it before archiving")
+        if fresh.status == ModelVersion.Status.ARCHIVED:
+            raise RegistryError(f"{version_label(fresh)} is already archived")
+        from_status = fresh.status
+        fresh.status = ModelVersion.Status.ARCHIVED
+        fresh.status_reason = reason or f"archived by {actor}"
+        fresh.save(update_fields=["status", "status_reason"])
+        _event(fresh, action="archive", from_status=from_status, to_status=fresh.status, actor=actor, reason=reason)
+    version.refresh_from_db()
+    return version

@@ -1,0 +1,106 @@
+"""Benchmark: ``manage.py retrain --sync`` for 500 real S&P 500 tickers (all four learners, the
+configs of config/pipeline.json), target under 15 minutes on the 2-core machine.
+
+Run: .venv/bin/python tests/benchmarks/bench_retrain.py [--tickers 500] [--reuse]
+
+It builds a scratch SQLite database under var/bench-retrain (INVESTML_VAR_DIR): migrate,
+``ingest_prices`` of sp500_yahoo_2013-05-21_2018-05-18.csv.gz, ``ingest_benchmark`` of SPY, and
+``build_features`` (timed apart; ``--reuse`` keeps an earlier build), then times ``retrain --sync``
+on the N tickers with the most history (ties by symbol; the file holds 480, so "500" means all of
+them) and prints every stage. Figures are measured here, never typed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO.parent / "shared" / "data"
+PRICES = DATA / "prices" / "sp500_yahoo_2013-05-21_2018-05-18.csv.gz"
+SPY = DATA / "benchmarks" / "SPY_benchmark.csv"
+VAR = REPO / "var" / "bench-retrain"
+TARGET_SECONDS = 15 * 60
+
+
+def manage(args: list[str], env: dict[str, str], *, check: bool = True) -> tuple[str, float]:
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if check and result.returncode != 0:
+        raise SystemExit(f"manage.py {args[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result.stdout, seconds
+
+
+def last_json(text: str) -> dict:
+    lines = [line for line in text.strip().splitlines() if line.startswith(("{", "["))]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def choose_tickers(n: int) -> list[str]:
+    counts = pd.read_csv(PRICES, usecols=["ticker"])["ticker"].value_counts()
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return sorted(t for t, _ in ranked[:n])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tickers", type=int, default=500, help="How many tickers to train on")
+    parser.add_argument("--reuse", action="store_true", help="Keep an earlier database and feature build")
+    args = parser.parse_args()
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(INVESTML_VAR_DIR=str(VAR), PYTHONWARNINGS="ignore")
+    prepared = VAR / "prepared.json"
+    if not (args.reuse and prepared.exists()):
+        shutil.rmtree(VAR, ignore_errors=True)
+        VAR.mkdir(parents=True)
+        manage(["migrate", "--noinput", "-v0"], env)
+        _, ingest_s = manage(["ingest_prices", str(PRICES), "--json"], env)
+        manage(["ingest_benchmark", str(SPY)], env)
+        out, build_s = manage(["build_features", "--json"], env)
+        prepared.write_text(json.dumps({"ingest_seconds": ingest_s, "build_seconds": build_s,
+                                        "build": last_json(out)}))
+    prep = json.loads(prepared.read_text())
+    print(f"scratch database {VAR}: ingest {prep['ingest_seconds']:.1f}s, build_features "
+          f"{prep['build_seconds']:.1f}s ({prep['build'].get('rows', '?')} rows)")
+
+    tickers = choose_tickers(args.tickers)
+    load_before = os.getloadavg()
+    out, wall = manage(["retrain", "--sync", "--tickers", ",".join(tickers), "--json"], env, check=False)
+    run = last_json(out)
+    if not run:
+        raise SystemExit(f"retrain printed no JSON:\n{out[-3000:]}")
+    print(f"\nretrain --sync, {len(tickers)} tickers, all four learners ({os.cpu_count()} CPUs): "
+          f"{run['status']} in {wall:.1f}s wall, {run['cpu_seconds']:.0f} CPU s, ${run['cost_usd']:.4f}")
+    load_after = os.getloadavg()
+    print(f"load average (1, 5, 15 min) before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
+          f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} (other work on the machine slows "
+          "the wall time; the CPU seconds are the run's own)")
+    print(f"{'stage':<36} {'status':<10} {'wall s':>8} {'CPU s':>8}")
+    for stage in run["stages"]:
+        print(f"{stage['name']:<36} {stage['status']:<10} {stage['seconds']:>8.1f} {stage['cpu_seconds']:>8.1f}")
+    for version in run["versions"]:
+        print(f"  {version['model']}@{version['version']}: {version['status']}")
+    if run["error"]:
+        print(run["error"])
+    print(json.dumps({"benchmark": "retrain_sync", "tickers": len(tickers), "status": run["status"],
+                      "wall_seconds": round(wall, 1), "cpu_seconds": round(run["cpu_seconds"], 1),
+                      "load_average_15min": round(load_after[2], 2), "target_seconds": TARGET_SECONDS}))
+    if run["status"] != "succeeded":
+        raise SystemExit("FAIL: the training run did not succeed")
+    available = len(choose_tickers(10_000))
+    if len(tickers) >= min(500, available) and wall >= TARGET_SECONDS:
+        raise SystemExit(f"FAIL: {wall:.0f}s, target is under {TARGET_SECONDS}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""``retrain`` end to end on a tiny real subset (8 S&P 500 tickers, 2 years of the bundled sample, built
+into a feature store under tmp_path):
+all four learners registered, stages and cost recorded, the leakage guard in every fold, the
+``evaluate --json`` contract, the Celery path (eager) and the run status command."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from django.core.management import call_command
+
+from features.engine import FEATURE_COLUMNS
+from features.services.feature_store import build_features
+from monitoring.models import CostRecord
+from registry.models import ModelVersion
+from registry.services import load_oof, load_version
+from training import services
+from training.metrics import METRIC_KEYS
+from training.models import TrainingRun
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "sample_data" / "prices" / "sp500_sample_2013-05-21_2018-05-18.csv.gz"
+TICKERS = ["AAPL", "AMZN", "GOOGL", "JNJ", "JPM", "MSFT", "WMT", "XOM"]
+FIRST_DAY = "2016-05-18"
+TINY_MODELS = {
+    "lstm_predictor": {"type": "neural_network", "features": 20, "sequence_length": 10, "hidden_size": 8,
+                       "epochs": 1, "batch_size": 256, "seed": 42, "enabled": True},
+    "xgboost_classifier": {"type": "tree_ensemble", "n_estimators": 10, "max_depth": 3, "learning_rate": 0.1,
+                           "seed": 42, "enabled": True},
+    "prophet_forecaster": {"type": "time_series", "history_days": 250, "uncertainty_samples": 30, "seed": 42,
+                           "enabled": True},
+    "ensemble": {"type": "ensemble", "seed": 42, "enabled": True, "members": None},
+}
+
+
+@pytest.fixture
+def tiny_setup(settings, tmp_path, monkeypatch):
+    """8 real tickers x 2 years ingested and built into a feature store under tmp_path."""
+    settings.ML_FEATURES_PATH = tmp_path / "features"
+    settings.ML_MODELS_PATH = tmp_path / "ml_models"
+    caches = {name: dict(conf) for name, conf in settings.CACHES.items()}
+    caches["default"]["KEY_PREFIX"] = f"test-training-{uuid.uuid4().hex[:10]}"
+    settings.CACHES = caches
+    path = tmp_path / "bars.csv"
+    with gzip.open(SAMPLE, "rt") as src, path.open("w", newline="") as dst:
+        reader = csv.DictReader(src)
+        writer = csv.DictWriter(dst, fieldnames=reader.fieldnames)
+        writer.writeheader()
+        for row in reader:
+            if row["ticker"] in TICKERS and row["date"] >= FIRST_DAY:
+                writer.writerow(row)
+    call_command("ingest_prices", str(path), stdout=io.StringIO(), stderr=io.StringIO())
+    settings.PIPELINE_CONFIG = {**settings.PIPELINE_CONFIG, "models": TINY_MODELS,
+                                "training": {**settings.PIPELINE_CONFIG["training"], "horizon_days": 5}}
+    for name, value in {"ML_WALK_FORWARD_FOLDS": "2", "ML_WALK_FORWARD_TEST_DAYS": "40",
+                        "ML_WALK_FORWARD_MIN_TRAIN_DAYS": "150", "ML_LSTM_MAX_TRAIN_ROWS": "1500",
+                        "ML_PROPHET_CHUNK_TICKERS": "3", "ML_COMPUTE_USD_PER_CPU_HOUR": "0.10"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("ML_WALK_FORWARD_GAP_DAYS", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def built(tiny_setup):
+    build_features(tickers=TICKERS)
+    return tiny_setup
+
+
+def _stage_names(run):
+    return [s["name"] for s in run.stages]
+
+
+def test_retrain_sync_registers_all_four_learners(built):
+    out = io.StringIO()
+    call_command("retrain", "--sync", "--tickers", ",".join(TICKERS), stdout=out)
+    run = TrainingRun.objects.get()
+    assert run.status == "succeeded", run.error + run.log
+    assert run.trigger == "command" and run.tickers == sorted(TICKERS)
+    names = _stage_names(run)
+    assert names[:2] == ["load_frame", "prepare"]
+    for learner in ("xgboost_classifier", "lstm_predictor", "ensemble"):
+        for step in ("evaluate", "fit", "register", "gate"):
+            assert f"{step}:{learner}" in names
+    assert [n for n in names if n.startswith("chunk:prophet")] == [f"chunk:prophet_forecaster[{i}]" for i in range(3)]
+    assert {"combine:prophet_forecaster", "register:prophet_forecaster", "gate:prophet_forecaster"} <= set(names)
+    assert names[-1] == "finish" and all(s["status"] == "succeeded" for s in run.stages)
+    assert all(s["seconds"] >= 0 and "cpu_seconds" in s for s in run.stages)
+    load = run.stages[0]["counts"]
+    assert load["tickers"] == 8 and load["rows"] > 3000 and load["features"] == len(FEATURE_COLUMNS)
+
+    versions = {v.model.name: v for v in ModelVersion.objects.select_related("model")}
+    assert set(versions) == {"lstm_predictor", "xgboost_classifier", "prophet_forecaster", "ensemble"}
+    for version in versions.values():
+        assert version.version == "1.0.0" and version.training_run == run
+        assert version.status in ("active", "staging") and version.status_reason
+        assert set(version.metrics) == set(METRIC_KEYS)
+        assert set(version.baselines) == {"zero", "momentum_20", "reversal_5"}
+        assert version.artifact_sha256 and version.oof_sha256 and version.training_data_hash
+        assert version.drift_reference["features"] and version.gate["metric"] == "rank_ic"
+        assert version.train_end is not None and version.evaluation_end >= version.evaluation_start
+        assert version.cost_usd > 0 and version.training_seconds > 0
+        assert load_version(version=version) is not None
+        # leakage guard: every fold keeps at least the horizon between its training and test dates
+        folds = version.evaluation["folds"]
+        assert folds and all(f["gap_days"] >= 5 and f["dates_between_train_and_test"] >= 5 for f in folds)
+        assert all(pd.Timestamp(f["train_end"]) < pd.Timestamp(f["test_start"]) for f in folds)
+    assert versions["xgboost_classifier"].target == "fwd_dir_5" and versions["lstm_predictor"].target == "fwd_ret_5"
+    assert len(versions["lstm_predictor"].feature_columns) == 20
+    assert versions["lstm_predictor"].evaluation["final_fit"]["sampled_rows"] == 1500
+    assert versions["prophet_forecaster"].drift_reference["features"].keys() == {"log_return_1"}
+    members = versions["ensemble"].members.all()
+    assert {m.model.name for m in members} == {"lstm_predictor", "xgboost_classifier", "prophet_forecaster"}
+    assert all(m.training_run == run for m in members)
+    # the ensemble learned from members' out-of-fold predictions: its rows are a subset of theirs
+    ens = load_oof(version=versions["ensemble"])
+    xgb = load_oof(version=versions["xgboost_classifier"])
+    assert ens["date"].min() > xgb["date"].min() and set(ens["date"]) <= set(xgb["date"])
+
+    # cost: measured CPU seconds at the configured rate, and a compute cost record
+    assert run.cpu_seconds > 0
+    assert float(run.cost_usd) == pytest.approx(run.cpu_seconds / 3600 * 0.10, abs=2e-6)
+    record = CostRecord.objects.get(category="compute")
+    assert record.unit == "cpu_second" and record.units == pytest.approx(run.cpu_seconds, abs=1e-3)
+    assert "training run" in record.detail
+    assert "finish" in out.getvalue() and "xgboost_classifier@1.0.0" in out.getvalue()
+
+    # evaluate --json: the last line is the walk-forward out-of-sample summary
+    out = io.StringIO()
+    call_command("evaluate", "--model", "xgboost_classifier", "--json", stdout=out)
+    payload = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert set(payload) >= {"model", "version", "metrics", "baselines", "folds"}
+    assert payload["model"] == "xgboost_classifier" and payload["version"] == "1.0.0"
+    assert list(payload["metrics"]) == list(METRIC_KEYS)
+    assert set(payload["baselines"]) == {"zero", "momentum_20", "reversal_5"}
+    assert all(set(b) == set(METRIC_KEYS) for b in payload["baselines"].values())
+    assert len(payload["folds"]) == 2 and {"train_start", "test_end", "gap_days", "metrics"} <= set(payload["folds"][0])
+
+    # status: recent runs with stages, durations, outcomes
+    out = io.StringIO()
+    call_command("retrain", "--status", stdout=out)
+    text = out.getvalue()
+    assert f"training run {run.pk}: succeeded" in text and "evaluate:lstm_predictor" in text and "->" in text
+
+    # the report from the registry's stored out-of-sample predictions
+    out = io.StringIO()
+    call_command("evaluation_report", "--registry", "--markdown", stdout=out)
+    table = out.getvalue()
+    assert "| model | IC | ICIR | Rank IC | Rank ICIR | Annual return | Sharpe | Max drawdown |" in table
+    assert "baseline: momentum_20" in table and "ensemble@1.0.0" in table
+    # ... and from fresh walk-forward models on a window (nothing registered)
+    out = io.StringIO()
+    call_command("evaluation_report", "--symbols", ",".join(TICKERS), "--start", "2016-05-18", "--json",
+                 stdout=out, stderr=io.StringIO())
+    report = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert set(report["models"]) == {"xgboost_classifier", "lstm_predictor", "prophet_forecaster", "ensemble"}
+    assert report["tickers"] == 8 and set(report["baselines"]) == {"zero", "momentum_20", "reversal_5"}
+    assert ModelVersion.objects.count() == 4
+
+    # a re-run on the same data is a patch and does not beat itself
+    services.retrain(models=["xgboost_classifier"], tickers=TICKERS, sync=True, requested_by="test")
+    again = ModelVersion.objects.get(model__name="xgboost_classifier", version="1.0.1")
+    assert again.training_data_hash == versions["xgboost_classifier"].training_data_hash
+    np.testing.assert_allclose(load_oof(version=again)["expected_return"], xgb["expected_return"])
+    if versions["xgboost_classifier"].status == "active":
+        assert again.status == "staging" and "does not beat" in again.status_reason
+
+
+def test_retrain_queues_on_celery_and_the_chord_path_runs(built, monkeypatch):
+    from investml.celery import app
+    from training import tasks
+
+    queued = []
+    monkeypatch.setattr(tasks.retrain_task, "delay", lambda run_id: queued.append(run_id) or
+                        type("R", (), {"id": "task-123"})())
+    out = io.StringIO()
+    call_command("retrain", "--models", "xgboost_classifier,prophet_forecaster", stdout=out)
+    run = TrainingRun.objects.get()
+    assert queued == [run.pk] and run.status == "queued" and run.celery_task_id == "task-123"
+    assert run.options["walk_forward"] == {"n_folds": 2, "test_days": 40, "min_train_days": 150, "gap_days": 5}
+    assert "queued training run" in out.getvalue()
+
+    # a broker that is down fails the run at once instead of leaving it queued
+    def down(run_id):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(tasks.retrain_task, "delay", down)
+    with pytest.raises(services.RetrainError, match="could not queue training run .* --sync"):
+        services.retrain(models=["xgboost_classifier"], sync=False)
+    lost = TrainingRun.objects.order_by("-id").first()
+    assert lost.status == "failed" and "ConnectionError: broker unreachable" in lost.error
+
+    # the worker side, eagerly: Prophet chunks as a chord, merged, registered, run closed
+    saved = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
+    try:
+        result = tasks.retrain_task.apply(args=[run.pk])
+    finally:
+        app.conf.task_always_eager, app.conf.task_eager_propagates = saved
+    assert result.successful(), result.traceback
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error + run.log
+    names = _stage_names(run)
+    assert "dispatch:prophet_forecaster" in names and "combine:prophet_forecaster" in names
+    assert sum(n.startswith("chunk:prophet_forecaster[") for n in names) == 3
+    assert run.parts_pending == [] and names[-1] == "finish"
+    assert set(ModelVersion.objects.values_list("model__name", flat=True)) == {"xgboost_classifier",
+                                                                               "prophet_forecaster"}
+    assert not (built / "ml_models" / "_runs" / str(run.pk)).exists()  # scratch files removed
+
+
+def test_failures_are_recorded_in_the_troubleshooting_tone(tiny_setup):
+    # nothing built into the feature store yet
+    run = services.retrain(models=["xgboost_classifier"], tickers=["AAPL"], sync=True)
+    assert run.status == "failed" and run.finished_at is not None
+    assert run.error.startswith(f"ERROR: Pipeline training_run_{run.pk} failed at preparation: NoTrainingData")
+    assert "no successful build" in run.error and "Solutions:" in run.error and "build_features" in run.error
+    assert run.stages[0]["name"] == "load_frame" and run.stages[0]["status"] == "failed"
+    with pytest.raises(services.RetrainError, match="unknown model"):
+        services.retrain(models=["gpt"], sync=True)

@@ -1,0 +1,79 @@
+import json as jsonlib
+from datetime import date
+
+from django.core.management.base import BaseCommand, CommandError
+
+from registry.models import ModelVersion
+from registry.selectors import active_version, latest_version
+from registry.services import load_oof
+from training.models import TrainingRun
+from training.selectors import NoTrainingData, tickers_with_history
+from training.services import (
+    ALL_LEARNERS,
+    BASE_LEARNERS,
+    RetrainError,
+    evaluation_report,
+    format_report,
+    horizon_days,
+    report_from_tables,
+)
+
+
+class Command(BaseCommand):
+    help = (
+        "Quant-style table (IC, ICIR, Rank IC, Rank ICIR, annual return, Sharpe, max drawdown) for each learner, "
+        "the ensemble and the naive baselines, walk-forward out of sample on the same rows. Trains fresh "
+        "walk-forward models (nothing is registered), or with --registry reads the registered versions' "
+        "stored out-of-sample predictions."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--start", type=date.fromisoformat, help="First date (YYYY-MM-DD)")
+        parser.add_argument("--end", type=date.fromisoformat, help="Last date (YYYY-MM-DD)")
+        parser.add_argument("--tickers", type=int, help="Use the first N tickers (by symbol) with full history")
+        parser.add_argument("--symbols", help="Comma-separated tickers instead of --tickers N")
+        parser.add_argument("--models", help="Comma-separated learners (default: all)")
+        parser.add_argument("--registry", action="store_true",
+                            help="Use the active (else newest) registered versions' out-of-sample predictions")
+        parser.add_argument("--run", type=int, help="Use the versions registered by this training run")
+        parser.add_argument("--markdown", action="store_true", help="Print a Markdown table")
+        parser.add_argument("--json", action="store_true", help="End with one JSON line")
+
+    def handle(self, *args, start, end, tickers, symbols, models, registry, run, markdown, **options):
+        names = [m.strip() for m in models.split(",")] if models else None
+        if registry or run:
+            report = self._from_registry(names, run)
+        else:
+            chosen = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
+            if tickers and not chosen:
+                chosen = tickers_with_history(start=start, end=end, limit=tickers)
+                if not chosen:
+                    raise CommandError("no tickers have price history in that window")
+            try:
+                report = evaluation_report(start=start, end=end, tickers=chosen, models=names,
+                                           progress=lambda msg: self.stderr.write(msg))
+            except (RetrainError, NoTrainingData, ValueError) as exc:
+                raise CommandError(str(exc)) from exc
+        self.stdout.write(format_report(report, markdown=markdown))
+        if options["json"]:
+            self.stdout.write(jsonlib.dumps(report, default=str))
+
+    def _from_registry(self, names, run_id):
+        tables = {}
+        for name in names or ALL_LEARNERS:
+            if name not in ALL_LEARNERS:
+                raise CommandError(f"unknown model {name!r} (known: {', '.join(ALL_LEARNERS)})")
+            if run_id:
+                version = ModelVersion.objects.filter(training_run_id=run_id, model__name=name).first()
+            else:
+                version = active_version(model_name=name) or latest_version(model_name=name)
+            table = load_oof(version=version) if version is not None else None
+            if table is not None:
+                tables[f"{name}@{version.version}"] = table
+        if not tables:
+            raise CommandError(f"no registered versions with out-of-sample predictions among {', '.join(BASE_LEARNERS)}"
+                               " and ensemble; run python manage.py retrain first")
+        extra = {"source": f"training run {run_id}" if run_id else "registry"}
+        if run_id:
+            extra["tickers"] = TrainingRun.objects.get(pk=run_id).options.get("n_tickers", "?")
+        return report_from_tables(tables, horizon=horizon_days(), extra=extra)
