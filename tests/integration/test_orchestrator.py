@@ -1,0 +1,351 @@
+"""The orchestrator in-process (no worker; ``start_chain`` is recorded instead of sent): trigger
+deduplication, the concurrency limit, automatic triggers switched off, the cost limit, transient
+retries with every attempt recorded, permanent failures, the reaper and stale generations,
+``max_training_hours``, schedules seeded idempotently, the commands."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import subprocess
+import time
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import OperationalError
+from django.utils import timezone
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+from monitoring.models import Alert
+from monitoring.services import record_cost
+from training import orchestrator, pipeline_tasks
+from training.models import PipelineRun, PipelineStage, RetrainTrigger, TrainingRun
+from training.orchestrator import (
+    begin_stage,
+    cancel_run,
+    check_training,
+    complete_run,
+    reap_stale_runs,
+    request_pipeline_run,
+    request_retrain,
+    seed_schedules,
+)
+
+pytestmark = pytest.mark.django_db
+
+SEEDED = {"investml: daily pipeline", "investml: drift check", "investml: performance tracking",
+          "investml: evaluate alerts", "investml: storage cost", "investml: reap stale pipeline runs",
+          "investml: dispatch queued pipeline runs"}
+
+
+@pytest.fixture
+def sent(settings, monkeypatch):
+    """Fast retries, the spec's limits, and Celery chains recorded instead of sent."""
+    config = copy.deepcopy(settings.PIPELINE_CONFIG)
+    config["orchestrator"].update(max_concurrent_pipelines=3, max_retries=2, retry_backoff_seconds=0.01,
+                                  enable_scheduling=True)
+    settings.PIPELINE_CONFIG = config
+    settings.ENABLE_AUTO_RETRAINING = True
+    settings.ML_DAILY_COST_LIMIT_USD = 10.0
+    chains: list[tuple[int, int]] = []
+
+    def start_chain(*, run_id: int, generation: int) -> str:
+        chains.append((run_id, generation))
+        return f"task-{run_id}-{generation}"
+
+    monkeypatch.setattr(pipeline_tasks, "start_chain", start_chain)
+    return chains
+
+
+def _stages(run: PipelineRun, name: str) -> list[PipelineStage]:
+    return list(PipelineStage.objects.filter(run=run, name=name).order_by("attempt"))
+
+
+def _holding() -> int:
+    return PipelineRun.objects.filter(status__in=PipelineRun.HOLDING_SLOT).count()
+
+
+def test_triggers_for_the_same_scope_are_deduplicated_and_every_one_is_recorded(sent):
+    first = request_retrain(trigger="drift", reason="Data drift on lstm_predictor: 40% of features drifted > 30%",
+                            requested_by="monitoring")
+    second = request_retrain(trigger="performance", reason="Model ensemble accuracy 51.0% < 80%",
+                             requested_by="monitoring")
+    third = request_retrain(trigger="api", reason="", requested_by="alice")
+    assert first.pk == second.pk == third.pk
+    assert not first.deduplicated and second.deduplicated and third.deduplicated
+    assert first.status == "running" and first.scope == "universe" and first.trigger == "drift"
+
+    scoped = request_retrain(trigger="api", reason="two names", requested_by="bob", tickers=["msft", " AAPL", "msft"])
+    assert scoped.pk != first.pk and scoped.tickers == ["AAPL", "MSFT"] and scoped.scope.startswith("tickers:")
+    assert request_retrain(trigger="admin", reason="", tickers=["AAPL", "MSFT"]).pk == scoped.pk
+
+    rows = list(RetrainTrigger.objects.order_by("id"))
+    assert [r.outcome for r in rows] == ["queued", "deduplicated", "deduplicated", "queued", "deduplicated"]
+    assert [r.deduplicated for r in rows] == [False, True, True, False, True]
+    assert rows[1].reason == "Model ensemble accuracy 51.0% < 80%" and rows[1].pipeline_run_id == first.pk
+    assert sent == [(first.pk, 1), (scoped.pk, 1)]  # one chain per run, never one per trigger
+
+    assert complete_run(run_id=first.pk, generation=1)
+    first.refresh_from_db()
+    assert first.status == "succeeded"
+    again = request_retrain(trigger="drift", reason="drift again")
+    assert again.pk != first.pk and not again.deduplicated
+
+
+def test_at_most_three_runs_hold_a_slot_the_others_wait_queued_in_order(sent):
+    runs = [request_pipeline_run(trigger="api", requested_by="load", tickers=[f"T{i}"]) for i in range(5)]
+    status = {r.pk: PipelineRun.objects.get(pk=r.pk).status for r in runs}
+    assert [status[r.pk] for r in runs] == ["running"] * 3 + ["queued"] * 2
+    assert sorted(PipelineRun.objects.filter(status="running").values_list("running_at_start", flat=True)) == [1, 2, 3]
+    assert [pk for pk, _ in sent] == [r.pk for r in runs[:3]]
+
+    assert complete_run(run_id=runs[0].pk, generation=1)  # the finishing run starts the next queued one
+    assert _holding() == 3 and PipelineRun.objects.get(pk=runs[3].pk).status == "running"
+    cancel_run(run_id=runs[1].pk, actor="admin")
+    assert _holding() == 3 and PipelineRun.objects.get(pk=runs[4].pk).status == "running"
+    assert [pk for pk, _ in sent] == [r.pk for r in runs]
+    assert max(PipelineRun.objects.values_list("running_at_start", flat=True)) == 3
+    assert orchestrator.dispatch_queued_runs() == []  # nothing queued, nothing started twice
+
+
+def test_automatic_triggers_are_suppressed_when_auto_retraining_is_off_manual_ones_are_not(sent, settings):
+    settings.ENABLE_AUTO_RETRAINING = False
+    drift = request_retrain(trigger="drift", reason="Data drift on xgboost_classifier", requested_by="monitoring")
+    assert drift.status == "skipped" and "ENABLE_AUTO_RETRAINING" in drift.status_reason and sent == []
+    assert RetrainTrigger.objects.get(pipeline_run=drift).outcome == "suppressed"
+    manual = request_retrain(trigger="api", reason="by hand", requested_by="alice")
+    assert manual.status == "running" and sent == [(manual.pk, 1)]
+    with pytest.raises(orchestrator.PipelineError, match="unknown trigger"):
+        request_retrain(trigger="cron", reason="")
+
+
+def test_a_run_that_would_start_over_the_daily_cost_limit_is_skipped_with_an_alert(sent):
+    record_cost(day=timezone.localdate(), category="data_api", source="alphavantage", units=500, cost_usd=12.5)
+    run = request_pipeline_run(trigger="schedule", requested_by="celery beat")
+    assert run.status == "skipped" and run.status_reason == "Daily cost limit exceeded: $12.50 > $10.00"
+    assert sent == [] and run.finished_at is not None
+    alert = Alert.objects.get(kind="cost_limit_exceeded", resolved=False)
+    assert alert.message == "Daily cost limit exceeded: $12.50 > $10.00" and alert.key == timezone.localdate().isoformat()
+    assert alert.details["skipped_pipeline_run"] == run.pk
+
+    out = io.StringIO()  # the same through the command, in-process
+    call_command("run_pipeline", "--sync", "--noop", "0", stdout=out)
+    assert "skipped: Daily cost limit exceeded: $12.50 > $10.00" in out.getvalue()
+    assert Alert.objects.get(kind="cost_limit_exceeded", resolved=False).count == 2
+
+
+def _quick(**overrides):
+    """Stage bodies that return at once (the smoke mode runs no real work)."""
+    return {"update_market_data": lambda **kw: {"rows_added": 0}, "build_features": lambda **kw: {"rows": 0},
+            "batch_predict": lambda **kw: {"tickers": 0}, "check_drift": lambda **kw: {"reports": 0}, **overrides}
+
+
+def test_transient_errors_are_retried_with_backoff_and_every_attempt_recorded(sent, monkeypatch):
+    calls: list[float] = []
+
+    def flaky(**kwargs):
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise OperationalError("could not connect to server: Connection refused")
+        return {"rows": 42}
+
+    monkeypatch.setattr(orchestrator, "STAGE_WORK", _quick(build_features=flaky))
+    run = request_pipeline_run(trigger="command", sync=True, options={"noop_seconds": 0})
+    assert run.status == "succeeded", run.error
+    attempts = _stages(run, "build_features")
+    assert [a.status for a in attempts] == ["failed", "failed", "succeeded"] and attempts[-1].counts == {"rows": 42}
+    assert "OperationalError: could not connect to server" in attempts[0].error and "retry 1 of 2" in attempts[0].error
+    assert run.attempts == 3 and "attempt 2 of build_features failed" in run.error
+    assert [s.name for s in run.stages.filter(status="succeeded").order_by("position")] == list(orchestrator.STAGES)
+
+
+def test_transient_errors_fail_the_run_after_max_retries(sent, monkeypatch):
+    def down(**kwargs):
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(orchestrator, "STAGE_WORK", _quick(update_market_data=down))
+    run = request_pipeline_run(trigger="command", sync=True, options={"noop_seconds": 0})
+    assert run.status == "failed" and len(_stages(run, "update_market_data")) == 3
+    assert run.status_reason.startswith(f"ERROR: Pipeline {run.pk} failed at update_market_data: ConnectionError")
+    assert "(after 3 attempts)" in run.error and "Solutions:" in run.error
+    assert not run.stages.filter(name="build_features").exists()
+
+
+def test_a_permanent_error_fails_the_run_at_once_saying_what_to_do(sent, monkeypatch, settings, tmp_path):
+    settings.ML_FEATURES_PATH = tmp_path / "features"
+    monkeypatch.setattr(orchestrator, "STAGE_WORK", {**orchestrator.STAGE_WORK,
+                                                     "update_market_data": lambda **kw: {"rows_added": 0}})
+    with pytest.raises(CommandError) as err:
+        call_command("run_pipeline", "--sync", stdout=io.StringIO())
+    run = PipelineRun.objects.get()
+    expected = (f"ERROR: Pipeline {run.pk} failed at build_features: no price bars. Run `python manage.py load_sample` "
+                "or `python manage.py update_market_data` first.")
+    assert run.status == "failed" and run.status_reason == expected and expected in str(err.value)
+    assert [a.status for a in _stages(run, "build_features")] == ["failed"] and run.attempts == 1
+    assert not run.stages.filter(name="train").exists()
+
+
+def test_the_reaper_requeues_a_run_whose_worker_died_and_stale_tasks_stop(sent, settings):
+    run = request_pipeline_run(trigger="schedule", requested_by="celery beat")
+    assert sent == [(run.pk, 1)]
+    for stage in ("update_market_data", "build_features"):
+        ticket = begin_stage(run_id=run.pk, generation=1, stage=stage)
+        orchestrator.finish_stage(ticket=ticket, counts={"ok": True})
+    ticket = begin_stage(run_id=run.pk, generation=1, stage="train")
+    assert ticket.action == "run"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    PipelineRun.objects.filter(pk=run.pk).update(worker_pid=dead.pid)  # the worker was SIGKILLed mid-stage
+
+    assert reap_stale_runs() == [run.pk]
+    run.refresh_from_db()
+    assert run.status == "running" and run.generation == 2 and run.attempts == 2  # queued again and restarted
+    assert sent == [(run.pk, 1), (run.pk, 2)]
+    lost = _stages(run, "train")[0]
+    assert lost.status == "failed" and lost.error.startswith("worker lost: the process") and "is gone" in lost.error
+    assert "attempt 1 of train lost" in run.error
+
+    assert begin_stage(run_id=run.pk, generation=1, stage="train").action == "stop"  # a redelivered old task
+    assert begin_stage(run_id=run.pk, generation=2, stage="update_market_data").action == "skip"  # done already
+    assert begin_stage(run_id=run.pk, generation=2, stage="train").stage.attempt == 2
+
+
+def test_the_reaper_gives_up_after_max_retries_and_fails_sync_runs_at_once(sent):
+    run = request_pipeline_run(trigger="api", requested_by="x")
+    for generation in (1, 2, 3):
+        begin_stage(run_id=run.pk, generation=generation, stage="update_market_data")
+        PipelineRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=2),
+                                                     worker_pid=None)
+        assert reap_stale_runs() == [run.pk]
+    run.refresh_from_db()
+    assert run.status == "failed" and "gave up after 3 attempts" in run.status_reason
+    assert "no heartbeat for" in run.status_reason
+
+    waiting = PipelineRun.objects.create(trigger="command", scope="tickers:dead", mode="sync", worker_host=orchestrator._host(),
+                                         worker_pid=run.pk + 999999, heartbeat_at=timezone.now())
+    assert waiting.pk in reap_stale_runs()
+    waiting.refresh_from_db()
+    assert waiting.status == "failed" and "run_pipeline --sync" in waiting.error
+
+
+def test_max_training_hours_fails_the_run_cleanly(sent, monkeypatch, settings):
+    config = copy.deepcopy(settings.PIPELINE_CONFIG)
+    config["training"]["max_training_hours"] = 1 / 3600  # one second
+    settings.PIPELINE_CONFIG = config
+    import training.services
+
+    def slow_retrain(**kwargs):
+        TrainingRun.objects.create(status="running", trigger=kwargs["trigger"], requested_by=kwargs["requested_by"])
+        time.sleep(30)
+        raise AssertionError("not interrupted")
+
+    monkeypatch.setattr(training.services, "retrain", slow_retrain)
+    monkeypatch.setattr(orchestrator, "STAGE_WORK", _quick())
+    started = time.monotonic()
+    run = request_pipeline_run(trigger="command", sync=True)
+    assert time.monotonic() - started < 15
+    assert run.status == "failed" and run.status_reason == (
+        f"ERROR: Pipeline {run.pk} failed at train: training exceeded training.max_training_hours (0.000277778 h); "
+        "the training run was stopped")
+    training_run = TrainingRun.objects.get(requested_by=f"pipeline run {run.pk}")
+    assert training_run.status == "failed" and "max_training_hours" in training_run.error
+
+    # on Celery the poll of the training run enforces it
+    queued = request_pipeline_run(trigger="api", tickers=["AAPL"])
+    ticket = begin_stage(run_id=queued.pk, generation=1, stage="train")
+    slow = TrainingRun.objects.create(status="running", trigger="api", celery_task_id="")
+    PipelineRun.objects.filter(pk=queued.pk).update(training_run=slow)
+    PipelineStage.objects.filter(pk=ticket.stage.pk).update(started_at=timezone.now() - timedelta(seconds=5))
+    assert check_training(run_id=queued.pk, generation=1).action == "stop"
+    queued.refresh_from_db()
+    slow.refresh_from_db()
+    assert queued.status == "failed" and "max_training_hours" in queued.status_reason and slow.status == "failed"
+
+
+def test_seeding_the_schedules_twice_leaves_one_task_per_schedule(sent, settings):
+    first = {row["name"]: row["action"] for row in seed_schedules()}
+    assert set(first) == SEEDED and set(first.values()) == {"created"}
+    crontabs = CrontabSchedule.objects.count()
+    out = io.StringIO()
+    call_command("seed_schedules", "--json", stdout=out)
+    assert {row["action"] for row in json.loads(out.getvalue().splitlines()[-1])} == {"unchanged"}
+    for name in SEEDED:
+        assert PeriodicTask.objects.filter(name=name).count() == 1
+    assert PeriodicTask.objects.filter(name__startswith="investml: ").count() == len(SEEDED)
+    assert CrontabSchedule.objects.count() == crontabs
+    daily = PeriodicTask.objects.get(name="investml: daily pipeline")
+    assert daily.task == "training.pipeline.run_daily" and daily.enabled
+    assert (daily.crontab.minute, daily.crontab.hour, daily.crontab.day_of_week, str(daily.crontab.timezone)) == (
+        "0", "2", "*", "UTC")
+
+    # edited in the admin: kept; --force resets it
+    daily.crontab = CrontabSchedule.objects.create(minute="30", hour="4", timezone="UTC")
+    daily.save()
+    assert {r["name"]: r["action"] for r in seed_schedules()}["investml: daily pipeline"] == "kept"
+    assert PeriodicTask.objects.get(name="investml: daily pipeline").crontab.hour == "4"
+
+    # enable_scheduling false switches the automatic ones off, the maintenance ones stay on
+    config = copy.deepcopy(settings.PIPELINE_CONFIG)
+    config["orchestrator"]["enable_scheduling"] = False
+    settings.PIPELINE_CONFIG = config
+    seed_schedules()
+    enabled = dict(PeriodicTask.objects.filter(name__in=SEEDED).values_list("name", "enabled"))
+    assert not enabled["investml: daily pipeline"] and not enabled["investml: drift check"]
+    assert not enabled["investml: performance tracking"]
+    assert enabled["investml: evaluate alerts"] and enabled["investml: reap stale pipeline runs"]
+    config["orchestrator"]["enable_scheduling"] = True
+    seed_schedules(force=True)
+    daily = PeriodicTask.objects.get(name="investml: daily pipeline")
+    assert daily.enabled and daily.crontab.hour == "2"
+    assert PeriodicTask.objects.filter(name__in=SEEDED).count() == len(SEEDED)
+
+
+def test_run_pipeline_command_and_retrain_status_show_pipeline_runs(sent):
+    out = io.StringIO()
+    call_command("run_pipeline", "--sync", "--noop", "0", "--tickers", "aapl,msft", "--json", stdout=out)
+    lines = out.getvalue().strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert summary["status"] == "succeeded" and summary["tickers"] == ["AAPL", "MSFT"]
+    assert [s["name"] for s in summary["stages"]] == list(orchestrator.STAGES)
+    assert any(line.startswith("[1/5] update_market_data") for line in lines)
+
+    out = io.StringIO()
+    call_command("run_pipeline", "--sync", "--tickers", "MSFT,AAPL", "--skip-if-succeeded", stdout=out)
+    assert f"pipeline run {summary['id']} already succeeded" in out.getvalue()
+
+    out = io.StringIO()
+    call_command("run_pipeline", "--noop", "0", stdout=out)  # queued on Celery (recorded here)
+    queued = PipelineRun.objects.get(mode="celery")
+    assert f"pipeline run {queued.pk} running on Celery" in out.getvalue() and sent == [(queued.pk, 1)]
+
+    out = io.StringIO()
+    call_command("retrain", "--status", "--json", stdout=out)
+    text = out.getvalue()
+    assert f"pipeline run {summary['id']}: succeeded" in text and "check_drift" in text
+    assert f"pipeline run {queued.pk}: running" in text
+    payload = json.loads(text.strip().splitlines()[-2])
+    assert {p["id"] for p in payload["pipeline_runs"]} == {summary["id"], queued.pk}
+    assert json.loads(text.strip().splitlines()[-1]) == []  # the training runs' list stays the last line
+
+
+def test_admin_lists_pipeline_runs_with_their_stages_and_cancels(sent, client, django_user_model):
+    admin = django_user_model.objects.create_superuser("orch-admin", "a@example.com", "pw-orch-admin-1")
+    client.force_login(admin)
+    done = request_pipeline_run(trigger="command", sync=True, options={"noop_seconds": 0}, tickers=["AAPL"])
+    waiting = request_pipeline_run(trigger="api", requested_by="alice", reason="by hand")
+    page = client.get("/admin/training/pipelinerun/")
+    assert page.status_code == 200 and b"alice" in page.content
+    detail = client.get(f"/admin/training/pipelinerun/{done.pk}/change/")
+    assert detail.status_code == 200 and b"check_drift" in detail.content and b"noop=True" in detail.content
+    assert client.get("/admin/training/retraintrigger/").status_code == 200
+    response = client.post("/admin/training/pipelinerun/", {"action": "cancel_runs", "_selected_action": [waiting.pk]})
+    assert response.status_code == 302
+    waiting.refresh_from_db()
+    assert waiting.status == "cancelled" and "cancelled by orch-admin" in waiting.status_reason
+    response = client.post("/admin/training/pipelinerun/", {"action": "run_again", "_selected_action": [done.pk]})
+    assert response.status_code == 302
+    again = PipelineRun.objects.filter(trigger="admin").get()
+    assert again.tickers == ["AAPL"] and again.requested_by == "orch-admin"
