@@ -86,7 +86,9 @@ def test_configuration_is_safe_for_redelivery():
 def test_worker_runs_a_task_through_the_broker(worker):
     result = ping.delay()
     assert result.get(timeout=60) == {"pong": True, "database": connection.vendor, "db_ok": True}
-    assert f"Task investml.ping[{result.id}] succeeded" in worker.read_text()
+    # the worker logs "succeeded" just after storing the result: wait for the line, don't race it
+    line = f"Task investml.ping[{result.id}] succeeded"
+    assert _wait_for(lambda: line in worker.read_text(), 10), worker.read_text()
 
 
 def test_beat_sends_a_database_scheduled_task_that_the_worker_runs(worker, tmp_path):
