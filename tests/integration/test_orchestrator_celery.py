@@ -48,30 +48,6 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-# kombu's filesystem transport (the embedded broker) creates a message file and then writes it, while
-# a consumer may move and read it in between: it reads an empty payload, and the worker dies with
-# "Unrecoverable error: JSONDecodeError" (seen here under load). Until the broker setup writes
-# messages atomically (the same patch, proposed for investml/celery.py), these tests apply it to
-# their own producers: this process and the workers they start.
-ATOMIC_PUT = """
-import os, uuid
-from time import monotonic
-from kombu.transport import filesystem
-from kombu.utils.encoding import str_to_bytes
-from kombu.utils.json import dumps
-
-def _put(self, queue, payload, **kwargs):
-    name = '{}_{}.{}.msg'.format(int(round(monotonic() * 1000)), uuid.uuid4(), queue)
-    final = os.path.join(self.data_folder_out, name)
-    with open(final + '.tmp', 'wb') as handle:  # not '<queue>.msg': consumers skip it
-        handle.write(str_to_bytes(dumps(payload)))
-    os.replace(final + '.tmp', final)
-
-filesystem.Channel._put = _put
-"""
-WORKER_MAIN = ATOMIC_PUT + "\nfrom celery.__main__ import main\nmain()\n"
-
-
 def _wait_for(predicate, timeout: float, every: float = 0.25) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -84,17 +60,13 @@ def _wait_for(predicate, timeout: float, every: float = 0.25) -> bool:
 @pytest.fixture
 def workers(tmp_path):
     """start(env, name, concurrency) -> (process, log); every worker is stopped at the end."""
-    from kombu.transport import filesystem
-
-    saved = filesystem.Channel._put
-    exec(ATOMIC_PUT, {})  # noqa: S102 - the constant above
     app.control.purge()
     started: list[subprocess.Popen] = []
 
     def start(extra: dict[str, str], name: str, concurrency: int = 3) -> tuple[subprocess.Popen, Path]:
         log = tmp_path / f"{name}.log"
         process = subprocess.Popen(
-            [sys.executable, "-c", WORKER_MAIN, "-A", "investml", "worker", "--loglevel=INFO",
+            [sys.executable, "-m", "celery", "-A", "investml", "worker", "--loglevel=INFO",
              f"--concurrency={concurrency}", "--without-gossip", "--without-mingle",
              "--hostname", f"{name}-{os.getpid()}@%h"],
             cwd=REPO, env=_env(extra), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
@@ -114,7 +86,6 @@ def workers(tmp_path):
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
     app.control.purge()
-    filesystem.Channel._put = saved
 
 
 def _knobs(monkeypatch, values: dict[str, str]) -> dict[str, str]:
