@@ -298,7 +298,11 @@ class BatchPredictionSerializer(serializers.Serializer):
 class RetrainResponseSerializer(serializers.Serializer):
     message = serializers.CharField()
     timestamp = serializers.DateTimeField()
-    run_id = serializers.IntegerField()
+    run_id = serializers.IntegerField(help_text="The pipeline run (python manage.py retrain --status)")
+    status = serializers.CharField(help_text="queued, running, ... or skipped (with the reason in the run)")
+    deduplicated = serializers.BooleanField(
+        help_text="True when a run of the same scope was already queued or running: that run's id is returned",
+    )
 
 
 class LoadResponseSerializer(serializers.Serializer):

@@ -287,17 +287,28 @@ def unload_model(*, model_name: str) -> dict[str, Any]:
 
 
 def request_retrain(*, requested_by: str, reason: str = "", tickers: Sequence[str] | None = None) -> dict[str, Any]:
-    """Queue a retrain. The one place that calls training: swap in the orchestrator here."""
-    from training.services import RetrainError, retrain
+    """Queue a pipeline run (fresh data, features, train, evaluate, promote, predict, drift) through the
+    orchestrator, which records the trigger and folds a request into a run of the same scope that is
+    already queued or running. Tickers must be in the universe (features.Ticker)."""
+    from features.models import Ticker
+    from training.orchestrator import PipelineError
+    from training.orchestrator import request_retrain as orchestrate
 
+    symbols = sorted({normalize_ticker(t, field="tickers") for t in tickers or []})
+    if symbols:
+        known = set(Ticker.objects.filter(symbol__in=symbols).values_list("symbol", flat=True))
+        unknown = [t for t in symbols if t not in known]
+        if unknown:
+            shown = ", ".join(unknown[:10]) + (f" ... ({len(unknown)} in all)" if len(unknown) > 10 else "")
+            raise InvalidInput(f"unknown ticker(s): {shown}; ingest their prices first", field="tickers")
     try:
-        run = retrain(tickers=list(tickers) if tickers else None, trigger="api", requested_by=requested_by,
-                      sync=False)
-    except RetrainError as exc:
+        run = orchestrate(trigger="api", reason=reason, requested_by=requested_by, tickers=symbols or None)
+    except PipelineError as exc:
         raise InvalidInput(str(exc), field="tickers") from exc
-    if reason:
-        logger.info("retrain run %s requested by %s: %s", run.pk, requested_by, reason)
-    return {"message": "Training task queued", "timestamp": timezone.now(), "run_id": run.pk}
+    return {
+        "message": "Training task queued", "timestamp": timezone.now(), "run_id": run.pk,
+        "status": run.status, "deduplicated": bool(getattr(run, "deduplicated", False)),
+    }
 
 
 # --------------------------------------------------------------------------------------------------

@@ -227,7 +227,8 @@ class RetrainView(InferenceAPIView):
         request=s.RetrainRequestSerializer,
         responses={202: s.RetrainResponseSerializer, **BODY_ERRORS, **STAFF_ERRORS},
         examples=[OpenApiExample(
-            "Queued", value={"message": "Training task queued", "timestamp": "2025-08-19T10:30:00Z", "run_id": 42},
+            "Queued", value={"message": "Training task queued", "timestamp": "2025-08-19T10:30:00Z", "run_id": 42,
+                             "status": "queued", "deduplicated": False},
             response_only=True, status_codes=["202"],
         )],
     )

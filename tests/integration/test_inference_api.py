@@ -278,26 +278,36 @@ def test_auth_rules(client, staff, monkeypatch):
     assert anonymous.get("/health").status_code == 200
 
 
-def test_retrain_is_queued_for_staff(staff, monkeypatch):
-    calls = []
+def test_retrain_is_queued_for_staff_as_a_deduplicated_pipeline_run(staff, served, monkeypatch):
+    from training import pipeline_tasks
+    from training.models import PipelineRun, RetrainTrigger
 
-    class Run:
-        pk = 17
-
-    def fake_retrain(**kwargs):
-        calls.append(kwargs)
-        return Run()
-
-    monkeypatch.setattr("training.services.retrain", fake_retrain)
-    response = staff.post("/retrain", {"tickers": ["AAPL"], "reason": "drift"}, format="json")
-    assert response.status_code == 202
+    chains = []  # the Celery chain the orchestrator would send (the broker is not what this test checks)
+    monkeypatch.setattr(pipeline_tasks, "start_chain",
+                        lambda *, run_id, generation: chains.append(run_id) or f"task-{run_id}")
+    ticker = served.tickers[0]
+    response = staff.post("/retrain", {"tickers": [ticker.lower()], "reason": "drift seen"}, format="json")
+    assert response.status_code == 202, response.content
     body = response.json()
-    assert body["message"] == "Training task queued" and body["run_id"] == 17 and body["timestamp"]
-    assert calls[0]["trigger"] == "api" and calls[0]["sync"] is False and calls[0]["tickers"] == ["AAPL"]
-    assert calls[0]["requested_by"].startswith("staff-")
-    assert staff.post("/retrain").status_code == 202
-    bad = staff.post("/retrain", {"tickers": ["not a ticker"]}, format="json")
-    assert bad.status_code == 400 and _error_names(bad, "tickers")
+    assert body["message"] == "Training task queued" and body["timestamp"] and body["deduplicated"] is False
+    run = PipelineRun.objects.get(pk=body["run_id"])
+    assert run.trigger == "api" and run.tickers == [ticker] and run.reason == "drift seen"
+    assert run.requested_by.startswith("staff-") and chains == [run.pk] and body["status"] == run.status
+
+    again = staff.post("/retrain", {"tickers": [ticker]}, format="json").json()
+    assert again["run_id"] == run.pk and again["deduplicated"] is True and chains == [run.pk]
+    assert RetrainTrigger.objects.filter(pipeline_run=run).count() == 2
+
+    universe = staff.post("/retrain")
+    assert universe.status_code == 202 and universe.json()["run_id"] != run.pk
+    assert PipelineRun.objects.get(pk=universe.json()["run_id"]).scope == "universe"
+
+    for bad in (["not a ticker"], ["ZZZZNOPE"]):
+        before = PipelineRun.objects.count()
+        refused = staff.post("/retrain", {"tickers": bad}, format="json")
+        assert refused.status_code == 400 and _error_names(refused, "tickers"), refused.content
+        assert PipelineRun.objects.count() == before
+    assert "ZZZZNOPE" in refused.json()["detail"]
 
 
 def test_unload_then_load(staff, client, served):
