@@ -7,6 +7,7 @@ class InferenceConfig(AppConfig):
 
     def ready(self) -> None:
         # Only signal and atexit hooks: no database access, so manage.py commands and tests are unaffected.
-        from inference import prediction_log
+        from inference import authentication, prediction_log
 
         prediction_log.connect()
+        authentication.connect()

@@ -1,5 +1,7 @@
 """The inference app's settings, each read as ``settings.NAME`` when defined, else from the environment,
-else the default below (so they work before ``investml/settings.py`` declares them).
+else the default below (so they work before ``investml/settings.py`` declares them). Each is read
+once per process; a change through Django's settings (``override_settings``) is seen at once, a
+change of the environment after the first read is not.
 
 | setting | default | meaning |
 | --- | --- | --- |
@@ -9,7 +11,10 @@ else the default below (so they work before ``investml/settings.py`` declares th
 | ``ML_MAX_BATCH_SIZE`` | 1000 | most instances in one ``{"instances": [...]}`` request |
 | ``ML_API_MAX_BODY_BYTES`` | ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (2.5 MB) | larger request bodies get 413 |
 | ``ML_PREDICTION_CACHE_SECONDS`` | 86400 | life of a cached prediction (0 disables the cache) |
+| ``ML_PREDICTION_CACHE_SHARED`` | on with ``REDIS_URL`` | also keep predictions in the shared Django cache (else per worker only) |
+| ``ML_PREDICTION_CACHE_LOCAL_ENTRIES`` | 50000 | predictions each worker keeps in memory (least recently used out) |
 | ``ML_PREDICTION_CACHE_VECTOR_BATCHES`` | false | also cache each vector of a batch (tickers always are) |
+| ``ML_API_TOKEN_CACHE_SECONDS`` | 30 | how long a worker remembers a checked API token (0: query every request) |
 | ``ML_PREDICTION_LOG_BATCH`` | 200 | buffered prediction-log rows written in one bulk insert |
 | ``ML_PREDICTION_LOG_MAX_AGE_SECONDS`` | 5.0 | oldest buffered row age that triggers a write |
 | ``ML_PREDICTION_LOG_MAX_BUFFER`` | 50000 | rows kept when the database is unreachable (oldest dropped) |
@@ -28,14 +33,29 @@ import os
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 _TRUE = {"1", "true", "yes", "on"}
 
 
+_read: dict[str, Any] = {}  # name -> raw value, read once per process (the API reads these per request)
+
+
 def _raw(name: str) -> Any:
-    if hasattr(settings, name):
-        return getattr(settings, name)
-    return os.environ.get(name)
+    try:
+        return _read[name]
+    except KeyError:
+        value = getattr(settings, name) if hasattr(settings, name) else os.environ.get(name)
+        _read[name] = value
+        return value
+
+
+def forget(**_: Any) -> None:
+    """Read every setting afresh (on Django's ``setting_changed``: tests, ``override_settings``)."""
+    _read.clear()
+
+
+setting_changed.connect(forget, dispatch_uid="inference.conf.forget")
 
 
 def _int(name: str, default: int, *, minimum: int | None = None) -> int:
@@ -90,12 +110,25 @@ def prediction_cache_seconds() -> int:
     return _int("ML_PREDICTION_CACHE_SECONDS", 86_400, minimum=0)
 
 
+def prediction_cache_shared() -> bool:
+    """Share cached predictions between workers through the Django cache: default on with Redis."""
+    return _bool("ML_PREDICTION_CACHE_SHARED", bool(getattr(settings, "REDIS_URL", "")))
+
+
+def prediction_cache_local_entries() -> int:
+    return _int("ML_PREDICTION_CACHE_LOCAL_ENTRIES", 50_000, minimum=0)
+
+
 def cache_vector_batches() -> bool:
     return _bool("ML_PREDICTION_CACHE_VECTOR_BATCHES", False)
 
 
 def log_batch() -> int:
     return _int("ML_PREDICTION_LOG_BATCH", 200, minimum=1)
+
+
+def token_cache_seconds() -> float:
+    return _float("ML_API_TOKEN_CACHE_SECONDS", 30.0, minimum=0.0)
 
 
 def log_max_age() -> float:

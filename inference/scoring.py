@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.inputs import Source
+from inference.inputs import Source, VectorSource
 from inference.model_manager import ENSEMBLE, SEQUENCE, TICKER, VECTOR, ModelManager, ServedModel
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -58,6 +58,8 @@ def _sequence_last(learner: Any, frame: Any, positions: np.ndarray) -> Arrays:
 def score(served: ServedModel, source: Source, *, manager: ModelManager) -> Arrays:
     learner = served.learner
     if served.kind == VECTOR:
+        if isinstance(source, VectorSource) and hasattr(learner, "predict_matrix"):
+            return _from_predictions(learner.predict_matrix(source.vectors))
         frame = source.latest(served.feature_set_version_id, served.feature_columns)
         return _from_predictions(learner.predict(frame))
     if served.kind == SEQUENCE:

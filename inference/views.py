@@ -9,8 +9,12 @@ be served (the reason is in ``detail`` and in ``GET /health``).
 
 from __future__ import annotations
 
+import functools
+import json
+from datetime import date, datetime
 from typing import Any
 
+from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
@@ -20,6 +24,7 @@ from rest_framework.views import APIView
 
 from inference import conf, selectors, services
 from inference import serializers as s
+from inference.authentication import CachedTokenAuthentication
 from inference.exceptions import InferenceError, NotFound, PayloadTooLarge
 from inference.model_manager import get_manager
 from inference.parsers import LenientJSONParser
@@ -61,6 +66,17 @@ def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     return {prefix or "non_field_errors": [str(detail)]}
 
 
+def error_payload(exc: Exception) -> tuple[dict[str, Any], int] | None:
+    """The JSON body and status for an input or service error, None for anything else."""
+    if isinstance(exc, InferenceError):
+        return exc.as_dict(), exc.status_code
+    if isinstance(exc, drf_exceptions.ValidationError):
+        errors = _flatten(exc.detail)
+        detail = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in errors.items())
+        return {"detail": detail, "errors": errors}, status.HTTP_400_BAD_REQUEST
+    return None
+
+
 class InferenceAPIView(APIView):
     parser_classes = [LenientJSONParser]
     throttle_classes = [FixedWindowUserThrottle, FixedWindowAnonThrottle]
@@ -80,18 +96,31 @@ class InferenceAPIView(APIView):
         get_manager().ensure_started()
 
     def handle_exception(self, exc):
-        if isinstance(exc, InferenceError):
-            return Response(exc.as_dict(), status=exc.status_code)
-        if isinstance(exc, drf_exceptions.ValidationError):
-            errors = _flatten(exc.detail)
-            detail = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in errors.items())
-            return Response({"detail": detail, "errors": errors}, status=status.HTTP_400_BAD_REQUEST)
+        known = error_payload(exc)
+        if known is not None:
+            return Response(known[0], status=known[1])
         return super().handle_exception(exc)
 
     def validated(self, serializer_class, data):
         serializer = serializer_class(data=data)
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, datetime):  # as DRF's DateTimeField: ISO 8601, "Z" for UTC
+        text = value.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def json_response(payload: dict[str, Any], status_code: int = 200) -> HttpResponse:
+    """A JSON response without DRF's serializer and renderer, for the prediction hot path: the payload
+    already has the documented fields and types (PredictionSerializer describes them)."""
+    body = json.dumps(payload, default=_json_default, allow_nan=False, separators=(",", ":"))
+    return HttpResponse(body, status=status_code, content_type="application/json")
 
 
 def _model_name(value: str) -> str:
@@ -182,14 +211,74 @@ class PredictView(InferenceAPIView):
         examples=PREDICT_EXAMPLES,
     )
     def post(self, request):
-        if isinstance(request.data, dict) and "instances" in request.data:
-            raise drf_exceptions.ValidationError({"instances": ["send batches to POST /predict/batch"]})
-        data = self.validated(s.PredictRequestSerializer, request.data)
-        result = services.predict(
-            model_name=data["model_name"], features=data.get("features"), ticker=data.get("ticker"),
-            reference_price=data.get("reference_price"),
-        )
-        return Response(s.PredictionSerializer(result).data)
+        return json_response(_predict(request.data))
+
+    @classmethod
+    def as_view(cls, **initkwargs):
+        """DRF's view with the hot path (``fast_predict``) in front of it."""
+        drf_view = super().as_view(**initkwargs)
+
+        @functools.wraps(drf_view)  # keeps cls, initkwargs and csrf_exempt for DRF and the schema
+        def view(request, *args, **kwargs):
+            return fast_predict(request) or drf_view(request, *args, **kwargs)
+
+        return view
+
+
+_TOKEN_AUTH = CachedTokenAuthentication()
+
+
+def _predict(data: Any) -> dict[str, Any]:
+    if isinstance(data, dict) and "instances" in data:
+        raise drf_exceptions.ValidationError({"instances": ["send batches to POST /predict/batch"]})
+    checked = s.predict_request(data)
+    return services.predict(
+        model_name=checked["model_name"], features=checked.get("features"), ticker=checked.get("ticker"),
+        reference_price=checked.get("reference_price"),
+    )
+
+
+def fast_predict(request: HttpRequest) -> HttpResponse | None:
+    """``POST /predict`` without DRF's per-request machinery (request wrapper, negotiation, renderer),
+    which cost more server time than the prediction: the same token authentication, permission,
+    throttles, body limit, validation and service, in a few lines.
+
+    Returns None, before reading the body, to let the DRF view answer whatever is not an
+    authenticated, permitted, unthrottled JSON POST within the size limit, so 401, 403, 405, 413,
+    415 and 429 keep DRF's exact responses (a refused throttle stays refused there).
+    """
+    if request.method != "POST" or request.content_type != "application/json":
+        return None
+    scheme, _, key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    key = key.strip()
+    if scheme.lower() != "token" or not key or " " in key:
+        return None
+    try:
+        request.user, _ = _TOKEN_AUTH.authenticate_credentials(key)
+    except drf_exceptions.AuthenticationFailed:
+        return None
+    if not all(p().has_permission(request, None) for p in PredictView.permission_classes):
+        return None
+    if not all(t().allow_request(request, None) for t in PredictView.throttle_classes):
+        return None
+    try:
+        if int(request.META.get("CONTENT_LENGTH") or 0) > conf.max_body_bytes():
+            return None
+    except ValueError:
+        return None
+    try:
+        data = json.loads(request.body.decode("utf-8"))
+    except ValueError as exc:  # as DRF's JSONParser words it
+        return json_response({"detail": f"JSON parse error - {exc}"}, 400)
+    try:
+        get_manager().ensure_started()
+        return json_response(_predict(data))
+    except (InferenceError, drf_exceptions.ValidationError) as exc:
+        body, code = error_payload(exc)
+        return json_response(body, code)
+
+
+
 
 
 class PredictBatchView(InferenceAPIView):

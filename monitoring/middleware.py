@@ -1,7 +1,5 @@
 import time
 
-from django.urls import Resolver404, resolve
-
 from monitoring.request_metrics import record_request
 
 
@@ -18,11 +16,8 @@ class RequestMetricsMiddleware:
             return self.get_response(request)
         started = time.perf_counter()
         response = self.get_response(request)
-        try:
-            match = resolve(request.path_info)
-            endpoint = f"{request.method} /{match.route}"
-        except Resolver404:
-            endpoint = f"{request.method} (unmatched)"
+        match = getattr(request, "resolver_match", None)  # set by Django's URL resolution
+        endpoint = f"{request.method} /{match.route}" if match is not None else f"{request.method} (unmatched)"
         try:
             record_request(endpoint=endpoint, status_code=response.status_code,
                            duration_ms=(time.perf_counter() - started) * 1000)

@@ -111,11 +111,12 @@ def in_process(registry, repeats: int = 300) -> dict:
         xgb.learner.predict(frame)
 
     out["model_call_xgboost_1row"] = timed(bare_xgb)
-    os.environ["ML_PREDICTION_CACHE_SECONDS"] = "0"  # every service call runs the model
-    out["service_call_xgboost_1row"] = timed(
-        lambda: predict(model_name="xgboost_classifier", features=rng.standard_normal(len(columns)).tolist())
-    )
-    os.environ.pop("ML_PREDICTION_CACHE_SECONDS")
+    from django.test import override_settings
+
+    with override_settings(ML_PREDICTION_CACHE_SECONDS=0):  # every service call runs the model
+        out["service_call_xgboost_1row"] = timed(
+            lambda: predict(model_name="xgboost_classifier", features=rng.standard_normal(len(columns)).tolist())
+        )
     out["service_call_ensemble_ticker_cached"] = timed(lambda: predict(model_name="ensemble", ticker="MSFT"))
     batch = rng.standard_normal((1000, len(columns)))
     frame = pd.DataFrame(batch, columns=columns)

@@ -38,6 +38,7 @@ def _reset() -> None:
     get_manager().reset()
     prediction_log.discard()
     prediction_cache.reset_counters()
+    prediction_cache.clear_local()
     clear_caches()
 
 

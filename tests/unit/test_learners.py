@@ -282,6 +282,23 @@ def test_any_changed_byte_is_rejected(fitted, name):
         load_learner(b"PK\x03\x04" + blob[4:])
 
 
+def test_xgboost_matrix_path_equals_frame_path(fitted):
+    learners, inputs = fitted
+    xgb_learner, frame = learners["xgboost_classifier"], inputs["xgboost_classifier"].copy()
+    columns = xgb_learner.feature_columns
+    frame.loc[frame.index[:3], columns[0]] = [np.nan, np.inf, -np.inf]  # missing values the same way
+    by_frame = xgb_learner.predict(frame)
+    by_matrix = xgb_learner.predict_matrix(frame[columns].to_numpy(dtype=np.float64))
+    np.testing.assert_allclose(by_matrix.prob_up, by_frame.prob_up, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(by_matrix.expected_return, by_frame.expected_return, rtol=0, atol=1e-9)
+    assert xgb_learner.tree_table() is not None  # small batches go through the verified table
+    for i in range(8):
+        one = xgb_learner.predict_matrix(frame[columns].to_numpy()[i])
+        assert one.prob_up.shape == (1,) and one.prob_up[0] == pytest.approx(by_frame.prob_up[i], abs=1e-6)
+    with pytest.raises(ValueError, match=f"expected {len(columns)} columns"):
+        xgb_learner.predict_matrix(np.zeros((1, len(columns) + 1)))
+
+
 def test_artifact_of_another_learner_is_refused(fitted):
     with pytest.raises(ArtifactError, match="holds a 'xgboost_classifier' model"):
         LSTMLearner.from_bytes(fitted[0]["xgboost_classifier"].to_bytes())

@@ -40,6 +40,7 @@ from training.learners.base import (
     split_validation_dates,
     unpack_artifact,
 )
+from training.learners.tree_table import TreeTable
 
 CALIBRATIONS = ("platt", "isotonic", "none")
 
@@ -113,6 +114,8 @@ def apply_calibration(calibration: dict[str, Any], margin: np.ndarray) -> np.nda
 
 # --------------------------------------------------------------------------------------------------
 
+TABLE_MAX_ROWS = 32  # beyond this XGBoost's own predict is faster than the tree table
+
 
 class XGBoostLearner:
     name: ClassVar[str] = "xgboost_classifier"
@@ -165,6 +168,7 @@ class XGBoostLearner:
         self.feature_columns: list[str] | None = None
         self.horizon: int | None = None
         self.booster: xgb.Booster | None = None
+        self._table: TreeTable | bool | None = None  # None: not built yet; False: unsupported
         self.calibration: dict[str, Any] = {"method": "none"}
         self.mean_abs_return: float = 0.0
 
@@ -225,6 +229,7 @@ class XGBoostLearner:
 
         dtrain = self._matrix(data.loc[in_fit], direction[in_fit])
         self.booster = xgb.train(self._booster_params(), dtrain, num_boost_round=self.params["n_estimators"])
+        self._table = None
         self.mean_abs_return = float(np.mean(np.abs(ret)))
 
         method = self.params["calibration"]
@@ -259,6 +264,31 @@ class XGBoostLearner:
     def predict(self, frame: pd.DataFrame) -> Predictions:
         prob = self.predict_proba(frame)
         return Predictions.from_prob((2.0 * prob - 1.0) * self.mean_abs_return, prob)
+
+    def predict_matrix(self, x: np.ndarray) -> Predictions:
+        """``predict`` for rows already in ``feature_columns`` order (the API's feature vectors):
+        no frame and no DMatrix; up to ``TABLE_MAX_ROWS`` rows through the verified tree table."""
+        if self.booster is None or self.feature_columns is None:
+            raise NotFittedError("xgboost_classifier is not fitted")
+        x = np.array(x, dtype=np.float32, ndmin=2)
+        if x.shape[1] != len(self.feature_columns):
+            raise ValueError(f"expected {len(self.feature_columns)} columns, got {x.shape[1]}")
+        x[~np.isfinite(x)] = np.nan
+        table = self.tree_table() if len(x) <= TABLE_MAX_ROWS else None
+        margin = table.margin(x) if table is not None else self._booster_margin(x)
+        prob = np.clip(apply_calibration(self.calibration, margin), 0.0, 1.0)
+        return Predictions.from_prob((2.0 * prob - 1.0) * self.mean_abs_return, prob)
+
+    def _booster_margin(self, x: np.ndarray) -> np.ndarray:
+        assert self.booster is not None
+        return np.asarray(self.booster.inplace_predict(x, predict_type="margin", missing=np.nan), dtype=np.float64)
+
+    def tree_table(self) -> TreeTable | None:
+        """The booster as a verified ``TreeTable`` (built on first use), None where unsupported."""
+        if self._table is None and self.booster is not None:
+            table = TreeTable.from_booster_json(self.booster.save_raw("json"), n_features=len(self.feature_columns))
+            self._table = table if table is not None and table.verified(self._booster_margin) else False
+        return self._table or None
 
     # ----------------------------------------------------------------------------------------------
 
