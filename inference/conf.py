@@ -14,13 +14,15 @@ change of the environment after the first read is not.
 | ``ML_PREDICTION_CACHE_SHARED`` | on with ``REDIS_URL`` | also keep predictions in the shared Django cache (else per worker only) |
 | ``ML_PREDICTION_CACHE_LOCAL_ENTRIES`` | 50000 | predictions each worker keeps in memory (least recently used out) |
 | ``ML_PREDICTION_CACHE_VECTOR_BATCHES`` | false | also cache each vector of a batch (tickers always are) |
+| ``ML_SLOW_PREDICTION_MS`` | 1000 | a prediction call slower than this logs "Prediction latency exceeded ...ms" |
 | ``ML_API_TOKEN_CACHE_SECONDS`` | 30 | how long a worker remembers a checked API token (0: query every request) |
 | ``ML_PREDICTION_LOG_BATCH`` | 200 | buffered prediction-log rows written in one bulk insert |
 | ``ML_PREDICTION_LOG_MAX_AGE_SECONDS`` | 5.0 | oldest buffered row age that triggers a write |
 | ``ML_PREDICTION_LOG_MAX_BUFFER`` | 50000 | rows kept when the database is unreachable (oldest dropped) |
 | ``ML_INFERENCE_THREADS`` | 1 | torch and XGBoost threads per process (gunicorn runs one process per core) |
 | ``ML_LSTM_QUANTIZE`` | false | try dynamic int8 quantization of the LSTM (kept only if faster and close) |
-| ``ML_LSTM_QUANTIZE_TOLERANCE`` | 0.05 | largest allowed difference, in target standard deviations |
+| ``ML_LSTM_ONNX`` | false | try serving the LSTM through ONNX Runtime (kept only if faster and close) |
+| ``ML_LSTM_QUANTIZE_TOLERANCE`` | 0.05 | largest allowed difference (int8 or ONNX), in target standard deviations |
 | ``ML_SEQUENCE_CACHE_SIZE`` | 4096 | per-process cache of tickers' LSTM input sequences |
 | ``ML_RECOMMENDATION_BUY_FRACTION`` | 0.2 | top share by expected return that can be BUY |
 | ``ML_RECOMMENDATION_SELL_FRACTION`` | 0.2 | bottom share that can be SELL |
@@ -127,6 +129,10 @@ def log_batch() -> int:
     return _int("ML_PREDICTION_LOG_BATCH", 200, minimum=1)
 
 
+def slow_prediction_ms() -> float:
+    return _float("ML_SLOW_PREDICTION_MS", 1000.0, minimum=0.0)
+
+
 def token_cache_seconds() -> float:
     return _float("ML_API_TOKEN_CACHE_SECONDS", 30.0, minimum=0.0)
 
@@ -145,6 +151,10 @@ def inference_threads() -> int:
 
 def lstm_quantize() -> bool:
     return _bool("ML_LSTM_QUANTIZE", False)
+
+
+def lstm_onnx() -> bool:
+    return _bool("ML_LSTM_ONNX", False)
 
 
 def lstm_quantize_tolerance() -> float:

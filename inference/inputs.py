@@ -15,6 +15,7 @@ Every learner takes a DataFrame with ``ticker``, ``date`` and the columns it nee
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -164,6 +165,7 @@ class OnlineSource(Source):
         self.tickers = tickers
         self.field = field
         self._latest: dict[int | None, pd.DataFrame] = {}
+        self._vectors: dict[int | None, list[Any]] = {}
         self._prices: dict[tuple[str, date], float] | None = None
 
     def _where(self, index: int) -> str:
@@ -178,27 +180,41 @@ class OnlineSource(Source):
             field=self._where(index),
         )
 
+    def vectors(self, fsv_id: int | None) -> list[Any]:
+        """The tickers' latest online vectors (one cache round trip per feature-set version)."""
+        if fsv_id not in self._vectors:
+            from features.selectors import get_online_features_many
+
+            found = get_online_features_many(tickers=self.tickers, version=fsv_id)
+            for i, symbol in enumerate(self.tickers):
+                if symbol not in found:
+                    raise self._missing(i, symbol, fsv_id)
+            self._vectors[fsv_id] = [found[s] for s in self.tickers]
+        return self._vectors[fsv_id]
+
+    def feature_dates(self, fsv_id: int | None) -> list[date]:
+        return [vec.date for vec in self.vectors(fsv_id)]
+
+    def reference_prices(self, fsv_id: int | None) -> list[float | None]:
+        """Each ticker's adjusted close on its feature date (None where no bar)."""
+        dates = self.feature_dates(fsv_id)
+        prices = self.prices(dates)
+        out = [prices.get((s, d)) for s, d in zip(self.tickers, dates, strict=True)]
+        return [p if p is not None and math.isfinite(p) else None for p in out]
+
     def latest(self, fsv_id: int | None, columns: list[str]) -> pd.DataFrame:
         if fsv_id in self._latest:
             return self._latest[fsv_id]
-        from features.selectors import get_online_features_many
-
-        found = get_online_features_many(tickers=self.tickers, version=fsv_id)
-        for i, symbol in enumerate(self.tickers):
-            if symbol not in found:
-                raise self._missing(i, symbol, fsv_id)
-        vectors = [found[s] for s in self.tickers]
+        vectors = self.vectors(fsv_id)
         all_columns = vectors[0].columns
         values = np.array(
             [[np.nan if v is None else v for v in vec.values] for vec in vectors], dtype=np.float64
         ).reshape(len(vectors), len(all_columns))
         frame = pd.DataFrame(values, columns=all_columns, copy=False)
         frame["ticker"] = self.tickers
-        dates = [vec.date for vec in vectors]
-        frame["date"] = pd.to_datetime(dates)
-        prices = self.prices(dates)
+        frame["date"] = pd.to_datetime(self.feature_dates(fsv_id))
         frame["adj_close"] = np.asarray(
-            [prices.get((s, d), np.nan) for s, d in zip(self.tickers, dates, strict=True)], dtype=np.float64
+            [np.nan if p is None else p for p in self.reference_prices(fsv_id)], dtype=np.float64
         )
         missing = [c for c in columns if c not in frame.columns]
         if missing:
@@ -212,10 +228,6 @@ class OnlineSource(Source):
         if self._prices is None:
             self._prices = prices_on(list(zip(self.tickers, dates, strict=True)))
         return self._prices
-
-    def feature_dates(self, fsv_id: int | None) -> list[date]:
-        frame = self.latest(fsv_id, [])
-        return [d.date() for d in pd.to_datetime(frame["date"])]
 
     def history(self, fsv_id: int | None, columns: list[str], length: int) -> tuple[pd.DataFrame, np.ndarray]:
         latest = self.latest(fsv_id, columns)

@@ -72,6 +72,7 @@ class ServedModel:
     members: dict[str, int] = field(default_factory=dict)  # member model name -> pinned version id
     load_seconds: float = 0.0
     quantization: dict[str, Any] = field(default_factory=dict)
+    onnx: dict[str, Any] = field(default_factory=dict)  # ML_LSTM_ONNX: serving through ONNX Runtime
 
     @property
     def label(self) -> str:
@@ -172,6 +173,68 @@ def quantization_check(learner: Any, *, rows: int = 256, repeats: int = 5, seed:
         "rows": rows,
         "net": qnet,
     }
+
+
+def onnx_check(learner: Any, *, repeats: int = 20, seed: int = 0) -> dict[str, Any]:
+    """The LSTM learner's network exported to ONNX and run by ONNX Runtime, timed against torch on
+    seeded probe windows of 1 and 256 rows (best of ``repeats``).
+
+    Returns ``{"torch_ms_1", "onnx_ms_1", "torch_ms_256", "onnx_ms_256", "max_abs_diff", "tolerance",
+    "faster", "close", "runner"}``: ``faster`` when ONNX Runtime wins on one row (the API's call) and
+    is at most 10% slower on 256 rows (the daily batch); ``max_abs_diff`` in target standard deviations.
+    """
+    import torch
+
+    from training.learners.lstm_onnx import OnnxLSTMRunner, export_onnx
+
+    length, n_inputs = learner.params["sequence_length"], learner._net.lstm.input_size
+    runner = OnnxLSTMRunner(model=export_onnx(learner._net, sequence_length=length, n_inputs=n_inputs),
+                            threads=torch.get_num_threads())
+    net = learner._net.to("cpu").eval()
+    rng = np.random.default_rng(seed)
+    out: dict[str, Any] = {"runner": runner, "max_abs_diff": 0.0}
+
+    def by_torch(windows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(windows)).numpy()
+
+    for rows in (1, 256):
+        probe = rng.standard_normal((rows, length, n_inputs)).astype(np.float32)
+        results = {}
+        for name, run in (("torch", by_torch), ("onnx", runner)):
+            best = float("inf")
+            for _ in range(repeats):
+                started = time.perf_counter()
+                results[name] = run(probe)
+                best = min(best, time.perf_counter() - started)
+            out[f"{name}_ms_{rows}"] = best * 1000.0
+        out["max_abs_diff"] = max(out["max_abs_diff"], float(np.max(np.abs(results["torch"] - results["onnx"]))))
+    out["tolerance"] = conf.lstm_quantize_tolerance()
+    out["faster"] = out["onnx_ms_1"] < out["torch_ms_1"] and out["onnx_ms_256"] <= 1.1 * out["torch_ms_256"]
+    out["close"] = out["max_abs_diff"] <= out["tolerance"]
+    return out
+
+
+def _maybe_onnx(learner: Any) -> dict[str, Any]:
+    if getattr(learner, "name", "") != "lstm_predictor" or not conf.lstm_onnx():
+        return {}
+    if getattr(learner, "device", None) is not None and learner.device.type != "cpu":
+        return {"used": False, "reason": "ONNX Runtime is used for CPU serving only"}
+    try:
+        check = onnx_check(learner)
+    except Exception as exc:  # noqa: BLE001 - an optimization, never a failure (e.g. onnxruntime missing)
+        logger.warning("LSTM ONNX check failed: %s", exc)
+        return {"used": False, "reason": f"check failed: {exc}"}
+    runner = check.pop("runner")
+    check["used"] = check["faster"] and check["close"]
+    if check["used"]:
+        learner.use_runner(runner)
+    else:
+        check["reason"] = "not faster" if not check["faster"] else "outside the tolerance"
+    logger.info("LSTM through ONNX Runtime %s: 1 row %.2f ms (torch %.2f), 256 rows %.1f ms (torch %.1f), "
+                "max |diff| %.1e", "used" if check["used"] else f"not used ({check['reason']})", check["onnx_ms_1"],
+                check["torch_ms_1"], check["onnx_ms_256"], check["torch_ms_256"], check["max_abs_diff"])
+    return check
 
 
 def _maybe_quantize(learner: Any) -> dict[str, Any]:
@@ -385,6 +448,7 @@ class ModelManager:
                     members[member] = active.pk
         _tune_threads(learner)
         quantization = _maybe_quantize(learner)
+        onnx = {} if quantization.get("used") else _maybe_onnx(learner)
         columns = list(getattr(learner, "feature_columns", None) or version.feature_columns or [])
         served = ServedModel(
             name=name,
@@ -401,6 +465,7 @@ class ModelManager:
             members=members,
             load_seconds=time.perf_counter() - started,
             quantization=quantization,
+            onnx=onnx,
         )
         with self._lock:
             self._loaded[version.pk] = served

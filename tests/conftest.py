@@ -16,3 +16,19 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"real market data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def keep_test_connection():
+    """For requests through the real WSGI application: keep its signals from closing the test's
+    database connection (as Django's test client does)."""
+    from django.core import signals
+    from django.db import close_old_connections
+
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    try:
+        yield
+    finally:
+        signals.request_started.connect(close_old_connections)
+        signals.request_finished.connect(close_old_connections)

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from inference import authentication, prediction_log, services, throttling
 from inference import cache as prediction_cache
-from inference import prediction_log, services
 from inference.inputs import clear_caches
 from inference.model_manager import get_manager
 from inference.models import PredictionLog
@@ -40,6 +40,8 @@ def _reset() -> None:
     prediction_cache.reset_counters()
     prediction_cache.clear_local()
     clear_caches()
+    throttling.reset_leases()
+    authentication.forget_all()
 
 
 def served_registry(settings, tmp_path):
@@ -488,6 +490,39 @@ def test_quantized_lstm_stays_within_tolerance(client, served, settings):
     assert response.status_code == 200
     info = get_manager().get("lstm_predictor").quantization
     assert set(info) >= {"used", "float_ms", "quantized_ms", "max_abs_diff"}
+
+
+def test_a_slow_prediction_logs_the_specs_warning(client, served, settings, caplog):
+    settings.ML_SLOW_PREDICTION_MS = 0  # every call is "slow"
+    with caplog.at_level("WARNING", logger="inference.services"):
+        assert client.post("/predict", {"ticker": "AAPL", "model_name": "ensemble"}, format="json").status_code == 200
+    assert any(r.getMessage().startswith("Prediction latency exceeded 0ms: ensemble@1.0.0 took") for r in caplog.records)
+    caplog.clear()
+    settings.ML_SLOW_PREDICTION_MS = 60_000
+    with caplog.at_level("WARNING", logger="inference.services"):
+        client.post("/predict", {"ticker": "MSFT", "model_name": "ensemble"}, format="json")
+    assert not [r for r in caplog.records if "latency exceeded" in r.getMessage()]
+
+
+def test_lstm_served_through_onnx_runtime_gives_the_same_forecasts(client, served, settings):
+    pytest.importorskip("onnxruntime")
+    body = {"ticker": "AAPL", "model_name": "lstm_predictor"}
+    settings.ML_PREDICTION_CACHE_SECONDS = 0  # every request runs the network
+    by_torch = client.post("/predict", body, format="json").json()
+    settings.ML_LSTM_ONNX = True
+    settings.ML_LSTM_QUANTIZE_TOLERANCE = 1e-4
+    get_manager().reset()
+    by_onnx = client.post("/predict", body, format="json").json()
+    info = get_manager().get("lstm_predictor").onnx
+    assert set(info) >= {"used", "torch_ms_1", "onnx_ms_1", "torch_ms_256", "onnx_ms_256", "max_abs_diff"}
+    assert info["max_abs_diff"] < 1e-4
+    assert by_onnx["expected_return"] == pytest.approx(by_torch["expected_return"], rel=1e-4, abs=1e-7)
+    from inference.model_manager import onnx_check
+
+    learner = get_manager().get("lstm_predictor").learner
+    learner.use_runner(onnx_check(learner, repeats=2)["runner"])  # served by ONNX Runtime, faster or not
+    assert client.post("/predict", body, format="json").json()["expected_return"] == pytest.approx(
+        by_torch["expected_return"], rel=1e-4, abs=1e-7)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -170,6 +171,7 @@ class LSTMLearner:
         self.feature_columns: list[str] | None = None
         self.horizon: int | None = None
         self._net: _LSTMNet | None = None
+        self._runner: Callable[[np.ndarray], np.ndarray] | None = None  # serving only (use_runner)
         self._state: dict[str, Any] = {}
 
     @classmethod
@@ -198,12 +200,21 @@ class LSTMLearner:
         codes = pd.factorize(frame["ticker"].to_numpy()[order])[0]
         return order, _Windows(x.astype(np.float32), codes, self.params["sequence_length"])
 
+    def use_runner(self, runner: Callable[[np.ndarray], np.ndarray] | None) -> None:
+        """Serve through ``runner`` (float32 windows (n, L, F) -> (n,) outputs, e.g. ONNX Runtime)
+        instead of the torch network; None goes back to torch. Training never uses it."""
+        self._runner = runner
+
     def _forward(self, windows: _Windows, rows: np.ndarray) -> np.ndarray:
         """Standardized outputs for sorted rows, float32 inference in eval mode."""
         assert self._net is not None
-        self._net.eval()
         out = np.empty(len(rows), dtype=np.float64)
         step = max(self.params["batch_size"], 1024)
+        if self._runner is not None:
+            for start in range(0, len(rows), step):
+                out[start : start + step] = self._runner(windows.batch(rows[start : start + step]))
+            return out
+        self._net.eval()
         with torch.no_grad():
             for start in range(0, len(rows), step):
                 xb = torch.from_numpy(windows.batch(rows[start : start + step])).to(self.device)

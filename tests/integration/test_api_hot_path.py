@@ -1,0 +1,165 @@
+"""The POST /predict hot path: the WSGI fast lane answers as the DRF view does, hands everything it
+does not take to Django, and the per-request shortcuts (token memory, leased throttle blocks,
+request metrics summed in memory, local prediction cache) keep their guarantees."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.cache import cache
+from django.test import RequestFactory
+from rest_framework.authtoken.models import Token
+
+from inference import cache as prediction_cache
+from inference import prediction_log, throttling
+from inference.models import PredictionLog
+from monitoring import request_metrics
+from tests.integration.test_inference_api import _vector, make_client, make_token, served_registry
+
+pytestmark = [pytest.mark.django_db]
+
+
+@pytest.fixture
+def served(settings, tmp_path, keep_test_connection):
+    yield from served_registry(settings, tmp_path)
+
+
+def wsgi_call(method: str, path: str, *, body: object = None, token: str | None = None,
+              content_type: str = "application/json") -> tuple[int, dict[str, str], bytes]:
+    """One request through ``investml.wsgi.application`` (the fast lane in front of Django)."""
+    from investml.wsgi import application
+
+    extra = {"HTTP_AUTHORIZATION": f"Token {token}"} if token else {}
+    data = body if isinstance(body, bytes | str) else json.dumps(body) if body is not None else ""
+    environ = RequestFactory().generic(method, path, data=data, content_type=content_type, **extra).environ
+    answer: dict = {}
+
+    def start_response(status, headers, exc_info=None):
+        answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
+
+    response = application(environ, start_response)
+    try:
+        content = b"".join(response)
+    finally:
+        response.close()  # as the server does: request_finished (the prediction-log flush check)
+    return answer["status"], answer["headers"], content
+
+
+def test_fast_lane_answers_like_the_drf_view(served):
+    token = make_token(staff=False)
+    vector = _vector(served, "xgboost_classifier")
+    body = {"features": vector, "model_name": "xgboost_classifier", "reference_price": 100.0}
+    status, headers, content = wsgi_call("POST", "/predict", body=body, token=token)
+    assert status == 200, content
+    fast = json.loads(content)
+    assert headers["Content-Type"] == "application/json"
+    assert headers["X-Content-Type-Options"] == "nosniff" and headers["X-Frame-Options"] == "DENY"
+
+    client = make_client(staff=False)
+    view = client.post("/predict", body, format="json").json()  # the test client goes through Django
+    assert set(fast) == set(view)
+    for key in ("prediction", "expected_return", "prob_up", "confidence", "direction", "model_version",
+                "prediction_type", "reference_price", "horizon_days"):
+        assert fast[key] == view[key], key
+    assert fast["cached"] is False and view["cached"] is True  # the second request hit the cache
+    assert fast["timestamp"].endswith("Z")
+
+
+def test_fast_lane_errors_name_the_field_and_declined_requests_get_djangos_answers(served):
+    token = make_token(staff=False)
+    status, _, content = wsgi_call("POST", "/predict", body={"features": [1.0, 2.0], "model_name": "xgboost_classifier"},
+                                   token=token)
+    assert status == 400 and "features" in json.loads(content)["errors"]
+    status, _, content = wsgi_call("POST", "/predict", body='{"features": [NaN], "model_name": "xgboost_classifier"}',
+                                   token=token)
+    assert status == 400 and "item 0 must be a finite number, got NaN" in json.loads(content)["detail"]
+    status, _, content = wsgi_call("POST", "/predict", body="{not json", token=token)
+    assert status == 400 and json.loads(content)["detail"].startswith("JSON parse error")
+    status, _, content = wsgi_call("POST", "/predict", body={"ticker": "AAPL", "model_name": "no_such_model"},
+                                   token=token)
+    assert status == 404 and "model_name" in json.loads(content)["errors"]
+    status, _, content = wsgi_call("POST", "/predict", body={"instances": [], "model_name": "ensemble"}, token=token)
+    assert status == 400 and "/predict/batch" in json.loads(content)["detail"]
+
+    # declined: Django and DRF answer, exactly as without the fast lane
+    status, headers, _ = wsgi_call("POST", "/predict", body={"ticker": "AAPL", "model_name": "ensemble"})
+    assert status == 401 and headers["WWW-Authenticate"] == "Token"
+    status, _, _ = wsgi_call("POST", "/predict", body={"ticker": "AAPL", "model_name": "ensemble"}, token="bad")
+    assert status == 401
+    status, _, _ = wsgi_call("GET", "/predict", token=token)
+    assert status == 405
+    status, _, _ = wsgi_call("POST", "/predict", body="ticker=AAPL", token=token, content_type="text/plain")
+    assert status == 415
+    status, _, content = wsgi_call("GET", "/health")
+    assert status == 200 and json.loads(content)["status"] in ("healthy", "degraded")
+
+
+def test_fast_lane_records_metrics_and_the_prediction_log(served):
+    token = make_token(staff=False)
+    before = request_metrics.totals().get("POST /predict")
+    for ticker in ("AAPL", "MSFT", "AAPL"):
+        status, _, _ = wsgi_call("POST", "/predict", body={"ticker": ticker, "model_name": "ensemble"}, token=token)
+        assert status == 200
+    wsgi_call("POST", "/predict", body={"features": [1.0], "model_name": "xgboost_classifier"}, token=token)
+    after = request_metrics.totals()["POST /predict"]
+    assert after.requests - (before.requests if before else 0) == 4
+    prediction_log.flush()
+    rows = list(PredictionLog.objects.filter(model_name="ensemble").order_by("id"))
+    assert [r.ticker for r in rows] == ["AAPL", "MSFT", "AAPL"] and [r.cached for r in rows] == [False, False, True]
+
+
+def test_throttle_is_enforced_on_the_fast_lane(served, monkeypatch):
+    monkeypatch.setattr(throttling.FixedWindowUserThrottle, "THROTTLE_RATES", {"user": "5/minute", "anon": "5/minute"})
+    throttling.reset_leases()
+    token = make_token(staff=False)
+    body = {"ticker": "AAPL", "model_name": "ensemble"}
+    codes = [wsgi_call("POST", "/predict", body=body, token=token)[0] for _ in range(7)]
+    status, headers, _ = wsgi_call("POST", "/predict", body=body, token=token)
+    throttling.reset_leases()
+    assert codes == [200] * 5 + [429] * 2 and status == 429 and int(headers["Retry-After"]) > 0
+
+
+def test_leased_throttle_blocks_never_let_more_than_the_rate_through(served, monkeypatch):
+    """Two processes (two lease tables) alternating on one shared counter."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(throttling.FixedWindowUserThrottle, "THROTTLE_RATES", {"user": "1000/minute"})
+    request = SimpleNamespace(user=SimpleNamespace(is_authenticated=True, pk=987_654), META={})
+    tables = [{}, {}]
+    allowed = 0
+    for i in range(1500):
+        monkeypatch.setattr(throttling, "_leases", tables[i % 2])
+        allowed += throttling.FixedWindowUserThrottle().allow_request(request, None)
+    block = max(1, min(throttling.MAX_LEASE, int(1000 * throttling.LEASE_SHARE)))
+    assert 1000 - block <= allowed <= 1000
+
+
+def test_a_deleted_token_stops_working_at_once_in_this_process(served):
+    token = make_token(staff=False)
+    body = {"ticker": "AAPL", "model_name": "ensemble"}
+    assert wsgi_call("POST", "/predict", body=body, token=token)[0] == 200  # now remembered
+    Token.objects.filter(key=token).delete()  # queryset delete sends post_delete per row
+    assert wsgi_call("POST", "/predict", body=body, token=token)[0] == 401
+
+
+def test_request_metrics_are_written_to_the_cache_at_most_once_a_second():
+    cache.clear()
+    request_metrics.flush()
+    request_metrics.record_request(endpoint="GET /probe", status_code=200, duration_ms=5.0)
+    request_metrics.record_request(endpoint="GET /probe", status_code=503, duration_ms=7.0)
+    key = f"reqm:total:{request_metrics._slug('GET /probe')}:count"
+    assert cache.get(key) is None  # still summed in memory
+    window = request_metrics.window(minutes=1)["GET /probe"]  # a read writes this process's sums first
+    assert (window.requests, window.errors, window.total_ms) == (2, 1, 12.0) and cache.get(key) == 2
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_prediction_cache_is_local_or_shared(served, settings, shared):
+    settings.ML_PREDICTION_CACHE_SHARED = shared
+    client = make_client(staff=False)
+    body = {"ticker": "JPM", "model_name": "xgboost_classifier"}
+    assert client.post("/predict", body, format="json").json()["cached"] is False
+    assert client.post("/predict", body, format="json").json()["cached"] is True  # memory
+    prediction_cache.clear_local()  # as another worker: only the shared level can answer
+    assert client.post("/predict", body, format="json").json()["cached"] is shared
