@@ -167,18 +167,30 @@ def _ticker(**kwargs: Any) -> serializers.RegexField:
 # requests
 
 
-def _matched(value: Any, pattern: re.Pattern[str], *, max_length: int, invalid: str) -> tuple[str, str | None]:
-    """``(value stripped, None)``, or ``("", the error)`` (as DRF's RegexField: trimmed, then checked)."""
-    if not isinstance(value, str):
-        return "", f"must be a string, got {_describe(value)}"
-    value = value.strip()
-    if not value:
-        return "", "This field may not be blank."
-    if len(value) > max_length:
-        return "", f"Ensure this field has no more than {max_length} characters."
-    if not pattern.search(value):
-        return "", invalid
-    return value, None
+def _pattern(pattern: re.Pattern[str], *, max_length: int, invalid: str) -> Any:
+    """A check of a string field as DRF's RegexField makes it: trimmed, then matched."""
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise serializers.ValidationError(f"must be a string, got {_describe(value)}")
+        value = value.strip()
+        if not value:
+            raise serializers.ValidationError("This field may not be blank.")
+        if len(value) > max_length:
+            raise serializers.ValidationError(f"Ensure this field has no more than {max_length} characters.")
+        if not pattern.search(value):
+            raise serializers.ValidationError(invalid)
+        return value
+
+    return check
+
+
+_PREDICT_FIELDS = (
+    ("model_name", _pattern(_MODEL_NAME_RE, max_length=100, invalid=MODEL_NAME_INVALID)),
+    ("features", vector_from),
+    ("ticker", _pattern(_TICKER_RE, max_length=16, invalid=TICKER_INVALID)),
+    ("reference_price", positive_number),
+)
 
 
 def predict_request(data: Any) -> dict[str, Any]:
@@ -191,32 +203,14 @@ def predict_request(data: Any) -> dict[str, Any]:
         raise serializers.ValidationError(
             {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {type(data).__name__}."]}
         )
-    errors: dict[str, list[str]] = {}
+    errors: dict[str, list[str]] = {} if "model_name" in data else {"model_name": ["This field is required."]}
     out: dict[str, Any] = {}
-    if "model_name" not in data:
-        errors["model_name"] = ["This field is required."]
-    else:
-        value, problem = _matched(data["model_name"], _MODEL_NAME_RE, max_length=100, invalid=MODEL_NAME_INVALID)
-        if problem:
-            errors["model_name"] = [problem]
-        else:
-            out["model_name"] = value
-    if "features" in data:
-        try:
-            out["features"] = vector_from(data["features"])
-        except serializers.ValidationError as exc:
-            errors["features"] = [str(m) for m in exc.detail]
-    if "ticker" in data:
-        value, problem = _matched(data["ticker"], _TICKER_RE, max_length=16, invalid=TICKER_INVALID)
-        if problem:
-            errors["ticker"] = [problem]
-        else:
-            out["ticker"] = value
-    if "reference_price" in data:
-        try:
-            out["reference_price"] = positive_number(data["reference_price"])
-        except serializers.ValidationError as exc:
-            errors["reference_price"] = [str(m) for m in exc.detail]
+    for name, check in _PREDICT_FIELDS:
+        if name in data:
+            try:
+                out[name] = check(data[name])
+            except serializers.ValidationError as exc:
+                errors[name] = [str(m) for m in exc.detail]
     if errors:
         raise serializers.ValidationError(errors)
     if ("features" in out) == ("ticker" in out):

@@ -13,7 +13,8 @@ Run: .venv/bin/python tests/benchmarks/bench_api.py [--workers 2] [--requests 40
    ticker requests for the ensemble (cache hits after the first); with wrk when installed
    (``--seconds`` each), else a Python thread pool (``--requests`` each). Then batches of
    ``--batch`` random vectors (``POST /predict/batch``) for predictions per minute.
-4. Measures dynamic int8 quantization of the default-size LSTM against float32.
+4. Measures dynamic int8 quantization and ONNX Runtime for the default-size LSTM against torch
+   float32 (the load-time checks behind ML_LSTM_QUANTIZE and ML_LSTM_ONNX).
 
 Targets (issue 7): p99 under 20 ms for single /predict, more than 100,000 predictions/minute in
 batches. Figures are measured here, never typed in; the machine is shared, so say so with them.
@@ -86,7 +87,7 @@ def in_process(registry, repeats: int = 300) -> dict:
     import numpy as np
     import pandas as pd
 
-    from inference.model_manager import get_manager, quantization_check
+    from inference.model_manager import get_manager, onnx_check, quantization_check
     from inference.services import predict
 
     manager = get_manager()
@@ -124,6 +125,12 @@ def in_process(registry, repeats: int = 300) -> dict:
         check = quantization_check(lstm.learner, rows=rows, repeats=20)
         check.pop("net")
         out[f"lstm_quantization_{rows}rows"] = check
+    try:
+        onnx = onnx_check(lstm.learner, repeats=20)
+        onnx.pop("runner")
+    except Exception as exc:  # noqa: BLE001 - reported, not fatal (e.g. onnxruntime not installed)
+        onnx = {"error": str(exc)}
+    out["lstm_onnx"] = onnx
     from inference.prediction_log import discard
 
     discard()  # no log rows from the in-process timing
@@ -418,6 +425,13 @@ def main() -> None:
         print(f"  LSTM (hidden {lstm_params.get('hidden_size')}, seq {lstm_params.get('sequence_length')}) {rows} rows: float32 {q['float_ms']:.2f} ms, int8 dynamic "
               f"{q['quantized_ms']:.2f} ms, max |diff| {q['max_abs_diff']:.4f} target sd "
               f"(tolerance {q['tolerance']}): {'faster' if q['faster'] else 'not faster'}")
+    onnx = local["lstm_onnx"]
+    if "error" in onnx:
+        print(f"  LSTM through ONNX Runtime: not measured ({onnx['error']})")
+    else:
+        print(f"  LSTM through ONNX Runtime, 1 / 256 rows: {onnx['onnx_ms_1']:.2f} / {onnx['onnx_ms_256']:.2f} ms vs "
+              f"torch {onnx['torch_ms_1']:.2f} / {onnx['torch_ms_256']:.2f} ms, max |diff| {onnx['max_abs_diff']:.1e}: "
+              f"{'faster' if onnx['faster'] else 'not faster'} by the load-time rule")
     (VAR / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"  raw figures: {VAR / 'results.json'}")
 

@@ -1,11 +1,11 @@
-"""Serving ``lstm_predictor``'s network through ONNX Runtime on CPU (not wired into the product).
+"""Serving ``lstm_predictor``'s network through ONNX Runtime on CPU (``ML_LSTM_ONNX``: the model
+manager uses it when a load-time check finds it faster and close, see ``inference.model_manager``).
 
 ``export_onnx`` turns the learner's ``_LSTMNet`` into ONNX bytes (float32, eval mode, dynamic batch);
 ``OnnxLSTMRunner`` runs those bytes on windows shaped like ``_Windows.batch`` output and returns
 the same standardized outputs as ``net(torch.from_numpy(windows))``.
 
-Measured in tests/benchmarks/bench_lstm_onnx.py (default size, 2 CPU threads): ORT is faster than
-torch for one row and for a few hundred rows; re-run it before relying on that.
+tests/benchmarks/bench_api.py times it against torch at the default size (figures in the README).
 
 Framework-free: no Django. torch is imported only by ``export_onnx`` and onnxruntime only by the
 runner, so serving needs numpy + onnxruntime. The model is plain bytes (no pickle): store and verify
