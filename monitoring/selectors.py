@@ -305,11 +305,15 @@ def recent_training_runs(*, limit: int = 20) -> list[Any]:
 
 
 def failed_runs_since(*, since: datetime) -> dict[str, str]:
-    """``{label: error}`` of training runs, feature builds and ingestions that failed since ``since``."""
+    """``{label: error}`` of pipeline runs, training runs, feature builds and ingestions that failed
+    since ``since``."""
     from features.models import FeatureMaterialization, IngestionRun
-    from training.models import TrainingRun
+    from training.models import PipelineRun, TrainingRun
 
     out: dict[str, str] = {}
+    for pipe in PipelineRun.objects.filter(status=PipelineRun.Status.FAILED, created_at__gte=since).order_by("id"):
+        error = _first_line(pipe.error) or _first_line(pipe.status_reason) or "failed"
+        out[f"pipeline run {pipe.pk}"] = f"stage {pipe.current_stage}: {error}" if pipe.current_stage else error
     for run in TrainingRun.objects.filter(status=TrainingRun.Status.FAILED, created_at__gte=since).order_by("id"):
         out[f"training run {run.pk}"] = _first_line(run.error) or "failed"
     for mat in FeatureMaterialization.objects.filter(

@@ -181,6 +181,26 @@ class FailedRun(Rule):
         TrainingRun.objects.filter(pk=self.run.pk).update(created_at=timezone.now() - timedelta(days=2))
 
 
+class FailedPipelineRun(Rule):
+    kind = "run_failed"
+
+    def trip(self, ctx):
+        from training.models import PipelineRun
+
+        self.run = PipelineRun.objects.create(trigger="schedule", scope="universe", status="failed",
+                                              current_stage="update_market_data",
+                                              error="ProviderError: alphavantage answered 503 five times")
+
+    @property
+    def key(self):
+        return f"pipeline run {self.run.pk}"
+
+    def clear(self, ctx):
+        from training.models import PipelineRun
+
+        PipelineRun.objects.filter(pk=self.run.pk).update(created_at=timezone.now() - timedelta(days=2))
+
+
 class ModelLoad(Rule):
     kind, key = "model_load_failed", "lstm_predictor"
 
@@ -192,7 +212,7 @@ class ModelLoad(Rule):
         services.clear_model_load_failure(model="lstm_predictor")
 
 
-RULES = [Latency, ErrorRate, Resources, Accuracy, Cost, Drift, FailedRun, ModelLoad]
+RULES = [Latency, ErrorRate, Resources, Accuracy, Cost, Drift, FailedRun, FailedPipelineRun, ModelLoad]
 
 
 @pytest.mark.parametrize("rule_class", RULES, ids=[r.kind for r in RULES])
