@@ -288,7 +288,10 @@ def drift(request):
 
 @dashboard_view
 def runs(request):
-    return _render(request, "dashboard/runs.html", "runs", {"runs": selectors.recent_training_runs(limit=50)})
+    return _render(request, "dashboard/runs.html", "runs", {
+        "pipeline_runs": selectors.recent_pipeline_runs(limit=50),
+        "runs": selectors.recent_training_runs(limit=50),
+    })
 
 
 @dashboard_view

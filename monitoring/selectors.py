@@ -298,6 +298,13 @@ def version_profile(*, version: Any) -> dict[str, Any]:
 # runs, system, model loading
 
 
+def recent_pipeline_runs(*, limit: int = 20) -> list[Any]:
+    """The orchestrator's runs (data, features, train, predict, drift), newest first."""
+    from training.models import PipelineRun
+
+    return list(PipelineRun.objects.select_related("training_run").order_by("-created_at", "-id")[:limit])
+
+
 def recent_training_runs(*, limit: int = 20) -> list[Any]:
     from training.models import TrainingRun
 

@@ -13,7 +13,7 @@ from monitoring import services
 from monitoring.alert_rules import AlertCondition
 from monitoring.models import DriftReport, PerformanceRecord
 from registry.models import DeploymentEvent, ModelVersion, RegisteredModel
-from training.models import TrainingRun
+from training.models import PipelineRun, TrainingRun
 
 PASSWORD = "dashboard-test-pass-9"
 FEATURES = ["rsi_14", "ret_5", "ret_20", "vol_20", "vol_60", "close_to_sma_50", "beta_60", "corr_60"]
@@ -47,6 +47,13 @@ def seed() -> dict:
         started_at=now - timedelta(hours=2), finished_at=now - timedelta(hours=1, minutes=59),
     )
     TrainingRun.objects.create(status="queued", trigger="api", requested_by="alice", model_names=["ensemble"])
+    PipelineRun.objects.create(trigger="schedule", scope="universe", status="succeeded", current_stage="check_drift",
+                               training_run=ok_run, started_at=now - timedelta(hours=5, minutes=2),
+                               finished_at=now - timedelta(hours=4, minutes=55), cost_usd="0.006000")
+    PipelineRun.objects.create(trigger="drift", scope="tickers:0123456789abcdef", tickers=["AAPL", "MSFT"],
+                               reason="Retraining trigger activated: data_drift threshold exceeded",
+                               requested_by="monitoring", status="failed", current_stage="update_market_data",
+                               attempts=3, error="ProviderError: alphavantage answered 503 three times")
 
     xgb = RegisteredModel.objects.create(name="xgboost_classifier", model_type="tree_ensemble")
     lstm = RegisteredModel.objects.create(name="lstm_predictor", model_type="neural_network")

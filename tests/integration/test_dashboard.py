@@ -74,6 +74,7 @@ def test_every_page_renders_empty_states(people):
         response = client.get(reverse(f"dashboard:{page}"))
         assert response.status_code == 200, page
         assert text in response.content.decode(), page
+    assert "No pipeline runs yet" in client.get(reverse("dashboard:runs")).content.decode()
 
 
 def test_every_page_renders_with_data_and_charts(people):
@@ -96,6 +97,10 @@ def test_every_page_renders_with_data_and_charts(people):
     assert "v1.0.0" in model and "v1.2.0" in model and "run #" in model
     drift = client.get("/dashboard/drift/?model=xgboost_classifier").content.decode()
     assert 'data-chart="drift-heatmap"' in drift and "vol_20" in drift
+    runs = client.get("/dashboard/runs/").content.decode()
+    assert "Pipeline runs" in runs and "update_market_data" in runs and "2 tickers" in runs
+    assert "ProviderError: alphavantage answered 503" in runs
+    assert f'href="{reverse("dashboard:run", args=[data["ok_run"].pk])}"' in runs
     run = client.get(reverse("dashboard:run", args=[data["ok_run"].pk])).content.decode()
     assert 'data-chart="stage-chart"' in run
     assert client.get("/dashboard/models/nope/").status_code == 404
