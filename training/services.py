@@ -67,6 +67,10 @@ from training.models import TrainingRun
 
 logger = logging.getLogger(__name__)
 
+# A run has one of these before its parts finished only when the orchestrator stopped it (cancelled,
+# over max_training_hours): its late parts must not register or promote anything.
+STOPPED = (TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED)
+
 # OpenMP threads (XGBoost, torch) spin while they wait by default; on a machine shared with other
 # processes that burns the cores the other threads need (measured here: LSTM training 1.8x and
 # XGBoost 1.5x slower under load). Passive waiting costs almost nothing when the machine is idle.
@@ -892,10 +896,14 @@ def _dates_between(frame: pd.DataFrame, start: str, end: str) -> np.ndarray:
 
 
 def run_prophet_chunk(*, run_id: int, chunk: int, tickers: list[str]) -> dict[str, Any]:
-    """Celery chunk task body: fit one chunk, leave its learner and table in scratch files."""
+    """Celery chunk task body: fit one chunk, leave its learner and table in scratch files. A chunk
+    of a run stopped meanwhile is not fitted."""
     from registry import artifacts
 
     run = TrainingRun.objects.get(pk=run_id)
+    if run.status in STOPPED:
+        logger.info("training run %s is %s: prophet chunk %s not fitted", run_id, run.status, chunk)
+        return {"chunk": chunk, "tickers": len(tickers), "skipped": run.status}
     with stage(run_id, f"chunk:prophet_forecaster[{chunk}]", tickers=len(tickers)) as rec:
         ctx = _context_from_options(run, tickers=tickers)
         previous = _previous_prophet()
@@ -922,6 +930,9 @@ def merge_prophet_chunks(*, run_id: int, results: Sequence[dict[str, Any]]) -> N
     try:
         run = TrainingRun.objects.get(pk=run_id)
         _add_cpu(run_id, sum(float(r.get("cpu_seconds", 0.0)) for r in results))
+        if run.status in STOPPED:  # never register (or promote) a model of a stopped run
+            _append_log(run_id, f"prophet_forecaster not registered: the run was {run.status} meanwhile")
+            return
         chunks = []
         for r in sorted(results, key=lambda r: r["chunk"]):
             label = f"prophet chunk {r['chunk']} of training run {run_id}"
@@ -1054,6 +1065,9 @@ def _finalize(run_id: int) -> None:
     """Stack the ensemble (if asked), then cost, CostRecord and the final status."""
     cpu0 = cpu_seconds_now()
     run = TrainingRun.objects.get(pk=run_id)
+    if run.status in STOPPED:  # stopped by the orchestrator: no ensemble, and its status stays
+        _append_log(run_id, f"run {run.status} before its parts finished; nothing more registered")
+        return
     if ENSEMBLE in run.model_names and run.options.get("folds"):
         try:
             _train_ensemble(run)

@@ -218,6 +218,36 @@ def test_retrain_queues_on_celery_and_the_chord_path_runs(built, monkeypatch):
     assert not (built / "ml_models" / "_runs" / str(run.pk)).exists()  # scratch files removed
 
 
+def test_a_run_stopped_meanwhile_registers_nothing_late(built, monkeypatch):
+    """The orchestrator stops a run (cancelled, over max_training_hours) while its Prophet chunks run:
+    the chunks not started are not fitted and the merge registers nothing."""
+    from investml.celery import app
+    from training import orchestrator, tasks
+
+    monkeypatch.setattr(tasks.retrain_task, "delay", lambda run_id: type("R", (), {"id": "task-9"})())
+    run = services.retrain(models=["prophet_forecaster"], sync=False)
+    real_fit, fitted = services.fit_prophet_chunk, []
+
+    def fit_then_stop(**kwargs):
+        fitted.append(1)
+        orchestrator._stop_training(training_run_id=run.pk, why="pipeline run 1 was cancelled by test")
+        return real_fit(**kwargs)
+
+    monkeypatch.setattr(services, "fit_prophet_chunk", fit_then_stop)
+    saved = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
+    try:
+        assert tasks.retrain_task.apply(args=[run.pk]).successful()
+    finally:
+        app.conf.task_always_eager, app.conf.task_eager_propagates = saved
+    run.refresh_from_db()
+    assert fitted == [1]  # the other two chunks saw the stop and skipped their fit
+    assert run.status == "failed" and "cancelled by test" in run.error
+    assert "prophet_forecaster not registered: the run was failed meanwhile" in run.log
+    assert not ModelVersion.objects.filter(model__name="prophet_forecaster").exists()
+    assert not (built / "ml_models" / "_runs" / str(run.pk)).exists()
+
+
 def test_failures_are_recorded_in_the_troubleshooting_tone(tiny_setup):
     # nothing built into the feature store yet
     run = services.retrain(models=["xgboost_classifier"], tickers=["AAPL"], sync=True)
