@@ -64,6 +64,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
+from training.envvars import env_number
 from training.models import OrchestratorLock, PipelineRun, PipelineStage, RetrainTrigger, TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -99,13 +100,7 @@ class OrchestratorSettings:
 
 
 def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return float(default)
-    try:
-        return float(raw)
-    except ValueError:
-        raise PipelineError(f"{name} must be a number, got {raw!r}") from None
+    return env_number(name, default, cast=float, error=PipelineError)
 
 
 def orchestrator_settings() -> OrchestratorSettings:

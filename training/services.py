@@ -60,6 +60,7 @@ from registry.selectors import (
     window_summary,
 )
 from training import selectors
+from training.envvars import env_number
 from training.evaluation import Split, baseline_predictions, evaluate_walk_forward, walk_forward_splits
 from training.learners import LEARNERS, Learner, build_learner
 from training.learners.base import FitReport, Predictions, jsonable, label_columns
@@ -126,23 +127,11 @@ class WalkForward:
 
 
 def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return int(default)
-    try:
-        return int(raw)
-    except ValueError:
-        raise RetrainError(f"{name} must be an integer, got {raw!r}") from None
+    return env_number(name, default, cast=int, error=RetrainError)
 
 
 def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return float(default)
-    try:
-        return float(raw)
-    except ValueError:
-        raise RetrainError(f"{name} must be a number, got {raw!r}") from None
+    return env_number(name, default, cast=float, error=RetrainError)
 
 
 def cpu_hour_usd() -> float:
