@@ -32,3 +32,21 @@ def keep_test_connection():
     finally:
         signals.request_started.connect(close_old_connections)
         signals.request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def dashboard_settings(settings):
+    """The dashboard on its own cache namespace, with plotly.min.js served from the wheel and a $10
+    daily cost limit (the figures the dashboard tests expect)."""
+    import uuid
+
+    caches = {name: dict(conf) for name, conf in settings.CACHES.items()}
+    caches["default"]["KEY_PREFIX"] = f"test-dash-{uuid.uuid4().hex[:10]}"
+    settings.CACHES = caches
+    settings.STATICFILES_FINDERS = [
+        "django.contrib.staticfiles.finders.FileSystemFinder",
+        "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+        "monitoring.staticfinders.PackageAssetsFinder",
+    ]
+    settings.ML_DAILY_COST_LIMIT_USD = 10.0
+    return settings

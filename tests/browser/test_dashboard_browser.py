@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import pytest
@@ -52,19 +51,6 @@ def browser():
     finally:
         driver.quit()
 
-
-@pytest.fixture
-def dashboard_settings(settings):
-    caches = {name: dict(conf) for name, conf in settings.CACHES.items()}
-    caches["default"]["KEY_PREFIX"] = f"test-browser-{uuid.uuid4().hex[:10]}"
-    settings.CACHES = caches
-    settings.STATICFILES_FINDERS = [
-        "django.contrib.staticfiles.finders.FileSystemFinder",
-        "django.contrib.staticfiles.finders.AppDirectoriesFinder",
-        "monitoring.staticfinders.PackageAssetsFinder",
-    ]
-    settings.ML_DAILY_COST_LIMIT_USD = 10.0
-    return settings
 
 
 def console_errors(driver) -> list[str]:

@@ -3,8 +3,6 @@ empty, alert actions by POST with CSRF, staff-only promote and rollback, the plo
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from django.contrib.staticfiles import finders
 from django.test import Client
@@ -20,16 +18,8 @@ PAGES = ["overview", "alerts", "costs", "models", "drift", "runs"]
 
 
 @pytest.fixture(autouse=True)
-def dashboard_settings(settings):
-    caches = {name: dict(conf) for name, conf in settings.CACHES.items()}
-    caches["default"]["KEY_PREFIX"] = f"test-dash-{uuid.uuid4().hex[:10]}"
-    settings.CACHES = caches
-    settings.STATICFILES_FINDERS = [
-        "django.contrib.staticfiles.finders.FileSystemFinder",
-        "django.contrib.staticfiles.finders.AppDirectoriesFinder",
-        "monitoring.staticfinders.PackageAssetsFinder",
-    ]
-    settings.ML_DAILY_COST_LIMIT_USD = 10.0
+def _dashboard(dashboard_settings):
+    return dashboard_settings
 
 
 @pytest.fixture
