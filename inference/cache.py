@@ -27,6 +27,7 @@ import numpy as np
 from django.core.cache import cache
 
 from inference import conf
+from investml.cache_counters import incr_counter
 
 logger = logging.getLogger(__name__)
 
@@ -136,14 +137,6 @@ def clear_local() -> None:
         _local.clear()
 
 
-def _incr(name: str, delta: int) -> None:
-    try:
-        cache.incr(name, delta)
-    except ValueError:  # first increment
-        if not cache.add(name, delta, None):
-            cache.incr(name, delta)
-
-
 def publish_counters() -> None:
     """Add this process's new hits and misses to the shared counters (called with the log flush)."""
     with _counter_lock:
@@ -151,9 +144,9 @@ def publish_counters() -> None:
         _counters["unsent_hits"] = _counters["unsent_misses"] = 0
     try:
         if hits:
-            _incr(SHARED_HITS, hits)
+            incr_counter(SHARED_HITS, hits)
         if misses:
-            _incr(SHARED_MISSES, misses)
+            incr_counter(SHARED_MISSES, misses)
     except Exception as exc:  # noqa: BLE001
         logger.warning("could not publish prediction cache counters: %s", exc)
         with _counter_lock:

@@ -19,6 +19,8 @@ import time
 
 from rest_framework.throttling import SimpleRateThrottle
 
+from investml.cache_counters import incr_counter
+
 LEASE_SHARE = 0.01
 MAX_LEASE = 50
 
@@ -45,8 +47,8 @@ class _FixedWindowThrottle(SimpleRateThrottle):
             if left < 0:  # the window is used up (another block would be refused too)
                 return False
         block = max(1, min(MAX_LEASE, int(self.num_requests * LEASE_SHARE)))
-        try:
-            taken = self._take(block)
+        try:  # the window's shared counter, created to outlive the window
+            taken = incr_counter(self.key, block, ttl=self.duration + 1, cache=self.cache)
         except Exception:  # noqa: BLE001 - a cache outage must not refuse every request
             return True
         granted = max(0, min(block, self.num_requests - (taken - block)))
@@ -56,15 +58,6 @@ class _FixedWindowThrottle(SimpleRateThrottle):
                     del _leases[stale]
             _leases[self.key] = granted - 1 if granted else -1
         return granted > 0
-
-    def _take(self, block: int) -> int:
-        """Add ``block`` to the window's shared counter; returns the new total."""
-        try:
-            return self.cache.incr(self.key, block)
-        except ValueError:  # first block of the window
-            if self.cache.add(self.key, block, self.duration + 1):
-                return block
-            return self.cache.incr(self.key, block)
 
     def wait(self):
         return max(self._window_end - time.time(), 0.0)

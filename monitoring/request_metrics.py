@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 from django.core.cache import cache
 
+from investml.cache_counters import incr_counter
+
 logger = logging.getLogger(__name__)
 
 BUCKET_TTL_SECONDS = 2 * 3600
@@ -58,14 +60,6 @@ def _slug(endpoint: str) -> str:
     return hashlib.sha1(endpoint.encode()).hexdigest()[:16]
 
 
-def _incr(key: str, delta: int, ttl: int | None) -> None:
-    try:
-        cache.incr(key, delta)
-    except ValueError:  # missing key: first hit of this bucket
-        if not cache.add(key, delta, ttl):
-            cache.incr(key, delta)
-
-
 def _add(key: str, delta: int, ttl: int | None) -> None:
     entry = _pending.get(key)
     if entry is None:
@@ -101,7 +95,7 @@ def flush() -> None:
         return
     try:
         for key, (delta, ttl) in pending.items():
-            _incr(key, delta, ttl)
+            incr_counter(key, delta, ttl=ttl)
         known = cache.get(ENDPOINTS_KEY) or []
         if not endpoints.issubset(known):
             cache.set(ENDPOINTS_KEY, sorted({*known, *endpoints}), None)
