@@ -126,6 +126,27 @@ def _tune_threads(learner: Any) -> None:
             torch.set_num_threads(threads)
 
 
+def _torch_runner(net: Any) -> Any:
+    """``net`` as a function of float32 windows (n, L, F) -> numpy outputs, without gradients."""
+    import torch
+
+    def run(windows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(windows)).float().numpy()
+
+    return run
+
+
+def _best_of(run: Any, probe: np.ndarray, repeats: int) -> tuple[float, np.ndarray]:
+    """The fastest of ``repeats`` calls of ``run(probe)`` in ms, and its output."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        out = run(probe)
+        best = min(best, time.perf_counter() - started)
+    return best * 1000.0, np.asarray(out)
+
+
 def quantization_check(learner: Any, *, rows: int = 256, repeats: int = 5, seed: int = 0) -> dict[str, Any]:
     """Dynamic int8 quantization of an LSTM learner's network (``nn.LSTM`` and ``nn.Linear``), timed
     and compared with float32 on a seeded probe batch of standardized inputs.
@@ -145,22 +166,12 @@ def quantization_check(learner: Any, *, rows: int = 256, repeats: int = 5, seed:
             copy.deepcopy(net).to("cpu").eval(), {nn.LSTM, nn.Linear}, dtype=torch.qint8
         )
     rng = np.random.default_rng(seed)
-    probe = torch.from_numpy(rng.standard_normal((rows, length, n_inputs)).astype(np.float32))
+    probe = rng.standard_normal((rows, length, n_inputs)).astype(np.float32)
     float_net = net.to("cpu").eval()
-
-    def timed(model: Any) -> tuple[float, np.ndarray]:
-        best, out = float("inf"), None
-        with torch.no_grad():
-            for _ in range(repeats):
-                started = time.perf_counter()
-                out = model(probe)
-                best = min(best, time.perf_counter() - started)
-        return best * 1000.0, out.float().numpy()
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        float_ms, ref = timed(float_net)
-        quant_ms, got = timed(qnet)
+        float_ms, ref = _best_of(_torch_runner(float_net), probe, repeats)
+        quant_ms, got = _best_of(_torch_runner(qnet), probe, repeats)
     diff = float(np.max(np.abs(ref - got))) if len(ref) else 0.0
     tolerance = conf.lstm_quantize_tolerance()
     return {
@@ -190,25 +201,14 @@ def onnx_check(learner: Any, *, repeats: int = 20, seed: int = 0) -> dict[str, A
     length, n_inputs = learner.params["sequence_length"], learner._net.lstm.input_size
     runner = OnnxLSTMRunner(model=export_onnx(learner._net, sequence_length=length, n_inputs=n_inputs),
                             threads=torch.get_num_threads())
-    net = learner._net.to("cpu").eval()
+    by_torch = _torch_runner(learner._net.to("cpu").eval())
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {"runner": runner, "max_abs_diff": 0.0}
-
-    def by_torch(windows: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return net(torch.from_numpy(windows)).numpy()
-
     for rows in (1, 256):
         probe = rng.standard_normal((rows, length, n_inputs)).astype(np.float32)
-        results = {}
-        for name, run in (("torch", by_torch), ("onnx", runner)):
-            best = float("inf")
-            for _ in range(repeats):
-                started = time.perf_counter()
-                results[name] = run(probe)
-                best = min(best, time.perf_counter() - started)
-            out[f"{name}_ms_{rows}"] = best * 1000.0
-        out["max_abs_diff"] = max(out["max_abs_diff"], float(np.max(np.abs(results["torch"] - results["onnx"]))))
+        out[f"torch_ms_{rows}"], ref = _best_of(by_torch, probe, repeats)
+        out[f"onnx_ms_{rows}"], got = _best_of(runner, probe, repeats)
+        out["max_abs_diff"] = max(out["max_abs_diff"], float(np.max(np.abs(ref - got))))
     out["tolerance"] = conf.lstm_quantize_tolerance()
     out["faster"] = out["onnx_ms_1"] < out["torch_ms_1"] and out["onnx_ms_256"] <= 1.1 * out["torch_ms_256"]
     out["close"] = out["max_abs_diff"] <= out["tolerance"]

@@ -137,11 +137,8 @@ def _insert(rows: list[dict[str, Any]]) -> None:
     table = ops.quote_name(PredictionLog._meta.db_table)
     columns = ", ".join(ops.quote_name(c) for c in _COLUMNS)
     sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
-    values = [
-        (*(row[c] for c in _COLUMNS[:8]), ops.adapt_datetimefield_value(row["created_at"]), row["ticker"],
-         ops.adapt_datefield_value(row["feature_date"]))
-        for row in rows
-    ]
+    adapt = {"created_at": ops.adapt_datetimefield_value, "feature_date": ops.adapt_datefield_value}
+    values = [tuple(adapt[c](row[c]) if c in adapt else row[c] for c in _COLUMNS) for row in rows]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(sql, values)
 
