@@ -18,6 +18,15 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(autouse=True)
+def no_request_metrics_from_other_tests():
+    """Request metrics are summed in memory and written at most once a second: drop what an earlier
+    test left unwritten, or it would land in this test's cache."""
+    from monitoring import request_metrics
+
+    request_metrics.discard()
+
+
 @pytest.fixture
 def keep_test_connection():
     """For requests through the real WSGI application: keep its signals from closing the test's
