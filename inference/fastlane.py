@@ -24,7 +24,7 @@ from django.http import HttpResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 
-from inference.views import fast_predict, json_response
+from inference.views import DECLINED, fast_predict, json_response
 from monitoring.request_metrics import record_request
 
 logger = logging.getLogger("django.request")
@@ -57,6 +57,7 @@ class PredictFastLane:
         request = WSGIRequest(environ)
         response = self.chain(request)
         if isinstance(response, _Declined):
+            environ[DECLINED] = True  # the view then skips fast_predict: no second token lookup
             return self.application(environ, start_response)
         try:
             record_request(endpoint=ENDPOINT, status_code=response.status_code,

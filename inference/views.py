@@ -212,12 +212,15 @@ class PredictView(InferenceAPIView):
 
         @functools.wraps(drf_view)  # keeps cls, initkwargs and csrf_exempt for DRF and the schema
         def view(request, *args, **kwargs):
+            if request.META.get(DECLINED):  # the WSGI fast lane already tried and declined it
+                return drf_view(request, *args, **kwargs)
             return fast_predict(request) or drf_view(request, *args, **kwargs)
 
         return view
 
 
 _TOKEN_AUTH = CachedTokenAuthentication()
+DECLINED = "investml.fast_predict_declined"  # set in the WSGI environ by inference.fastlane
 
 
 def _predict(data: Any) -> dict[str, Any]:

@@ -8,7 +8,9 @@ import json
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
 from django.test import RequestFactory
+from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
 from inference import cache as prediction_cache
@@ -85,8 +87,11 @@ def test_fast_lane_errors_name_the_field_and_declined_requests_get_djangos_answe
     # declined: Django and DRF answer, exactly as without the fast lane
     status, headers, _ = wsgi_call("POST", "/predict", body={"ticker": "AAPL", "model_name": "ensemble"})
     assert status == 401 and headers["WWW-Authenticate"] == "Token"
-    status, _, _ = wsgi_call("POST", "/predict", body={"ticker": "AAPL", "model_name": "ensemble"}, token="bad")
+    with CaptureQueriesContext(connection) as queries:
+        status, _, _ = wsgi_call("POST", "/predict", body={"ticker": "AAPL", "model_name": "ensemble"}, token="bad")
     assert status == 401
+    token_lookups = [q for q in queries.captured_queries if "authtoken_token" in q["sql"]]
+    assert len(token_lookups) == 2  # the fast lane's, then DRF's; the view does not try the fast path again
     status, _, _ = wsgi_call("GET", "/predict", token=token)
     assert status == 405
     status, _, _ = wsgi_call("POST", "/predict", body="ticker=AAPL", token=token, content_type="text/plain")
