@@ -27,8 +27,7 @@ def _from_predictions(preds: Any) -> Arrays:
 def _sequence_last(learner: Any, frame: Any, positions: np.ndarray) -> Arrays:
     """The LSTM's output for the rows at ``positions`` only (their windows hold the earlier rows).
 
-    Uses the learner's own windowing (``_prepare``/``_forward``) so only the wanted rows go through
-    the network; falls back to ``predict`` on every row for a learner without them.
+    ``predict_at`` runs only the wanted rows through the network.
     """
     n = len(positions)
     er = np.full(n, np.nan)
@@ -36,21 +35,9 @@ def _sequence_last(learner: Any, frame: Any, positions: np.ndarray) -> Arrays:
     valid = positions >= 0
     if not valid.any():
         return er, prob, np.full(n, np.nan)
-    if hasattr(learner, "_prepare") and hasattr(learner, "_forward") and hasattr(learner, "_state"):
-        from training.learners.base import normal_cdf
-
-        order, windows = learner._prepare(frame)
-        inverse = np.empty(len(order), dtype=np.int64)
-        inverse[order] = np.arange(len(order))
-        out = learner._forward(windows, inverse[positions[valid]])
-        state = learner._state
-        expected = state["y_mean"] + state["y_std"] * out
-        er[valid] = expected
-        prob[valid] = normal_cdf(expected / state["sigma"])
-    else:  # pragma: no cover - every stored LSTM has them
-        preds = learner.predict(frame)
-        er[valid] = preds.expected_return[positions[valid]]
-        prob[valid] = preds.prob_up[positions[valid]]
+    preds = learner.predict_at(frame, positions[valid])
+    er[valid] = preds.expected_return
+    prob[valid] = preds.prob_up
     prob = np.clip(prob, 0.0, 1.0)
     return er, prob, np.abs(2.0 * prob - 1.0)
 

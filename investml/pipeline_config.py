@@ -26,6 +26,7 @@ class Field:
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
     pattern: str | None = None
+    maximum: float | None = None
 
 
 _NUMBER = (int, float)
@@ -53,6 +54,7 @@ _TRAINING = {
     "drift_threshold": Field(_NUMBER, default=0.3, minimum=0),
     "max_training_hours": Field(_NUMBER, default=24.0, minimum=0),
     "horizon_days": Field(int, default=5, minimum=1),
+    "feature_set": Field(str, default="default", choices=("default", "alpha158")),
     "promotion_metric": Field(str, default="rank_ic"),
     "train_years": Field(_NUMBER, default=5, minimum=0),
 }
@@ -71,21 +73,27 @@ MODEL_SCHEMAS: dict[str, dict[str, Field]] = {
         "sequence_length": Field(int, default=60, minimum=2),
         "hidden_size": Field(int, default=128, minimum=1),
         "num_layers": Field(int, default=1, minimum=1),
-        "dropout": Field(_NUMBER, default=0.0, minimum=0),
+        "dropout": Field(_NUMBER, default=0.0, minimum=0, maximum=0.95),
         "batch_size": Field(int, default=256, minimum=1),
         "epochs": Field(int, default=20, minimum=1),
         "learning_rate": Field(_NUMBER, default=1e-3, minimum=0),
+        "weight_decay": Field(_NUMBER, default=0.0, minimum=0),
         "patience": Field(int, default=3, minimum=1),
         "use_amp": Field(bool, default=False),
         "gradient_checkpointing": Field(bool, default=False),
     },
     "xgboost_classifier": {
         **_COMMON_MODEL,
-        "n_estimators": Field(int, default=100, minimum=1),
+        "n_estimators": Field(int, default=400, minimum=1),
         "max_depth": Field(int, default=6, minimum=1),
-        "learning_rate": Field(_NUMBER, default=0.1, minimum=0),
-        "subsample": Field(_NUMBER, default=0.8, minimum=0),
-        "colsample_bytree": Field(_NUMBER, default=0.8, minimum=0),
+        "learning_rate": Field(_NUMBER, default=0.05, minimum=0),
+        "subsample": Field(_NUMBER, default=0.8, minimum=0, maximum=1),
+        "colsample_bytree": Field(_NUMBER, default=0.8, minimum=0, maximum=1),
+        "min_child_weight": Field(_NUMBER, default=100.0, minimum=0),
+        "reg_alpha": Field(_NUMBER, default=10.0, minimum=0),
+        "reg_lambda": Field(_NUMBER, default=100.0, minimum=0),
+        "objective": Field(str, default="binary", choices=("binary", "rank")),
+        "eval_every": Field(int, default=25, minimum=1),
     },
     "prophet_forecaster": {
         **_COMMON_MODEL,
@@ -145,6 +153,8 @@ def _check_field(path: str, value: Any, field: Field) -> Any:
         raise PipelineConfigError(f"{path}: {value!r} is not one of {list(field.choices)}")
     if field.minimum is not None and value < field.minimum:
         raise PipelineConfigError(f"{path}: {value!r} is below the minimum {field.minimum}")
+    if field.maximum is not None and value > field.maximum:
+        raise PipelineConfigError(f"{path}: {value!r} is above the maximum {field.maximum}")
     if field.pattern is not None and not re.match(field.pattern, value):
         raise PipelineConfigError(f"{path}: {value!r} does not match the format {field.pattern}")
     return float(value) if kinds == _NUMBER else value
@@ -199,6 +209,10 @@ def validate_pipeline_config(raw: Any) -> dict[str, Any]:
         # Every known learner gets its defaults, so a config may list only the ones it tunes.
         given = models_raw.get(name, {"type": MODEL_TYPES[name]})
         models[name] = _check_object(f"models.{name}", given, schema)
+        if models[name]["type"] != MODEL_TYPES[name]:
+            raise PipelineConfigError(
+                f"models.{name}.type: {models[name]['type']!r} is not {MODEL_TYPES[name]!r}"
+            )
     for name in models_raw:
         if name not in MODEL_SCHEMAS:
             raise PipelineConfigError(

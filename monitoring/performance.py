@@ -7,8 +7,9 @@ ticker after ``t``; until that bar exists the prediction is not scored.
 Metrics over a window of prediction dates (definitions shared with ``training.metrics``, so live
 numbers compare with the walk-forward ones a version was validated with):
 
-* direction: ``accuracy``, ``precision``, ``recall``, ``f1`` of the "up" class (predicted up =
-  ``prob_up > 0.5``, or ``expected_return > 0`` where there is no probability);
+* direction: ``accuracy``, ``precision``, ``recall``, ``f1`` of "beats the day's median" (the
+  forecast above the day's median forecast against the return above the day's median return, as
+  in ``training.metrics``; dates with fewer than 5 scored tickers left out);
 * ``mae``: mean absolute error of the **return** forecast, ``|expected_return - realized|`` (a
   fraction: 0.02 = 2 percentage points). Returns, not prices, so tickers of every price level weigh
   the same (``ModelVersion.metrics["mae"]`` is in price units and is not compared with it);
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.metrics import MIN_CROSS_SECTION, daily_ic, direction_metrics
+from training.metrics import MIN_CROSS_SECTION, daily_ic, relative_direction_metrics
 
 METRICS = ("accuracy", "precision", "recall", "f1", "mae", "ic", "rank_ic")
 
@@ -81,9 +82,9 @@ def window_metrics(rows: pd.DataFrame) -> dict[str, float | None]:
     dates = pd.to_datetime(rows["date"]).to_numpy()[ok]
     if len(real) == 0:
         return {name: None for name in METRICS}
-    predicted_up = np.where(np.isfinite(prob), prob > 0.5, er > 0)
-    out: dict[str, float | None] = dict(direction_metrics(predicted_up, real > 0))
     finite_er = np.isfinite(er)
+    direction = relative_direction_metrics(dates[finite_er], er[finite_er], real[finite_er], min_names=MIN_CROSS_SECTION)
+    out: dict[str, float | None] = {k: direction[k] for k in ("accuracy", "precision", "recall", "f1")}
     out["mae"] = float(np.mean(np.abs(er[finite_er] - real[finite_er]))) if finite_er.any() else None
     for name, rank in (("ic", False), ("rank_ic", True)):
         daily = daily_ic(dates[finite_er], er[finite_er], real[finite_er], rank=rank, min_names=MIN_CROSS_SECTION)

@@ -13,6 +13,8 @@ test_start``. The gap dates are used neither for fitting nor for scoring.
 Folds are consecutive, non-overlapping test windows ending at the last date. ``expanding=True``
 trains on everything before the gap; ``expanding=False`` (rolling) on the last ``train_days``
 (default ``min_train_days``) dates before the gap.
+``yearly_splits`` instead makes one test fold per calendar year, trained on everything before it
+(minus the gap).
 
 ``evaluate_walk_forward`` fits a fresh learner per fold (``make_learner()``) on the fold's
 training rows, predicts the test rows (plus ``learner.context_days`` earlier dates of features for
@@ -127,6 +129,40 @@ def walk_forward_splits(
                 test_dates=u[test_start : test_start + test_days],
                 gap_days=gap_days,
             )
+        )
+    return splits
+
+
+def yearly_splits(dates: Any, *, horizon: int, gap_days: int, min_train_days: int) -> list[Split]:
+    """One test fold per calendar year, each refitted on an expanding window (Qlib-style protocol).
+
+    Over the sorted unique ``dates``: the folds are the calendar years whose first date has at least
+    ``min_train_days + gap_days`` dates before it; a fold tests every date of its year that lies in
+    ``dates`` (the last year may be partial, where the data ends) and trains on all dates before
+    the year minus the ``gap_days`` purge (``gap_days >= horizon``, as in ``walk_forward_splits``).
+    """
+    if min_train_days < 1 or gap_days < 0:
+        raise ValueError("min_train_days must be >= 1 and gap_days >= 0")
+    if gap_days < horizon:
+        raise ValueError(
+            f"gap_days={gap_days} is shorter than the label horizon {horizon}: training labels "
+            "would overlap the test window (purge at least `horizon` dates)"
+        )
+    u = _unique_dates(dates)
+    years = pd.DatetimeIndex(u).year.to_numpy()
+    starts = np.flatnonzero(np.r_[True, years[1:] != years[:-1]])
+    stops = np.r_[starts[1:], len(u)]
+    splits: list[Split] = []
+    for start, stop in zip(starts, stops, strict=True):
+        if start - gap_days < min_train_days:
+            continue
+        splits.append(
+            Split(fold=len(splits), train_dates=u[: start - gap_days], test_dates=u[start:stop], gap_days=gap_days)
+        )
+    if not splits:
+        raise ValueError(
+            f"{len(u)} dates hold no calendar year with {min_train_days} training and {gap_days} gap dates "
+            "before it"
         )
     return splits
 

@@ -2,8 +2,10 @@
 
 ``compute_metrics`` returns exactly these keys (``METRIC_KEYS``), all floats:
 
-Direction (predicted up = ``prob_up > 0.5``, or ``expected_return > 0`` where ``prob_up`` is NaN;
-realized up = ``fwd_ret_h > 0``, the ``fwd_dir_h`` label):
+Direction, CROSS-SECTIONAL (the product ranks the stocks of a day; the market's own direction
+is not what a model is asked): realized "up" = ``fwd_ret_h`` above the day's median over the scored
+tickers; predicted "up" = the forecast above the day's median forecast. Dates with fewer than
+``min_names`` scored tickers are left out of these four:
     ``accuracy``, ``precision``, ``recall``, ``f1`` for the "up" class. Precision is 0 when nothing
     is predicted up, recall 0 when nothing went up, f1 0 when both are 0.
 Price (predicted price ``adj_close * (1 + expected_return)`` against the realized
@@ -15,8 +17,9 @@ Ranking (per date, across tickers, dates with fewer than ``min_names`` tickers s
     daily values (per day, not annualized; 0 when the daily values do not vary). A date on which
     the forecast is the same for every ticker carries no cross-sectional information and scores 0;
     a date on which every realized return is equal is skipped.
-``hit_rate``: share of rows whose forecast sign agrees with the realized direction (forecast > 0 and
-    up, or forecast < 0 and not up); a zero forecast counts as half a hit, so "always 0" scores 0.5.
+``hit_rate``: share of rows on the right side of the day's medians (forecast above its median and
+    return above its median, or both below); a forecast on its median counts as half a hit, so a
+    forecast that is the same for every ticker scores 0.5.
 Portfolio (a daily rebalanced, equal-weighted top-minus-bottom decile long-short book formed at the
 close of ``t`` from the forecast at ``t``): its daily return is the mean next-day return of the
 top decile minus that of the bottom decile (ties at a decile edge join that leg; an all-equal
@@ -98,13 +101,41 @@ def price_errors(expected_return: Any, adj_close: Any, realized_return: Any) -> 
     return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err**2))), "mape": mape}
 
 
-def hit_rate(expected_return: Any, realized_return: Any) -> float:
-    pred = _arr(expected_return)
-    up = _arr(realized_return) > 0
+def relative_to_median(dates: Any, values: Any, *, min_names: int = MIN_CROSS_SECTION) -> np.ndarray:
+    """Per row: +1 above the date's median of ``values``, -1 below, 0 on it; NaN where the value
+    is NaN or the date has fewer than ``min_names`` values."""
+    v = pd.Series(_arr(values))
+    v = v.where(np.isfinite(v.to_numpy()))
+    keys = pd.Series(np.asarray(dates))
+    grouped = v.groupby(keys, sort=False)
+    median = grouped.transform("median").to_numpy()
+    count = grouped.transform("count").to_numpy()
+    out = np.sign(v.to_numpy() - median)
+    out[(count < min_names) | ~np.isfinite(v.to_numpy())] = np.nan
+    return out
+
+
+def hit_rate(side_forecast: Any, side_realized: Any) -> float:
+    """Share of rows whose forecast side (``relative_to_median``) matches the realized side; a
+    forecast on its median counts half."""
+    pred = _arr(side_forecast)
+    real = _arr(side_realized)
     if len(pred) == 0:
         return NAN
-    hits = np.where(pred > 0, up.astype(float), np.where(pred < 0, (~up).astype(float), 0.5))
+    hits = np.where(pred == 0, 0.5, (pred * real > 0).astype(float))
     return float(np.mean(hits))
+
+
+def relative_direction_metrics(
+    dates: Any, forecast: Any, realized: Any, *, min_names: int = MIN_CROSS_SECTION
+) -> dict[str, float]:
+    """``accuracy``/``precision``/``recall``/``f1`` of "beats the day's median" and ``hit_rate``."""
+    f_side = relative_to_median(dates, forecast, min_names=min_names)
+    r_side = relative_to_median(dates, realized, min_names=min_names)
+    ok = np.isfinite(f_side) & np.isfinite(r_side)
+    out = direction_metrics(f_side[ok] > 0, r_side[ok] > 0)
+    out["hit_rate"] = hit_rate(f_side[ok], r_side[ok]) if ok.any() else NAN
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,12 +276,10 @@ def compute_metrics(
         raise ValueError("metric inputs must have the same length")
 
     ok = np.isfinite(er) & np.isfinite(real)
-    predicted_up = np.where(np.isfinite(prob), prob > 0.5, er > 0)[ok]
     out: dict[str, float] = {}
-    out.update(direction_metrics(predicted_up, real[ok] > 0))
+    out.update(relative_direction_metrics(dates[ok], er[ok], real[ok], min_names=min_names))
     out.update(price_errors(er[ok], close[ok], real[ok]))
     out.update(ic_metrics(dates[ok], er[ok], real[ok], min_names=min_names))
-    out["hit_rate"] = hit_rate(er[ok], real[ok])
     book = long_short_returns(dates, er, nxt, min_names=min_names)
     out.update(portfolio_metrics(book.to_numpy()))
     return {key: float(out[key]) for key in METRIC_KEYS}

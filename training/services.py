@@ -63,7 +63,14 @@ from training import selectors
 from training.envvars import env_number
 from training.evaluation import Split, baseline_predictions, evaluate_walk_forward, walk_forward_splits
 from training.learners import LEARNERS, Learner, build_learner
-from training.learners.base import FitReport, Predictions, jsonable, label_columns
+from training.learners.base import (
+    FitReport,
+    Predictions,
+    cs_label_columns,
+    jsonable,
+    label_columns,
+    with_cross_sectional_targets,
+)
 from training.models import TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -280,7 +287,8 @@ def mask_labels(frame: pd.DataFrame, *, horizon: int, max_rows: int, seed: int,
     if dir_col in frame:
         updates[dir_col] = np.where(keep, frame[dir_col].to_numpy(dtype=np.float64), np.nan)
     if columns is not None:  # copy only what the learner reads
-        frame = frame[[c for c in dict.fromkeys(["ticker", "date", "adj_close", *columns]) if c in frame]]
+        keep_cols = ["ticker", "date", "adj_close", *columns, *cs_label_columns(horizon)]
+        frame = frame[[c for c in dict.fromkeys(keep_cols) if c in frame]]
     return frame.assign(**updates)
 
 
@@ -299,8 +307,9 @@ class SampledFit:
         return int(getattr(self.inner, "context_days", 0) or 0)
 
     def fit(self, frame: pd.DataFrame, *, feature_columns: list[str], horizon: int) -> FitReport:
-        sampled = mask_labels(frame, horizon=horizon, max_rows=self.max_rows, seed=self.seed,
-                              columns=feature_columns)
+        # targets ranked over the whole universe of each date before the rows are subsampled
+        sampled = mask_labels(with_cross_sectional_targets(frame, horizon), horizon=horizon,
+                              max_rows=self.max_rows, seed=self.seed, columns=feature_columns)
         report = self.inner.fit(sampled, feature_columns=feature_columns, horizon=horizon)
         report.extra["sampled_rows"] = int(np.isfinite(sampled[f"fwd_ret_{horizon}"].to_numpy()).sum())
         return report
@@ -582,7 +591,8 @@ def _prepare(run: TrainingRun) -> _Context:
         data = selectors.load_training_frame(
             tickers=list(run.tickers) or None, horizon=horizon, train_years=run.options.get("train_years"),
         )
-        frame = data.frame
+        # cross-sectional targets ranked over the whole universe of each date, once
+        frame = with_cross_sectional_targets(data.frame, horizon) if not data.frame.empty else data.frame
         if frame.empty:
             raise selectors.NoTrainingData(
                 f"the feature store returned no rows for tickers {', '.join(run.tickers) or 'all'}"
@@ -1112,15 +1122,17 @@ def run_summary(run: TrainingRun) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 # evaluation report (nothing is registered)
 
+# (key of ``training.report.report_row``, column label); ``{cost_bps:g}`` is the report's cost a side
 REPORT_COLUMNS = (
     ("ic", "IC"),
     ("icir", "ICIR"),
     ("rank_ic", "Rank IC"),
     ("rank_icir", "Rank ICIR"),
-    ("annual_return", "Annual return"),
-    ("sharpe", "Sharpe"),
-    ("max_drawdown", "Max drawdown"),
-    ("hit_rate", "Hit rate"),
+    ("rank_ic_t", "Rank IC t"),
+    ("annual_return", "Ann. return (net, {cost_bps:g} bps)"),
+    ("information_ratio", "IR"),
+    ("turnover", "Turnover"),
+    ("max_drawdown", "Max DD"),
 )
 
 
@@ -1131,26 +1143,69 @@ def evaluation_report(
     tickers: Sequence[str] | None = None,
     models: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    splits: Sequence[Split] | None = None,
+    folds: int | None = None,
+    test_days: int | None = None,
+    min_train_days: int | None = None,
+    yearly: bool = False,
+    cost_bps: float | None = None,
 ) -> dict[str, Any]:
     """Walk-forward evaluation of every learner, the ensemble and the baselines on one frame.
 
     Every row of the table is scored on the same out-of-sample rows: those the ensemble scored
     (its first member fold only trains the stack), which all members and baselines scored too.
+
+    The folds: ``splits`` when given (over the frame's dates); else with ``yearly=True`` one fold per
+    calendar year, each refitted on all earlier dates (``training.evaluation.yearly_splits``); else
+    ``folds`` folds of ``test_days`` dates. ``folds``, ``test_days`` and ``min_train_days`` override
+    ``ML_WALK_FORWARD_FOLDS``/``_TEST_DAYS``/``_MIN_TRAIN_DAYS``; the purge gap is
+    ``ML_WALK_FORWARD_GAP_DAYS`` (at least the horizon). ``cost_bps``: the long-short book's cost
+    per side traded (``training.report.decile_book``, default 10).
     """
+    from training.evaluation import yearly_splits
+
+    if splits is not None and yearly:
+        raise ValueError("pass either splits or yearly=True, not both")
     say = progress or (lambda _msg: None)
     names = [n for n in resolve_models(models) if n in BASE_LEARNERS]
     horizon = horizon_days()
-    wf = WalkForward.from_env(horizon=horizon)
+    env_wf = WalkForward.from_env(horizon=horizon)
+    wf = WalkForward(
+        n_folds=env_wf.n_folds if folds is None else int(folds),
+        test_days=env_wf.test_days if test_days is None else int(test_days),
+        min_train_days=env_wf.min_train_days if min_train_days is None else int(min_train_days),
+        gap_days=env_wf.gap_days,
+    )
     data = selectors.load_training_frame(tickers=list(tickers) if tickers else None, start=start, end=end,
                                          horizon=horizon)
     frame = data.frame
     if frame.empty:
         raise selectors.NoTrainingData("the feature store returned no rows for the report's window")
+    frame = with_cross_sectional_targets(frame, horizon)
     dates = np.unique(frame["date"].to_numpy())
-    splits = wf.splits(dates, horizon=horizon)
+    if splits is not None:
+        protocol, splits = "given", list(splits)
+    elif yearly:
+        protocol = "yearly"
+        splits = yearly_splits(dates, horizon=horizon, gap_days=wf.gap_days, min_train_days=wf.min_train_days)
+    else:
+        protocol, splits = "folds", wf.splits(dates, horizon=horizon)
+    fold_windows = describe_folds(splits, dates, horizon=horizon)
+    wf_members = wf
+    if protocol != "folds":
+        # The ensemble stacks on its members' out-of-fold dates (ensemble_walk_forward): equal folds
+        # over the members' later folds, so its first member fold (year) only trains the stack.
+        lengths = [len(s.test_dates) for s in splits]
+        per_fold = sum(lengths[1:]) // (len(splits) - 1) if len(splits) > 1 else lengths[0]
+        wf_members = WalkForward(n_folds=len(splits), test_days=max(1, per_fold),
+                                 min_train_days=len(splits[0].train_dates),
+                                 gap_days=min(s.gap_days for s in splits))
     labels = label_table(frame, horizon=horizon)
+    shape = (f"{len(splits)} yearly folds {fold_windows[0]['test_start'][:4]}..{fold_windows[-1]['test_end'][:4]}"
+             if protocol == "yearly" else f"{len(splits)} folds of {wf.test_days} days" if protocol == "folds"
+             else f"{len(splits)} given folds")
     say(f"{frame['ticker'].nunique()} tickers, {len(dates)} dates, {len(frame):,} rows; "
-        f"{len(splits)} folds of {wf.test_days} days, gap {wf.gap_days}")
+        f"{shape}, gap {wf.gap_days}")
     tables: dict[str, pd.DataFrame] = {}
     seconds: dict[str, float] = {}
     max_rows = _env_int("ML_LSTM_MAX_TRAIN_ROWS", LSTM_MAX_TRAIN_ROWS)
@@ -1172,40 +1227,61 @@ def evaluation_report(
     rows: dict[str, pd.DataFrame] = dict(tables)
     if len(tables) >= 2 and (models is None or ENSEMBLE in models):
         started = time.perf_counter()
-        ev = evaluate_ensemble(tables, horizon=horizon, wf_members=wf, config=model_config(ENSEMBLE))
+        ev = evaluate_ensemble(tables, horizon=horizon, wf_members=wf_members, config=model_config(ENSEMBLE))
         rows[ENSEMBLE] = ev.table
         seconds[ENSEMBLE] = time.perf_counter() - started
         say(f"ensemble: evaluated in {seconds[ENSEMBLE]:.1f}s")
-    return report_from_tables(rows, horizon=horizon, extra={
+    walk_forward = {**asdict(wf), "protocol": protocol, "n_folds": len(splits)}
+    if protocol != "folds":
+        walk_forward["test_days"] = None
+    return report_from_tables(rows, horizon=horizon, cost_bps=cost_bps, extra={
         "tickers": int(frame["ticker"].nunique()), "rows": int(len(frame)), "seconds": seconds,
-        "walk_forward": asdict(wf), "data_start": _iso(dates[0]), "data_end": _iso(dates[-1]),
+        "walk_forward": walk_forward, "folds": fold_windows,
+        "data_start": _iso(dates[0]), "data_end": _iso(dates[-1]),
     })
 
 
 def report_from_tables(tables: dict[str, pd.DataFrame], *, horizon: int,
-                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Metrics of each model and of the baselines on the rows every table scored."""
+                       extra: dict[str, Any] | None = None, cost_bps: float | None = None) -> dict[str, Any]:
+    """Metrics of each model and of the baselines on the rows every table scored.
+
+    ``models``/``baselines``: ``metric_on_rows`` of each (``METRIC_KEYS``); ``protocol``: the
+    benchmark protocol's numbers of the same rows, ``{"models": {name: row}, "baselines": {name: row}}``
+    with rows of ``training.report.report_row`` (the long-short book net of ``cost_bps`` a side,
+    default 10, also returned as ``cost_bps``).
+    """
+    from training.report import DEFAULT_COST_BPS, report_row
+
+    cost = DEFAULT_COST_BPS if cost_bps is None else float(cost_bps)
     keys = None
     for table in tables.values():
         scored = table.loc[np.isfinite(table["expected_return"].to_numpy(dtype=np.float64)), ["ticker", "date"]]
         keys = scored if keys is None else keys.merge(scored, on=["ticker", "date"], how="inner")
     assert keys is not None
     models: dict[str, Any] = {}
+    protocol: dict[str, dict[str, Any]] = {"models": {}, "baselines": {}}
     common = None
     for name, table in tables.items():
         common = table.merge(keys, on=["ticker", "date"], how="inner")
         models[name] = metric_on_rows(common, horizon=horizon)
+        protocol["models"][name] = report_row(common, horizon=horizon, cost_bps=cost)
     assert common is not None
-    baselines = {b: metric_on_rows(baseline_view(common, b), horizon=horizon) for b in BASELINE_NAMES}
+    baselines = {}
+    for b in BASELINE_NAMES:
+        view = baseline_view(common, b)
+        baselines[b] = metric_on_rows(view, horizon=horizon)
+        protocol["baselines"][b] = report_row(view, horizon=horizon, cost_bps=cost)
     return jsonable({"horizon": horizon, "window": window_summary(common), "models": models,
-                     "baselines": baselines, **(extra or {})})
+                     "baselines": baselines, "protocol": protocol, "cost_bps": cost, **(extra or {})})
 
 
 def format_report(report: dict[str, Any], *, markdown: bool = False) -> str:
-    """The quant-style table: one row per learner, the ensemble and each baseline."""
-    header = ["model", *[label for _, label in REPORT_COLUMNS]]
-    lines_in = [(name, m) for name, m in report["models"].items()] + [
-        (f"baseline: {name}", m) for name, m in report["baselines"].items()
+    """The Qlib-style benchmark table (one row per learner, the ensemble and each baseline), then
+    the mean daily rank IC of each calendar year."""
+    cost = float(report.get("cost_bps", 10.0))
+    protocol = report["protocol"]
+    named_rows = [(name, row) for name, row in protocol["models"].items()] + [
+        (f"baseline: {name}", row) for name, row in protocol["baselines"].items()
     ]
 
     def cell(key: str, value: Any) -> str:
@@ -1213,21 +1289,37 @@ def format_report(report: dict[str, Any], *, markdown: bool = False) -> str:
             return "n/a"
         if key in ("annual_return", "max_drawdown"):
             return f"{value * 100:.2f}%"
-        if key == "hit_rate":
+        if key in ("ic", "rank_ic"):
             return f"{value:.4f}"
-        return f"{value:.4f}" if key in ("ic", "rank_ic") else f"{value:.3f}"
+        return f"{value:.2f}" if key == "rank_ic_t" else f"{value:.3f}"
 
-    body = [[name, *[cell(k, m.get(k)) for k, _ in REPORT_COLUMNS]] for name, m in lines_in]
+    def render(header: list[str], body: list[list[str]]) -> list[str]:
+        if markdown:
+            return ["| " + " | ".join(header) + " |",
+                    "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |",
+                    *["| " + " | ".join(row) + " |" for row in body]]
+        widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
+        return ["  ".join(v.ljust(widths[i]) if i == 0 else v.rjust(widths[i]) for i, v in enumerate(row))
+                for row in [header, *body]]
+
+    header = ["model", *[label.format(cost_bps=cost) for _, label in REPORT_COLUMNS]]
+    body = [[name, *[cell(k, row.get(k)) for k, _ in REPORT_COLUMNS]] for name, row in named_rows]
+    years = sorted({str(y) for _, row in named_rows for y in (row.get("per_year") or {})}, key=int)
+    year_body = [[name, *[cell("rank_ic", (row.get("per_year") or {}).get(y)) for y in years]]
+                 for name, row in named_rows]
+
     w = report["window"]
     title = (f"Walk-forward out of sample, {w['start']}..{w['end']} ({w['dates']} dates, {w['rows']:,} rows), "
              f"{report.get('tickers', '?')} tickers, horizon {report['horizon']} days")
-    if markdown:
-        out = [title, "", "| " + " | ".join(header) + " |", "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1))
-               + " |"]
-        out += ["| " + " | ".join(row) + " |" for row in body]
-        return "\n".join(out)
-    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
-    def line(row: Sequence[str]) -> str:
-        return "  ".join(v.ljust(widths[i]) if i == 0 else v.rjust(widths[i]) for i, v in enumerate(row))
-
-    return "\n".join([title, line(header), *[line(row) for row in body]])
+    wf = report.get("walk_forward") or {}
+    if wf.get("protocol") == "yearly":
+        title += f"; one fold per calendar year, refitted on all earlier dates, gap {wf['gap_days']}"
+    elif wf.get("protocol") == "folds":
+        title += f"; {wf['n_folds']} folds of {wf['test_days']} days, gap {wf['gap_days']}"
+    elif wf.get("protocol"):
+        title += f"; {wf['n_folds']} given folds"
+    note = (f"Long-short book: daily top-minus-bottom decile, held one day, {cost:g} bps a side; "
+            "Rank IC t adjusted for overlapping labels; turnover per day (1 = one leg replaced).")
+    sep = [""] if markdown else []
+    return "\n".join([title, *sep, *render(header, body), "", note, "", "Rank IC by year", *sep,
+                      *render(["model", *years], year_body)])

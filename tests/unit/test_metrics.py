@@ -20,6 +20,7 @@ from training.metrics import (
     metrics_from_frame,
     portfolio_metrics,
     price_errors,
+    relative_to_median,
 )
 
 
@@ -49,9 +50,19 @@ def test_price_errors_by_hand():
     assert out["mape"] == pytest.approx(0.075)
 
 
-def test_hit_rate_counts_zero_forecast_as_half():
-    assert hit_rate([0.1, -0.1, 0.0, 0.2], [0.05, 0.02, 0.1, -0.1]) == pytest.approx(0.375)
-    assert hit_rate(np.zeros(7), np.linspace(-1, 1, 7)) == 0.5
+def test_hit_rate_counts_a_forecast_on_its_median_as_half():
+    # sides relative to the day's medians: +1 above, -1 below, 0 on it
+    assert hit_rate([1, -1, 0, 1], [1, 1, 1, -1]) == pytest.approx(0.375)
+    assert hit_rate(np.zeros(7), np.sign(np.linspace(-1, 1, 7))) == 0.5
+
+
+def test_relative_to_median_per_date_and_thin_dates_left_out():
+    dates, _ = _panel(2, 5)
+    values = np.array([1, 2, 3, 4, 5, 5, 5, 5, 1, np.nan], dtype=float)
+    side = relative_to_median(dates, values)
+    np.testing.assert_array_equal(side[:5], [-1, -1, 0, 1, 1])
+    # the second date has 4 values (< 5 names): no side
+    assert np.isnan(side[5:]).all()
 
 
 def test_ic_of_perfect_reversed_monotone_and_constant_signals():
@@ -146,18 +157,23 @@ def test_compute_metrics_keys_and_fallback_to_scaled_horizon_return():
     assert partial["accuracy"] == 1.0
 
 
-def test_metrics_from_frame_uses_prob_up_for_direction():
+def test_direction_is_cross_sectional_not_the_market_direction():
+    """A day on which every stock rose: the absolute direction is all "up", but the classes that
+    matter for a ranking are above / below the day's median."""
     dates, tickers = _panel(1, 6)
     frame = pd.DataFrame(
         {
             "date": dates,
             "ticker": tickers,
             "adj_close": 10.0,
-            "fwd_ret_1": [0.01, -0.01, 0.02, -0.02, 0.03, -0.03],
-            "expected_return": [0.01, -0.01, 0.02, -0.02, 0.03, -0.03],
-            "prob_up": [0.4, 0.6, 0.4, 0.6, 0.4, 0.6],  # every direction call wrong
+            "fwd_ret_1": [0.01, 0.02, 0.03, 0.04, 0.05, 0.06],
+            "expected_return": [0.06, 0.05, 0.04, 0.03, 0.02, 0.01],  # ranks them backwards
+            "prob_up": [0.9] * 6,  # "up" for all: right about the market, says nothing per stock
         }
     )
     out = metrics_from_frame(frame, horizon=1)
     assert out["accuracy"] == 0.0
-    assert out["hit_rate"] == 1.0  # sign of expected_return is right
+    assert out["hit_rate"] == 0.0
+    assert out["rank_ic"] == pytest.approx(-1.0)
+    right = metrics_from_frame(frame.assign(expected_return=frame["fwd_ret_1"] - 0.5), horizon=1)
+    assert right["accuracy"] == 1.0 and right["precision"] == 1.0 and right["recall"] == 1.0

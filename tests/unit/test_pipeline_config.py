@@ -24,7 +24,10 @@ def test_shipped_config_is_the_spec_config_and_valid():
     assert config["training"]["drift_threshold"] == 0.3
     assert config["models"]["lstm_predictor"]["sequence_length"] == 60
     assert config["models"]["lstm_predictor"]["hidden_size"] == 128
-    assert config["models"]["xgboost_classifier"]["n_estimators"] == 100
+    # tuned for a noisy cross-sectional target (README "Forecast skill"): more, smaller steps, early-stopped
+    assert config["models"]["xgboost_classifier"]["n_estimators"] == 600
+    assert config["models"]["xgboost_classifier"]["learning_rate"] == 0.05
+    assert config["training"]["horizon_days"] == 5
     # learners the file does not list still get their defaults
     assert config["models"]["prophet_forecaster"]["type"] == "time_series"
 
@@ -41,6 +44,11 @@ def test_shipped_config_is_the_spec_config_and_valid():
         (lambda c: c["models"].update(random_forest={"type": "tree_ensemble"}), "models.random_forest: unknown model"),
         (lambda c: c.update(extras={}), "extras: unknown section"),
         (lambda c: c["orchestrator"].update(max_concurrent_pipelines=0), "below the minimum"),
+        (lambda c: c["models"]["xgboost_classifier"].update(subsample=7.5), "above the maximum"),
+        (lambda c: c["models"]["lstm_predictor"].update(dropout=3.0), "above the maximum"),
+        (lambda c: c["models"]["lstm_predictor"].update(type="banana"), "models.lstm_predictor.type: 'banana'"),
+        (lambda c: c["models"]["xgboost_classifier"].update(objective="poisson"), "is not one of"),
+        (lambda c: c["training"].update(feature_set="nope"), "training.feature_set"),
     ],
 )
 def test_invalid_config_names_the_key(mutate, message):

@@ -8,6 +8,12 @@ feature columns (NaN allowed), ``adj_close`` and labels ``fwd_ret_{h}`` (simple 
 close from ``t`` to ``t+h`` trading days) and ``fwd_dir_{h}`` (1 if ``fwd_ret_{h} > 0`` else 0).
 Learners are told their feature columns explicitly and never read a label column in ``predict``.
 
+Targets are CROSS-SECTIONAL (``cross_sectional_targets``): the learners fit which stocks beat the
+others on a day, not the market's direction. They are computed per date over the frame's tickers,
+or read from ``fwd_csrank_{h}``/``fwd_csup_{h}``/``fwd_csexcess_{h}`` where the frame carries them
+(``with_cross_sectional_targets``: a caller that subsamples labelled rows adds them first, so a
+subsample keeps the full universe's ranks).
+
 Confidence, for every learner, is ``|2 * prob_up - 1|``: 0 is a coin flip, 1 is certainty about the
 direction. Each learner derives ``prob_up`` in its own way (documented in its module).
 
@@ -35,6 +41,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
+
+from features.labels import cs_beats_median, cs_demean, cs_rank_norm
 
 ARTIFACT_MAGIC = b"IMLART1\n"
 ARTIFACT_FORMAT_VERSION = 1
@@ -134,6 +142,52 @@ class Learner(Protocol):
 
 def label_columns(horizon: int) -> tuple[str, str]:
     return f"fwd_ret_{horizon}", f"fwd_dir_{horizon}"
+
+
+def cs_label_columns(horizon: int) -> tuple[str, str, str]:
+    """Cross-sectional target columns: rank-normalized return, beats-the-median class, excess return."""
+    return f"fwd_csrank_{horizon}", f"fwd_csup_{horizon}", f"fwd_csexcess_{horizon}"
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Per-row targets of one horizon (NaN where unlabelled)."""
+
+    ret: np.ndarray  # fwd_ret_h
+    rank: np.ndarray  # CSRankNorm of fwd_ret_h (about unit variance)
+    up: np.ndarray  # 1 above the day's median, 0 below, 0.5 on it
+    excess: np.ndarray  # fwd_ret_h minus the day's mean
+
+
+def with_cross_sectional_targets(frame: pd.DataFrame, horizon: int) -> pd.DataFrame:
+    """``frame`` with the cross-sectional target columns of ``horizon`` (computed per date over its
+    rows from ``fwd_ret_{h}``); returned as is when they are already there."""
+    rank_col, up_col, excess_col = cs_label_columns(horizon)
+    if rank_col in frame and up_col in frame and excess_col in frame:
+        return frame
+    ret_col, _ = label_columns(horizon)
+    dates = pd.to_datetime(frame["date"]).to_numpy()
+    ret = frame[ret_col].to_numpy(dtype=np.float64)
+    return frame.assign(**{
+        rank_col: cs_rank_norm(dates, ret),
+        up_col: cs_beats_median(dates, ret),
+        excess_col: cs_demean(dates, ret),
+    })
+
+
+def cross_sectional_targets(frame: pd.DataFrame, horizon: int) -> Targets:
+    ret_col, _ = label_columns(horizon)
+    full = with_cross_sectional_targets(frame, horizon)
+    rank_col, up_col, excess_col = cs_label_columns(horizon)
+    ret = full[ret_col].to_numpy(dtype=np.float64)
+    unlabelled = ~np.isfinite(ret)
+
+    def col(name: str) -> np.ndarray:
+        values = full[name].to_numpy(dtype=np.float64).copy()
+        values[unlabelled] = np.nan  # a subsample masks fwd_ret_h only: follow it
+        return values
+
+    return Targets(ret=ret, rank=col(rank_col), up=col(up_col), excess=col(excess_col))
 
 
 def confidence_from_prob(prob_up: np.ndarray) -> np.ndarray:

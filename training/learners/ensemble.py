@@ -13,12 +13,16 @@ better than it is, and the stack would learn to trust the most overfitted member
    rows only.
 
 Model: each member's prediction is standardized with its OOF mean/std (NaN -> 0, i.e. the member's
-mean: "no opinion"); the target ``fwd_ret_h`` is regressed on them by ridge regression (penalty
-``ridge_alpha * n``) with non-negative weights by default (NNLS on the ridge-augmented system: a
-member can be ignored but never bet against), plus an intercept (the target's OOF mean).
+mean: "no opinion"); the target, cross-sectional like the members' (``fwd_ret_h`` minus the day's
+mean; with ``fit`` on a frame the members' standardized predictions are demeaned per date too, so
+the weights are what ranks the stocks of a day, not what the members say about the market), is
+regressed on them by ridge regression (penalty ``ridge_alpha * n``) with non-negative weights by
+default (NNLS on the ridge-augmented system: a member can be ignored but never bet against; the
+weights follow the members' out-of-fold skill), plus an intercept (the mean ``fwd_ret_h``: drift).
 
 Confidence: ``sigma`` is the standard deviation of the stack's OOF residuals; ``prob_up =
-Phi(expected_return / sigma)``, ``confidence = |2 * prob_up - 1|``.
+Phi((expected_return - intercept) / sigma)``, the probability of beating the cross-section,
+``confidence = |2 * prob_up - 1|``.
 
 Artifact: ``meta.json`` only (members, scalers, weights, intercept, sigma).
 """
@@ -39,8 +43,8 @@ from training.learners.base import (
     Predictions,
     check_frame,
     column_stats,
+    cross_sectional_targets,
     filter_params,
-    label_columns,
     normal_cdf,
     pack_artifact,
     unpack_artifact,
@@ -118,9 +122,13 @@ class EnsembleLearner:
         return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
     def fit_from_oof(
-        self, oof_predictions: Mapping[str, Any], target: Any, *, horizon: int | None = None
+        self, oof_predictions: Mapping[str, Any], target: Any, *, horizon: int | None = None,
+        dates: Any = None, drift: float | None = None,
     ) -> FitReport:
-        """Learn the stack from members' out-of-fold predictions and the realized ``fwd_ret_h``."""
+        """Learn the stack from members' out-of-fold predictions and the realized (excess) return.
+
+        With ``dates`` the design is demeaned per date (a cross-sectional fit); ``drift`` is the
+        intercept (default: the target's mean)."""
         started = time.perf_counter()
         members = self.params["members"] or sorted(oof_predictions)
         missing = [m for m in members if m not in oof_predictions]
@@ -137,8 +145,11 @@ class EnsembleLearner:
         self.members = list(members)
         self.means, self.stds = column_stats(raw)
         x = self._design(dict(zip(members, raw.T, strict=True)))
-        self.intercept = float(np.mean(y))
-        yc = y - self.intercept
+        self.intercept = float(np.mean(y)) if drift is None else float(drift)
+        yc = y - float(np.mean(y))
+        if dates is not None:
+            keys = np.asarray(dates).reshape(-1)[keep]
+            x = x - pd.DataFrame(x).groupby(keys).transform("mean").to_numpy()
         n, k = x.shape
         lam = self.params["ridge_alpha"] * n
         a = np.vstack([x, np.sqrt(lam) * np.eye(k)])
@@ -169,17 +180,19 @@ class EnsembleLearner:
         if self.weights is None:
             raise NotFittedError("ensemble is not fitted")
         expected = self.intercept + self._design(member_predictions) @ self.weights
-        return Predictions.from_prob(expected, normal_cdf(expected / self.sigma))
+        return Predictions.from_prob(expected, normal_cdf((expected - self.intercept) / self.sigma))
 
     def fit(self, frame: pd.DataFrame, *, feature_columns: list[str], horizon: int) -> FitReport:
         """``frame`` holds one OOF prediction column per member (``feature_columns``) and the labels."""
-        ret_col, _ = label_columns(horizon)
+        ret_col = f"fwd_ret_{int(horizon)}"
         if self.params["members"]:
             feature_columns = self.params["members"]
         check_frame(frame, [*feature_columns, ret_col])
         oof = {m: frame[m].to_numpy(dtype=np.float64) for m in feature_columns}
         self.params["members"] = list(feature_columns)
-        return self.fit_from_oof(oof, frame[ret_col].to_numpy(dtype=np.float64), horizon=horizon)
+        targets = cross_sectional_targets(frame, int(horizon))
+        return self.fit_from_oof(oof, targets.excess, horizon=horizon, dates=pd.to_datetime(frame["date"]).to_numpy(),
+                                 drift=float(np.nanmean(targets.ret)))
 
     def predict(self, frame: pd.DataFrame) -> Predictions:
         if self.members is None:

@@ -6,18 +6,21 @@ standard deviations). A row's sequence is its ticker's last ``sequence_length`` 
 row itself, left-padded with zeros when the ticker has less history; sequences never cross tickers
 (every ticker gets its own zero padding in one flat array, windows are strided views of it).
 
-Target: ``fwd_ret_{h}``, standardized (and winsorized at 5 standard deviations for the loss only);
-the prediction is de-standardized, so ``price = adj_close * (1 + expected_return)``.
+Target: cross-sectional, the day's rank of ``fwd_ret_{h}`` (Qlib's ``CSRankNorm``, about unit
+variance; ``training.learners.base.cross_sectional_targets``): which stocks beat the others, not
+the market's direction. The output is mapped back to a return, ``expected_return = drift + spread *
+output``, with ``drift`` the mean ``fwd_ret_h`` and ``spread`` the standard deviation of the excess
+return over the day's mean on the fitted rows, so ``price = adj_close * (1 + expected_return)``.
 
 Validation and early stopping: the last ``validation_fraction`` of the training dates, after a
 purge of ``h`` dates (a label at ``d`` looks ``h`` days ahead), is held out; training stops after
 ``patience`` epochs without a better validation loss and the best epoch's weights are kept.
 
 Confidence: ``sigma`` is the standard deviation of the validation residuals (realized minus
-predicted return; training residuals when there was no validation window). Assuming Gaussian
-errors, ``prob_up = Phi(expected_return / sigma)`` and ``confidence = |2 * prob_up - 1|``: the
-forecast's size relative to the model's own typical error, 0 when the forecast is well inside the
-noise.
+predicted excess return; training residuals when there was no validation window). Assuming
+Gaussian errors, ``prob_up = Phi((expected_return - drift) / sigma)``, the probability of beating
+the cross-section, and ``confidence = |2 * prob_up - 1|``: the forecast's edge relative to the
+model's own typical error, 0 when it is well inside the noise.
 
 Performance settings (spec "Performance Tuning"): ``batch_size``; ``use_amp`` (autocast: bfloat16 on
 CPU, float16 with a GradScaler on CUDA; inference stays float32); ``gradient_checkpointing``
@@ -50,8 +53,8 @@ from training.learners.base import (
     array_to_bytes,
     check_frame,
     column_stats,
+    cross_sectional_targets,
     filter_params,
-    label_columns,
     normal_cdf,
     pack_artifact,
     split_validation_dates,
@@ -224,7 +227,7 @@ class LSTMLearner:
     def fit(self, frame: pd.DataFrame, *, feature_columns: list[str], horizon: int) -> FitReport:
         started = time.perf_counter()
         p = self.params
-        ret_col, _ = label_columns(horizon)
+        ret_col = f"fwd_ret_{int(horizon)}"
         cols = list(feature_columns)[: p["features"]]
         if not cols:
             raise ValueError("lstm_predictor needs at least one feature column")
@@ -238,7 +241,8 @@ class LSTMLearner:
         fit_dates, val_dates = split_validation_dates(
             np.unique(dates), fraction=p["validation_fraction"], gap=horizon, min_fit_dates=2
         )
-        y_all = frame[ret_col].to_numpy(dtype=np.float64)
+        targets = cross_sectional_targets(frame, int(horizon))
+        y_all = targets.rank
         labelled = np.isfinite(y_all)
         in_fit = np.isin(dates, fit_dates) & labelled
         in_val = np.isin(dates, val_dates) & labelled
@@ -246,12 +250,12 @@ class LSTMLearner:
             raise ValueError("no labelled training rows")
 
         mean, std = column_stats(frame[cols].to_numpy(dtype=np.float64)[in_fit])
-        y_fit = y_all[in_fit]
-        y_mean, y_std = float(np.mean(y_fit)), float(np.std(y_fit)) or 1.0
+        y_mean = float(np.mean(targets.ret[in_fit]))
+        y_std = float(np.nanstd(targets.excess[in_fit])) or 1.0
         self._state = {"mean": mean, "std": std, "y_mean": y_mean, "y_std": y_std, "sigma": None}
 
         order, windows = self._prepare(frame)
-        y_sorted = np.clip((y_all[order] - y_mean) / y_std, -_TARGET_WINSOR, _TARGET_WINSOR)
+        y_sorted = np.clip(y_all[order], -_TARGET_WINSOR, _TARGET_WINSOR)
         fit_rows = np.flatnonzero(in_fit[order])
         val_rows = np.flatnonzero(in_val[order])
 
@@ -309,7 +313,7 @@ class LSTMLearner:
             net.load_state_dict(best_state)
 
         resid_rows = val_rows if len(val_rows) else fit_rows
-        resid = y_all[order][resid_rows] - (y_mean + y_std * self._forward(windows, resid_rows))
+        resid = targets.excess[order][resid_rows] - y_std * self._forward(windows, resid_rows)
         sigma = float(np.std(resid)) if len(resid) > 1 else float(y_std)
         self._state["sigma"] = sigma if sigma > 0 else float(y_std)
 
@@ -336,10 +340,25 @@ class LSTMLearner:
         if n == 0:
             return Predictions(np.empty(0), np.empty(0), np.empty(0))
         order, windows = self._prepare(frame)
-        out_sorted = self._forward(windows, np.arange(n))
-        expected = np.empty(n)
-        expected[order] = self._state["y_mean"] + self._state["y_std"] * out_sorted
-        prob = normal_cdf(expected / self._state["sigma"])
+        out = np.empty(n)
+        out[order] = self._forward(windows, np.arange(n))
+        return self._predictions(out)
+
+    def predict_at(self, frame: pd.DataFrame, positions: np.ndarray) -> Predictions:
+        """``predict`` for the rows at ``positions`` of ``frame`` only; the other rows are read as
+        the windows' history (serving: one row per ticker through the network, not all)."""
+        if self._net is None or self.feature_columns is None:
+            raise NotFittedError("lstm_predictor is not fitted")
+        check_frame(frame, self.feature_columns)
+        order, windows = self._prepare(frame)
+        inverse = np.empty(len(order), dtype=np.int64)
+        inverse[order] = np.arange(len(order))
+        return self._predictions(self._forward(windows, inverse[np.asarray(positions, dtype=np.int64)]))
+
+    def _predictions(self, out: np.ndarray) -> Predictions:
+        """Network outputs (rank units) -> returns, P(beating the cross-section), confidence."""
+        expected = self._state["y_mean"] + self._state["y_std"] * out
+        prob = normal_cdf((expected - self._state["y_mean"]) / self._state["sigma"])
         return Predictions.from_prob(expected, prob)
 
     # ----------------------------------------------------------------------------------------------

@@ -21,10 +21,11 @@ from training.services import (
 
 class Command(BaseCommand):
     help = (
-        "Quant-style table (IC, ICIR, Rank IC, Rank ICIR, annual return, Sharpe, max drawdown) for each learner, "
-        "the ensemble and the naive baselines, walk-forward out of sample on the same rows. Trains fresh "
-        "walk-forward models (nothing is registered), or with --registry reads the registered versions' "
-        "stored out-of-sample predictions."
+        "Qlib-style benchmark table (IC, ICIR, Rank IC, Rank ICIR, Rank IC t, annual return net of costs, "
+        "information ratio, turnover, max drawdown, rank IC by year) for each learner, the ensemble and the "
+        "naive baselines, walk-forward out of sample on the same rows. Trains fresh walk-forward models "
+        "(nothing is registered), or with --registry reads the registered versions' stored out-of-sample "
+        "predictions."
     )
 
     def add_arguments(self, parser):
@@ -36,13 +37,32 @@ class Command(BaseCommand):
         parser.add_argument("--registry", action="store_true",
                             help="Use the active (else newest) registered versions' out-of-sample predictions")
         parser.add_argument("--run", type=int, help="Use the versions registered by this training run")
+        parser.add_argument("--folds", type=int, help="Walk-forward folds (default ML_WALK_FORWARD_FOLDS, 3)")
+        parser.add_argument("--test-days", type=int,
+                            help="Dates per test fold (default ML_WALK_FORWARD_TEST_DAYS, 63)")
+        parser.add_argument("--min-train-days", type=int,
+                            help="Fewest training dates before the first fold (default "
+                                 "ML_WALK_FORWARD_MIN_TRAIN_DAYS, 252)")
+        parser.add_argument("--yearly", action="store_true",
+                            help="One test fold per calendar year, each refitted on all earlier dates "
+                                 "(the years after --min-train-days; --folds/--test-days do not apply)")
+        parser.add_argument("--cost-bps", type=float, default=10.0,
+                            help="Cost of the long-short book per side traded, in basis points (default 10)")
         parser.add_argument("--markdown", action="store_true", help="Print a Markdown table")
         parser.add_argument("--json", action="store_true", help="End with one JSON line")
 
-    def handle(self, *args, start, end, tickers, symbols, models, registry, run, markdown, **options):
+    def handle(self, *args, start, end, tickers, symbols, models, registry, run, markdown, folds, test_days,
+               min_train_days, yearly, cost_bps, **options):
         names = [m.strip() for m in models.split(",")] if models else None
+        if cost_bps < 0:
+            raise CommandError("--cost-bps must be >= 0")
+        if yearly and (folds is not None or test_days is not None):
+            raise CommandError("--yearly makes one fold per calendar year: drop --folds/--test-days")
         if registry or run:
-            report = self._from_registry(names, run)
+            if yearly or folds is not None or test_days is not None or min_train_days is not None:
+                raise CommandError("--folds/--test-days/--min-train-days/--yearly train fresh models; the "
+                                   "registered versions' folds are fixed (drop --registry/--run)")
+            report = self._from_registry(names, run, cost_bps=cost_bps)
         else:
             chosen = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
             if tickers and not chosen:
@@ -51,14 +71,16 @@ class Command(BaseCommand):
                     raise CommandError("no tickers have price history in that window")
             try:
                 report = evaluation_report(start=start, end=end, tickers=chosen, models=names,
-                                           progress=lambda msg: self.stderr.write(msg))
+                                           progress=lambda msg: self.stderr.write(msg), folds=folds,
+                                           test_days=test_days, min_train_days=min_train_days, yearly=yearly,
+                                           cost_bps=cost_bps)
             except (RetrainError, NoTrainingData, ValueError) as exc:
                 raise CommandError(str(exc)) from exc
         self.stdout.write(format_report(report, markdown=markdown))
         if options["json"]:
             self.stdout.write(jsonlib.dumps(report, default=str))
 
-    def _from_registry(self, names, run_id):
+    def _from_registry(self, names, run_id, *, cost_bps):
         tables = {}
         for name in names or ALL_LEARNERS:
             if name not in ALL_LEARNERS:
@@ -76,4 +98,4 @@ class Command(BaseCommand):
         extra = {"source": f"training run {run_id}" if run_id else "registry"}
         if run_id:
             extra["tickers"] = TrainingRun.objects.get(pk=run_id).options.get("n_tickers", "?")
-        return report_from_tables(tables, horizon=horizon_days(), extra=extra)
+        return report_from_tables(tables, horizon=horizon_days(), extra=extra, cost_bps=cost_bps)

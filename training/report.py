@@ -1,0 +1,229 @@
+"""The benchmark protocol of ``evaluation_report`` (numpy/pandas only, no Django), in the spirit of
+Qlib's benchmark tables: per model, on out-of-sample rows,
+
+* ``ic``/``icir``/``rank_ic``/``rank_icir``: as in ``training.metrics`` (daily cross-sectional
+  Pearson / Spearman correlation of the forecast with ``fwd_ret_h``; mean, and mean over std);
+* ``rank_ic_t``: the t-statistic of the mean daily rank IC, adjusted for overlapping labels
+  (``rank_ic_tstat``);
+* a daily rebalanced top-minus-bottom decile long-short book with trading costs (``decile_book``):
+  ``annual_return`` (net of costs), ``information_ratio``, ``turnover``, ``max_drawdown``;
+* ``per_year``: the mean daily rank IC of each calendar year.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from training.metrics import (
+    DECILE,
+    MIN_CROSS_SECTION,
+    NAN,
+    daily_ic,
+    ic_metrics,
+    portfolio_metrics,
+)
+
+DEFAULT_COST_BPS = 10.0
+_TINY = 1e-12  # a spread below this is float rounding of a constant series
+
+
+# --------------------------------------------------------------------------------------------------
+# significance
+
+
+def overlap_adjusted_tstat(values: Any, *, overlap: int = 1) -> float:
+    """t-statistic of the mean of ``values`` when ``overlap`` consecutive values share label days.
+
+    A daily statistic of ``h``-day forward returns is observed every day while its labels span ``h``
+    days, so neighbouring values are strongly correlated and ``n`` daily values hold about
+    ``n / h`` independent observations: ``t = mean / (std / sqrt(n / overlap))`` (computed as
+    ``mean / (std / sqrt(n)) / sqrt(overlap)``, the same number). Non-finite values are dropped;
+    NaN with fewer than two values or values that do not vary. The promotion gate's confidence
+    (``registry.selectors.skill_confidence``) uses this too.
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    v = v[np.isfinite(v)]
+    n = len(v)
+    if n < 2:
+        return NAN
+    std = float(np.std(v, ddof=1))
+    if std <= _TINY:
+        return NAN
+    mean = float(np.mean(v))
+    return float(mean / (std / math.sqrt(n)) / math.sqrt(max(int(overlap), 1)))
+
+
+def rank_ic_tstat(daily: pd.Series, horizon: int) -> float:
+    """Overlap-adjusted t-statistic of the mean daily rank IC against ``horizon``-day returns."""
+    return overlap_adjusted_tstat(daily, overlap=horizon)
+
+
+def per_year_rank_ic(daily: pd.Series) -> dict[int, float]:
+    """Mean of a date-indexed daily series (rank IC) per calendar year, years ascending."""
+    values = pd.Series(np.asarray(daily, dtype=np.float64), index=pd.to_datetime(daily.index))
+    values = values[np.isfinite(values.to_numpy())]
+    if values.empty:
+        return {}
+    means = values.groupby(values.index.year).mean()
+    return {int(year): float(value) for year, value in means.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# long-short book with costs
+
+
+@dataclass(frozen=True)
+class BookResult:
+    gross_returns: pd.Series  # per formation date t: the book's return from t's close to t+1's
+    net_returns: pd.Series  # gross minus the cost of the trades at t's close
+    turnover: pd.Series  # per date, see ``decile_book``
+    annual_return: float  # geometric, of the net returns
+    gross_annual_return: float
+    information_ratio: float  # mean / std of the net daily returns * sqrt(252)
+    mean_turnover: float
+    max_drawdown: float  # of the compounded net curve, <= 0
+
+
+def decile_weights(
+    dates: Any,
+    tickers: Any,
+    signal: Any,
+    next_returns: Any,
+    *,
+    quantile: float = DECILE,
+    min_names: int = MIN_CROSS_SECTION,
+) -> pd.DataFrame:
+    """Per (date, ticker) the net weight of the top-minus-bottom ``quantile`` book.
+
+    Leg rules of ``training.metrics.long_short_returns``: rows need a finite signal and next
+    return; dates with fewer than ``min_names`` such rows hold nothing; each leg takes the
+    ``k = max(1, floor(n * quantile))`` highest (lowest) forecasts, names tied at the edge join the
+    leg; a leg weights its names equally and sums to 1 (long +1, short -1). A name in both legs
+    (ties across the whole cross-section, e.g. an all-equal forecast) nets to 0. ``sum(weight *
+    next_return)`` per date is therefore ``long_short_returns`` exactly (tests check this).
+    Returns columns ``date``, ``ticker``, ``weight``, ``next_return``.
+    """
+    df = pd.DataFrame({
+        "date": pd.to_datetime(pd.Series(np.asarray(dates))).to_numpy(),
+        "ticker": np.asarray(tickers).astype(str),
+        "x": np.asarray(signal, dtype=np.float64).reshape(-1),
+        "next_return": np.asarray(next_returns, dtype=np.float64).reshape(-1),
+    })
+    df = df[np.isfinite(df["x"]) & np.isfinite(df["next_return"])]
+    df = df[df.groupby("date")["x"].transform("size") >= min_names]
+    if df.empty:
+        return pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "ticker": pd.Series(dtype=object),
+                             "weight": pd.Series(dtype=np.float64), "next_return": pd.Series(dtype=np.float64)})
+    g = df.groupby("date", sort=True)
+    k = np.maximum(1, np.floor(g["x"].transform("size") * quantile)).astype(int)
+    long = (g["x"].rank(method="min", ascending=False) <= k).astype(np.float64)
+    short = (g["x"].rank(method="min", ascending=True) <= k).astype(np.float64)
+    weight = long / long.groupby(df["date"]).transform("sum") - short / short.groupby(df["date"]).transform("sum")
+    out = df[["date", "ticker", "next_return"]].assign(weight=weight.to_numpy())
+    return out[["date", "ticker", "weight", "next_return"]].sort_values(["date", "ticker"]).reset_index(drop=True)
+
+
+def decile_book(
+    dates: Any,
+    tickers: Any,
+    signal: Any,
+    next_returns: Any,
+    *,
+    quantile: float = DECILE,
+    cost_bps: float = DEFAULT_COST_BPS,
+    min_names: int = MIN_CROSS_SECTION,
+) -> BookResult:
+    """A daily rebalanced, equal-weighted top-minus-bottom decile long-short book with costs.
+
+    At the close of each date ``t`` the book is set to the weights of ``decile_weights`` (formed
+    from the forecast at ``t``) and held one day, earning ``next_returns`` (``fwd_ret_1``).
+
+    Turnover on ``t``: ``sum over tickers of |w_t - w_{t-1}| / 2``, which is the per-leg
+    ``sum |w_t - w_{t-1}| / 2`` of the long leg plus that of the short leg (each leg's names weigh
+    ``1/k``): 0 when nothing changes, 1 when one leg is replaced entirely, 2 when both are; the
+    first date opens the book from nothing (turnover 1). ``w_{t-1}`` is the previous book date's
+    target weight (the drift of the weights over the day is ignored) and a name that leaves the
+    book is sold to 0.
+    Cost on ``t``: every unit of weight bought or sold pays ``cost_bps`` (a side), so
+    ``cost = 2 * turnover * cost_bps / 1e4``: replacing the long leg sells 1 and buys 1 and costs
+    ``2 * cost_bps``. The net return of ``t`` is the gross return minus the cost of ``t``'s trades.
+    Dates without a book (fewer than ``min_names`` names) are skipped, and the book carries over.
+    """
+    if cost_bps < 0:
+        raise ValueError(f"cost_bps must be >= 0, got {cost_bps}")
+    rows = decile_weights(dates, tickers, signal, next_returns, quantile=quantile, min_names=min_names)
+    if rows.empty:
+        empty = pd.Series(dtype=np.float64)
+        return BookResult(gross_returns=empty, net_returns=empty, turnover=empty, annual_return=NAN,
+                          gross_annual_return=NAN, information_ratio=NAN, mean_turnover=NAN, max_drawdown=NAN)
+    gross = (rows["weight"] * rows["next_return"]).groupby(rows["date"], sort=True).sum()
+    # duplicate (date, ticker) rows would make the book ambiguous: pivot raises on them
+    held = rows.pivot(index="date", columns="ticker", values="weight").sort_index().fillna(0.0)
+    traded = held.diff().abs().sum(axis=1)
+    traded.iloc[0] = held.iloc[0].abs().sum()
+    turnover = (traded / 2.0).reindex(gross.index)
+    net = gross - traded.reindex(gross.index) * cost_bps / 1e4
+    gross_stats = portfolio_metrics(gross.to_numpy())
+    net_stats = portfolio_metrics(net.to_numpy())
+    return BookResult(
+        gross_returns=gross.astype(np.float64),
+        net_returns=net.astype(np.float64),
+        turnover=turnover.astype(np.float64),
+        annual_return=net_stats["annual_return"],
+        gross_annual_return=gross_stats["annual_return"],
+        information_ratio=net_stats["sharpe"],
+        mean_turnover=float(turnover.mean()),
+        max_drawdown=net_stats["max_drawdown"],
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+REPORT_ROW_KEYS: tuple[str, ...] = (
+    "ic",
+    "icir",
+    "rank_ic",
+    "rank_icir",
+    "rank_ic_t",
+    "annual_return",
+    "gross_annual_return",
+    "information_ratio",
+    "turnover",
+    "max_drawdown",
+    "per_year",
+    "n_dates",
+)
+
+
+def report_row(table: pd.DataFrame, *, horizon: int, cost_bps: float = DEFAULT_COST_BPS,
+               min_names: int = MIN_CROSS_SECTION) -> dict[str, Any]:
+    """The protocol's numbers (``REPORT_ROW_KEYS``) for one model's out-of-sample ``table`` with
+    columns ``date``, ``ticker``, ``expected_return``, ``realized`` (``fwd_ret_h``) and
+    ``next_return`` (``fwd_ret_1``). ``n_dates`` counts the dates with a rank IC (the t-statistic's
+    ``n``); ``annual_return`` is net of costs, ``gross_annual_return`` before them."""
+    dates = pd.to_datetime(table["date"]).to_numpy()
+    signal = table["expected_return"].to_numpy(dtype=np.float64)
+    realized = table["realized"].to_numpy(dtype=np.float64)
+    ok = np.isfinite(signal) & np.isfinite(realized)
+    daily_rank = daily_ic(dates[ok], signal[ok], realized[ok], rank=True, min_names=min_names)
+    book = decile_book(dates, table["ticker"].to_numpy(), signal, table["next_return"].to_numpy(dtype=np.float64),
+                       cost_bps=cost_bps, min_names=min_names)
+    row: dict[str, Any] = {
+        **ic_metrics(dates[ok], signal[ok], realized[ok], min_names=min_names),
+        "rank_ic_t": rank_ic_tstat(daily_rank, horizon),
+        "annual_return": book.annual_return,
+        "gross_annual_return": book.gross_annual_return,
+        "information_ratio": book.information_ratio,
+        "turnover": book.mean_turnover,
+        "max_drawdown": book.max_drawdown,
+        "per_year": per_year_rank_ic(daily_rank),
+        "n_dates": int(len(daily_rank)),
+    }
+    return {key: row[key] for key in REPORT_ROW_KEYS}
+
