@@ -190,7 +190,7 @@ def models(request):
 @dashboard_view
 def model_detail(request, name: str):
     from registry.models import RegisteredModel
-    from registry.selectors import deployment_history, rollback_target, versions
+    from registry.selectors import deployment_history, feature_importance, rollback_target, versions
 
     registered = get_object_or_404(RegisteredModel, name=name)
     cfg = config.load()
@@ -222,6 +222,7 @@ def model_detail(request, name: str):
         "validated_chart": charts.validated_metrics_chart(list(reversed(all_versions)))
         if any(v.metrics for v in all_versions) else None,
         "rows": _model_rows([active], cfg) if active else [],
+        "importance": feature_importance(version=active) if active else [],
     })
 
 

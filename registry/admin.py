@@ -7,7 +7,7 @@ from django.utils.html import format_html, format_html_join
 
 from registry import services
 from registry.models import DeploymentEvent, ModelVersion, RegisteredModel
-from registry.selectors import active_version, version_label
+from registry.selectors import active_version, feature_importance, version_label
 
 SHOWN_METRICS = ("rank_ic", "ic", "sharpe", "accuracy", "hit_rate")
 
@@ -64,7 +64,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
                "rollback_models"]
     fieldsets = (
         (None, {"fields": ("model", "version", "status", "status_reason", "gate_summary")}),
-        ("Metrics (walk-forward out of sample)", {"fields": ("metrics_table", "folds_table")}),
+        ("Metrics (walk-forward out of sample)", {"fields": ("metrics_table", "folds_table", "importance_table")}),
         ("Lineage", {"fields": ("parent_link", "members_list", "run_link", "previous_active_link")}),
         ("Metadata", {"fields": (
             "model_type", "target", "horizon_days", "feature_set_version", "feature_columns", "hyperparameters",
@@ -148,6 +148,18 @@ class ModelVersionAdmin(admin.ModelAdmin):
             "<table><tr><th>fold</th><th>train</th><th>gap</th><th>test</th><th>rows</th><th>rank IC</th>"
             "<th>Sharpe</th></tr>{}</table>", rows,
         )
+
+    @admin.display(description="feature importance")
+    def importance_table(self, obj):
+        rows = feature_importance(version=obj)
+        if not rows:
+            return "-"
+        body = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((r["feature"], f"{r['gain_share']:.1%}", _num(r["permutation"])) for r in rows),
+        )
+        return format_html("<table><tr><th>feature</th><th>share of gain</th><th>permutation "
+                           "(validation rank IC lost)</th></tr>{}</table>", body)
 
     def _metric(self, obj, key):
         return _num(obj.metrics.get(key))

@@ -207,3 +207,16 @@ def rollback_target(*, active: ModelVersion) -> ModelVersion | None:
         seen.add(candidate.pk)
         candidate = candidate.previous_active
     return None
+
+
+def feature_importance(*, version: ModelVersion, top: int = 20) -> list[dict[str, Any]]:
+    """The final fit's feature importance, highest gain first: ``feature``, ``gain_share`` (of the
+    total gain) and ``permutation`` (validation rank IC lost when the feature is shuffled; None
+    where not measured). Empty for learners that report none."""
+    importance = ((version.evaluation or {}).get("final_fit") or {}).get("importance") or {}
+    gain = {k: float(v) for k, v in (importance.get("gain") or {}).items()}
+    permutation = importance.get("permutation") or {}
+    total = sum(gain.values())
+    ranked = sorted(gain, key=gain.get, reverse=True)[:top]
+    return [{"feature": name, "gain_share": gain[name] / total if total > 0 else 0.0,
+             "permutation": permutation.get(name)} for name in ranked]

@@ -63,14 +63,8 @@ from training import selectors
 from training.envvars import env_number
 from training.evaluation import Split, baseline_predictions, evaluate_walk_forward, walk_forward_splits
 from training.learners import LEARNERS, Learner, build_learner
-from training.learners.base import (
-    FitReport,
-    Predictions,
-    cs_label_columns,
-    jsonable,
-    label_columns,
-    with_cross_sectional_targets,
-)
+from training.learners.base import cs_label_columns, jsonable, with_cross_sectional_targets
+from training.learners.sampling import SampledFit
 from training.models import TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -154,7 +148,11 @@ def model_config(name: str) -> dict[str, Any]:
 
 
 def target_for(name: str, horizon: int) -> str:
-    return f"fwd_dir_{horizon}" if name == "xgboost_classifier" else f"fwd_ret_{horizon}"
+    """The label a learner fits (``training.learners.base.cs_label_columns``): a change of target
+    is a major version. Prophet forecasts each ticker's own series, so it keeps the raw return."""
+    rank_col, up_col, excess_col = cs_label_columns(horizon)
+    return {"xgboost_classifier": up_col, "lstm_predictor": rank_col, ENSEMBLE: excess_col}.get(
+        name, f"fwd_ret_{horizon}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,56 +264,6 @@ def describe_folds(splits: Sequence[Split], dates: np.ndarray, *, horizon: int) 
             raise AssertionError(f"fold {split.fold}: only {between} dates between train and test (< {horizon})")
         out.append({**split.describe(), "horizon": horizon, "dates_between_train_and_test": between})
     return out
-
-
-def mask_labels(frame: pd.DataFrame, *, horizon: int, max_rows: int, seed: int,
-                columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """``frame`` with all but a seeded random ``max_rows`` of the labelled rows unlabelled.
-
-    The unlabelled rows stay in the frame (a sequence model still reads them as context); the learner
-    simply does not fit on them. ``max_rows <= 0`` or fewer labelled rows returns ``frame`` as is.
-    """
-    ret_col, dir_col = label_columns(horizon)
-    labelled = np.flatnonzero(np.isfinite(frame[ret_col].to_numpy(dtype=np.float64)))
-    if max_rows <= 0 or len(labelled) <= max_rows:
-        return frame
-    rng = np.random.default_rng(seed)
-    keep = np.zeros(len(frame), dtype=bool)
-    keep[np.sort(rng.choice(labelled, size=max_rows, replace=False))] = True
-    ret = np.where(keep, frame[ret_col].to_numpy(dtype=np.float64), np.nan)
-    updates = {ret_col: ret}
-    if dir_col in frame:
-        updates[dir_col] = np.where(keep, frame[dir_col].to_numpy(dtype=np.float64), np.nan)
-    if columns is not None:  # copy only what the learner reads
-        keep_cols = ["ticker", "date", "adj_close", *columns, *cs_label_columns(horizon)]
-        frame = frame[[c for c in dict.fromkeys(keep_cols) if c in frame]]
-    return frame.assign(**updates)
-
-
-class SampledFit:
-    """A learner whose ``fit`` sees at most ``max_rows`` labelled rows (see ``mask_labels``)."""
-
-    def __init__(self, inner: Learner, *, max_rows: int, seed: int):
-        self.inner = inner
-        self.max_rows = int(max_rows)
-        self.seed = int(seed)
-        self.name = inner.name
-        self.model_type = inner.model_type
-
-    @property
-    def context_days(self) -> int:
-        return int(getattr(self.inner, "context_days", 0) or 0)
-
-    def fit(self, frame: pd.DataFrame, *, feature_columns: list[str], horizon: int) -> FitReport:
-        # targets ranked over the whole universe of each date before the rows are subsampled
-        sampled = mask_labels(with_cross_sectional_targets(frame, horizon), horizon=horizon,
-                              max_rows=self.max_rows, seed=self.seed, columns=feature_columns)
-        report = self.inner.fit(sampled, feature_columns=feature_columns, horizon=horizon)
-        report.extra["sampled_rows"] = int(np.isfinite(sampled[f"fwd_ret_{horizon}"].to_numpy()).sum())
-        return report
-
-    def predict(self, frame: pd.DataFrame) -> Predictions:
-        return self.inner.predict(frame)
 
 
 def ensemble_walk_forward(n_dates: int, wf: WalkForward) -> WalkForward:

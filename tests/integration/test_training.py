@@ -114,7 +114,7 @@ def test_retrain_sync_registers_all_four_learners(built):
         folds = version.evaluation["folds"]
         assert folds and all(f["gap_days"] >= 5 and f["dates_between_train_and_test"] >= 5 for f in folds)
         assert all(pd.Timestamp(f["train_end"]) < pd.Timestamp(f["test_start"]) for f in folds)
-    assert versions["xgboost_classifier"].target == "fwd_dir_5" and versions["lstm_predictor"].target == "fwd_ret_5"
+    assert versions["xgboost_classifier"].target == "fwd_csup_5" and versions["lstm_predictor"].target == "fwd_csrank_5"
     assert len(versions["lstm_predictor"].feature_columns) == 20
     assert versions["lstm_predictor"].evaluation["final_fit"]["sampled_rows"] == 1500
     assert versions["prophet_forecaster"].drift_reference["features"].keys() == {"log_return_1"}
@@ -155,7 +155,9 @@ def test_retrain_sync_registers_all_four_learners(built):
     out = io.StringIO()
     call_command("evaluation_report", "--registry", "--markdown", stdout=out)
     table = out.getvalue()
-    assert "| model | IC | ICIR | Rank IC | Rank ICIR | Annual return | Sharpe | Max drawdown |" in table
+    assert ("| model | IC | ICIR | Rank IC | Rank ICIR | Rank IC t | Ann. return (net, 10 bps) | IR | Turnover "
+            "| Max DD |") in table
+    assert "Rank IC by year" in table
     assert "baseline: momentum_20" in table and "ensemble@1.0.0" in table
     # ... and from fresh walk-forward models on a window (nothing registered)
     out = io.StringIO()
@@ -164,6 +166,7 @@ def test_retrain_sync_registers_all_four_learners(built):
     report = json.loads(out.getvalue().strip().splitlines()[-1])
     assert set(report["models"]) == {"xgboost_classifier", "lstm_predictor", "prophet_forecaster", "ensemble"}
     assert report["tickers"] == 8 and set(report["baselines"]) == {"zero", "momentum_20", "reversal_5"}
+    assert set(report["protocol"]["models"]) == set(report["models"]) and report["cost_bps"] == 10.0
     assert ModelVersion.objects.count() == 4
 
     # a re-run on the same data is a patch and does not beat itself

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from features.engine import compute_features
-from features.labels import compute_labels, label_columns
+from features.labels import compute_labels, cs_beats_median, cs_demean, cs_rank_norm, label_columns
 
 
 def _bars() -> pd.DataFrame:
@@ -68,3 +68,27 @@ def test_labels_line_up_with_features_and_ignore_later_truncation():
 def test_bad_horizon():
     with pytest.raises(ValueError):
         compute_labels(_bars(), horizons=(0,))
+
+
+def test_cross_sectional_targets_by_hand():
+    dates = np.repeat(np.array(["2021-03-01", "2021-03-02"], dtype="datetime64[ns]"), 6)
+    ret = np.array([0.05, 0.04, 0.03, 0.02, 0.01, np.nan, 0.01, 0.01, 0.01, 0.02, 0.03, 0.04])
+    rank = cs_rank_norm(dates, ret)
+    # day 1: ranks 5,4,3,2,1 of 5 -> (rank - 0.5) / 5 - 0.5, times 3.46
+    np.testing.assert_allclose(rank[:5], (np.array([5, 4, 3, 2, 1]) - 0.5) / 5 * 3.46 - 0.5 * 3.46)
+    assert np.isnan(rank[5])
+    # ties share their average rank
+    assert rank[6] == rank[7] == rank[8]
+    np.testing.assert_array_equal(cs_beats_median(dates, ret)[:6], [1, 1, 0.5, 0, 0, np.nan])
+    np.testing.assert_array_equal(cs_beats_median(dates, ret)[6:], [0, 0, 0, 1, 1, 1])
+    np.testing.assert_allclose(cs_demean(dates, ret)[:5], [0.02, 0.01, 0.0, -0.01, -0.02], atol=1e-15)
+    # a market-wide move changes none of them
+    shifted = ret + 0.1
+    np.testing.assert_allclose(cs_rank_norm(dates, shifted), rank)
+    np.testing.assert_allclose(cs_demean(dates, shifted), cs_demean(dates, ret), atol=1e-15)
+
+
+def test_cross_sectional_targets_need_enough_names():
+    dates = np.repeat(np.array(["2021-03-01"], dtype="datetime64[ns]"), 4)
+    assert np.isnan(cs_rank_norm(dates, [0.1, 0.2, 0.3, 0.4])).all()
+    assert np.isnan(cs_beats_median(dates, [0.1, 0.2, 0.3, 0.4])).all()
