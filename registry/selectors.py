@@ -18,6 +18,7 @@ from scipy.special import ndtr
 
 from registry.models import DeploymentEvent, ModelVersion, RegisteredModel
 from training.metrics import METRIC_KEYS, compute_metrics, daily_ic, long_short_returns
+from training.report import overlap_adjusted_tstat
 
 LOWER_IS_BETTER = frozenset({"mae", "rmse", "mape"})
 _TINY = 1e-12
@@ -110,7 +111,7 @@ def skill_confidence(series: pd.Series, *, overlap: int = 1) -> dict[str, float]
     if std <= _TINY:
         conf = 1.0 if mean > _TINY else (0.0 if mean < -_TINY else 0.5)
         return {"confidence": conf, "t": float("nan"), "n_days": float(n), "mean": mean}
-    t = mean / (std / math.sqrt(n)) / math.sqrt(max(int(overlap), 1))
+    t = overlap_adjusted_tstat(values, overlap=overlap)
     return {"confidence": float(ndtr(t)), "t": float(t), "n_days": float(n), "mean": mean}
 
 

@@ -199,6 +199,44 @@ def ic_metrics(
 # long-short portfolio
 
 
+def decile_weights(
+    dates: Any,
+    tickers: Any | None,
+    signal: Any,
+    next_returns: Any,
+    *,
+    quantile: float = DECILE,
+    min_names: int = MIN_CROSS_SECTION,
+) -> pd.DataFrame:
+    """Per (date, ticker) the net weight of the top-minus-bottom ``quantile`` book.
+
+    Rows need a finite signal and next return; dates with fewer than ``min_names`` such rows hold nothing; each leg takes the
+    ``k = max(1, floor(n * quantile))`` highest (lowest) forecasts, names tied at the edge join the
+    leg; a leg weights its names equally and sums to 1 (long +1, short -1). A name in both legs
+    (ties across the whole cross-section, e.g. an all-equal forecast) nets to 0. ``sum(weight *
+    next_return)`` per date is the book's return (``long_short_returns``). ``tickers`` None numbers
+    the rows. Returns columns ``date``, ``ticker``, ``weight``, ``next_return``.
+    """
+    df = pd.DataFrame({
+        "date": pd.to_datetime(pd.Series(np.asarray(dates))).to_numpy(),
+        "ticker": np.asarray(tickers).astype(str) if tickers is not None else np.arange(len(np.asarray(dates))),
+        "x": np.asarray(signal, dtype=np.float64).reshape(-1),
+        "next_return": np.asarray(next_returns, dtype=np.float64).reshape(-1),
+    })
+    df = df[np.isfinite(df["x"]) & np.isfinite(df["next_return"])]
+    df = df[df.groupby("date")["x"].transform("size") >= min_names]
+    if df.empty:
+        return pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "ticker": pd.Series(dtype=object),
+                             "weight": pd.Series(dtype=np.float64), "next_return": pd.Series(dtype=np.float64)})
+    g = df.groupby("date", sort=True)
+    k = np.maximum(1, np.floor(g["x"].transform("size") * quantile)).astype(int)
+    long = (g["x"].rank(method="min", ascending=False) <= k).astype(np.float64)
+    short = (g["x"].rank(method="min", ascending=True) <= k).astype(np.float64)
+    weight = long / long.groupby(df["date"]).transform("sum") - short / short.groupby(df["date"]).transform("sum")
+    out = df[["date", "ticker", "next_return"]].assign(weight=weight.to_numpy())
+    return out[["date", "ticker", "weight", "next_return"]].sort_values(["date", "ticker"]).reset_index(drop=True)
+
+
 def long_short_returns(
     dates: Any,
     signal: Any,
@@ -208,22 +246,10 @@ def long_short_returns(
     min_names: int = MIN_CROSS_SECTION,
 ) -> pd.Series:
     """Daily return of the top-minus-bottom ``quantile`` equal-weighted book, indexed by date."""
-    df = pd.DataFrame({"d": np.asarray(dates), "x": _arr(signal), "r": _arr(next_returns)})
-    df = df[np.isfinite(df["x"]) & np.isfinite(df["r"])]
-    if df.empty:
+    book = decile_weights(dates, None, signal, next_returns, quantile=quantile, min_names=min_names)
+    if book.empty:
         return pd.Series(dtype=np.float64)
-    size = df.groupby("d")["x"].transform("size")
-    df = df[size >= min_names]
-    if df.empty:
-        return pd.Series(dtype=np.float64)
-    g = df.groupby("d", sort=True)
-    k = np.maximum(1, np.floor(g["x"].transform("size") * quantile)).astype(int)
-    # x >= k-th largest value  <=>  fewer than k values are strictly larger (ties join the leg)
-    long = g["x"].rank(method="min", ascending=False) <= k
-    short = g["x"].rank(method="min", ascending=True) <= k
-    long_ret = df["r"].where(long).groupby(df["d"]).mean()
-    short_ret = df["r"].where(short).groupby(df["d"]).mean()
-    return (long_ret - short_ret).astype(np.float64)
+    return (book["weight"] * book["next_return"]).groupby(book["date"], sort=True).sum().astype(np.float64)
 
 
 def max_drawdown(daily_returns: Any) -> float:

@@ -24,6 +24,7 @@ from training.metrics import (
     MIN_CROSS_SECTION,
     NAN,
     daily_ic,
+    decile_weights,
     ic_metrics,
     portfolio_metrics,
 )
@@ -87,45 +88,6 @@ class BookResult:
     information_ratio: float  # mean / std of the net daily returns * sqrt(252)
     mean_turnover: float
     max_drawdown: float  # of the compounded net curve, <= 0
-
-
-def decile_weights(
-    dates: Any,
-    tickers: Any,
-    signal: Any,
-    next_returns: Any,
-    *,
-    quantile: float = DECILE,
-    min_names: int = MIN_CROSS_SECTION,
-) -> pd.DataFrame:
-    """Per (date, ticker) the net weight of the top-minus-bottom ``quantile`` book.
-
-    Leg rules of ``training.metrics.long_short_returns``: rows need a finite signal and next
-    return; dates with fewer than ``min_names`` such rows hold nothing; each leg takes the
-    ``k = max(1, floor(n * quantile))`` highest (lowest) forecasts, names tied at the edge join the
-    leg; a leg weights its names equally and sums to 1 (long +1, short -1). A name in both legs
-    (ties across the whole cross-section, e.g. an all-equal forecast) nets to 0. ``sum(weight *
-    next_return)`` per date is therefore ``long_short_returns`` exactly (tests check this).
-    Returns columns ``date``, ``ticker``, ``weight``, ``next_return``.
-    """
-    df = pd.DataFrame({
-        "date": pd.to_datetime(pd.Series(np.asarray(dates))).to_numpy(),
-        "ticker": np.asarray(tickers).astype(str),
-        "x": np.asarray(signal, dtype=np.float64).reshape(-1),
-        "next_return": np.asarray(next_returns, dtype=np.float64).reshape(-1),
-    })
-    df = df[np.isfinite(df["x"]) & np.isfinite(df["next_return"])]
-    df = df[df.groupby("date")["x"].transform("size") >= min_names]
-    if df.empty:
-        return pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "ticker": pd.Series(dtype=object),
-                             "weight": pd.Series(dtype=np.float64), "next_return": pd.Series(dtype=np.float64)})
-    g = df.groupby("date", sort=True)
-    k = np.maximum(1, np.floor(g["x"].transform("size") * quantile)).astype(int)
-    long = (g["x"].rank(method="min", ascending=False) <= k).astype(np.float64)
-    short = (g["x"].rank(method="min", ascending=True) <= k).astype(np.float64)
-    weight = long / long.groupby(df["date"]).transform("sum") - short / short.groupby(df["date"]).transform("sum")
-    out = df[["date", "ticker", "next_return"]].assign(weight=weight.to_numpy())
-    return out[["date", "ticker", "weight", "next_return"]].sort_values(["date", "ticker"]).reset_index(drop=True)
 
 
 def decile_book(
