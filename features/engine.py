@@ -45,8 +45,15 @@ import numpy as np
 import pandas as pd
 import talib
 
+from features.alpha158 import alpha158_columns, alpha158_lookback, compute_alpha158
+from features.windows import rolling_sum as _rolling_sum
+from features.windows import safe_div as _safe_div
+from features.windows import window_var as _window_var
+
 __all__ = [
+    "ALPHA158_SPEC",
     "DEFAULT_SPEC",
+    "FEATURE_SETS",
     "FEATURE_COLUMNS",
     "MODEL_FEATURE_COLUMNS",
     "FEATURE_GROUPS",
@@ -93,6 +100,8 @@ class FeatureSpec:
     news_count_window: int = 5
     # Recursive indicators must decay their seed below this (relative) within MAX_LOOKBACK.
     seed_decay: float = 1e-15
+    # Qlib's Alpha158 family (``features.alpha158``) over these windows; () leaves it out.
+    alpha158_windows: tuple[int, ...] = ()
 
     @classmethod
     def from_params(cls, params: FeatureSpec | dict[str, Any] | None) -> FeatureSpec:
@@ -157,13 +166,16 @@ class FeatureSpec:
             "has_news",
         ]
         calendar = ["day_of_week", "month"]
-        return {
+        groups = {
             "technical": technical,
             "market": market,
             "fundamentals": fundamentals,
             "sentiment": sentiment,
             "calendar": calendar,
         }
+        if self.alpha158_windows:
+            groups["alpha158"] = alpha158_columns(self.alpha158_windows)
+        return groups
 
     def columns(self) -> list[str]:
         return [c for cols in self.groups().values() for c in cols]
@@ -182,7 +194,10 @@ class FeatureSpec:
                   f"atr_{self.atr_period}",
                   *(f"sma_{p}" for p in self.sma_periods), *(f"ema_{p}" for p in self.ema_periods)}
         technical = [c for c in g["technical"] if c not in levels]
-        return [*technical, *g["market"], *g["fundamentals"], *g["sentiment"], *g["calendar"]]
+        # Alpha158 columns are ratios to the close (scale-free) and come last, so the LSTM's first N
+        # stay the same in both feature sets.
+        return [*technical, *g["market"], *g["fundamentals"], *g["sentiment"], *g["calendar"],
+                *g.get("alpha158", [])]
 
     # --- lookback ------------------------------------------------------------------------
     def max_lookback(self) -> int:
@@ -216,12 +231,18 @@ class FeatureSpec:
             self.rel_ret_window + 1,
             max(self.sent_windows),
             self.news_count_window,
+            alpha158_lookback(self.alpha158_windows) if self.alpha158_windows else 0,
         ]
         need = max(recursive + windows)
         return int(math.ceil(need / 100.0) * 100)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if not self.alpha158_windows:
+            # a spec without Alpha158 keeps the parameters (and so the version hash) it had before
+            # the family existed: existing stores stay current
+            del out["alpha158_windows"]
+        return out
 
     def version_hash(self) -> str:
         """sha256 over the ordered column list and the parameters: the feature-set version key."""
@@ -230,6 +251,9 @@ class FeatureSpec:
 
 
 DEFAULT_SPEC = FeatureSpec()
+ALPHA158_SPEC = replace(DEFAULT_SPEC, alpha158_windows=(5, 10, 20, 30, 60))
+# The feature sets a build knows by name (``build_features --feature-set``, ``training.feature_set``).
+FEATURE_SETS: dict[str, FeatureSpec] = {"default": DEFAULT_SPEC, "alpha158": ALPHA158_SPEC}
 FEATURE_GROUPS: dict[str, list[str]] = DEFAULT_SPEC.groups()
 FEATURE_COLUMNS: list[str] = DEFAULT_SPEC.columns()
 MODEL_FEATURE_COLUMNS: list[str] = DEFAULT_SPEC.model_columns()
@@ -239,54 +263,6 @@ MAX_LOOKBACK: int = DEFAULT_SPEC.max_lookback()
 # --------------------------------------------------------------------------------------------
 # Numeric helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _rolling_sum(x: np.ndarray, w: int) -> np.ndarray:
-    """Trailing-window sum of ``w`` values along the last axis; NaN where fewer than w values.
-
-    The window is split into power-of-two blocks at fixed offsets from its start (binary digits of
-    w), built by pairwise doubling: O(n log w), no prefix sums, so the result at position i is the
-    same expression of x[i-w+1..i] wherever the series starts (bit-identical under truncation or a
-    shorter history). NaNs inside a window propagate: callers pass masked values and counts.
-    """
-    n = x.shape[-1]
-    out = np.full(x.shape, np.nan)
-    if w <= 0 or n < w:
-        return out
-    levels = [x]
-    top = w.bit_length() - 1
-    for k in range(top):
-        q = levels[-1]
-        h = 1 << k
-        levels.append(q[..., :-h] + q[..., h:])
-    m = n - w + 1
-    res = None
-    off = 0
-    for k in range(top, -1, -1):
-        if (w >> k) & 1:
-            seg = levels[k][..., off : off + m]
-            res = seg if res is None else res + seg
-            off += 1 << k
-    out[..., w - 1 :] = res
-    return out
-
-
-def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den with NaN where den is 0 or non-finite (never inf)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = num / den
-    out[~np.isfinite(out)] = np.nan
-    return out
-
-
-def _window_var(s1: np.ndarray, s2: np.ndarray, n: np.ndarray | float) -> np.ndarray:
-    """Sample variance (ddof=1) from window sums; rounding noise of a constant window -> 0."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ss = s2 - s1 * s1 / n
-        var = ss / (n - 1)
-        tiny = ss <= 1e-12 * s2
-    var[tiny] = 0.0
-    return var
 
 
 def _day_key(codes: np.ndarray, days: np.ndarray) -> np.ndarray:
@@ -792,6 +768,14 @@ def _compute(
                 out[s:e, col_has] = hasf
     tm["talib"] = t_talib
     tm["per_ticker"] = time.perf_counter() - t1
+
+    if spec.alpha158_windows:
+        t3 = time.perf_counter()
+        names = alpha158_columns(spec.alpha158_windows)
+        first = ci[names[0]]
+        compute_alpha158(open=adjusted(b.open), high=a_high, low=a_low, close=ac, volume=volume, bounds=b.bounds,
+                         windows=spec.alpha158_windows, out=out[:, first : first + len(names)])
+        tm["alpha158"] = time.perf_counter() - t3
 
     t2 = time.perf_counter()
     frame = pd.DataFrame(out, columns=columns, copy=False)

@@ -37,6 +37,7 @@ __all__ = [
     "feature_columns",
     "feature_store_for",
     "get_online_features",
+    "configured_feature_set",
     "get_online_features_many",
     "latest_feature_set_version",
     "latest_feature_vectors",
@@ -55,8 +56,15 @@ VersionRef = FeatureSetVersion | int | str | None
 # --------------------------------------------------------------------------------------------
 
 
-def latest_feature_set_version(*, name: str = DEFAULT_FEATURE_SET) -> FeatureSetVersion | None:
-    """The version of the feature set's most recent successful materialization, else None."""
+def configured_feature_set() -> str:
+    """The feature set the pipeline builds, trains on and serves (``training.feature_set``)."""
+    return str(settings.PIPELINE_CONFIG["training"].get("feature_set") or DEFAULT_FEATURE_SET)
+
+
+def latest_feature_set_version(*, name: str | None = None) -> FeatureSetVersion | None:
+    """The version of the feature set's (default: the configured one) most recent successful
+    materialization, else None."""
+    name = name or configured_feature_set()
     mat = (
         FeatureMaterialization.objects.filter(
             version__feature_set__name=name, status=FeatureMaterialization.Status.SUCCEEDED
@@ -69,10 +77,12 @@ def latest_feature_set_version(*, name: str = DEFAULT_FEATURE_SET) -> FeatureSet
 
 
 def resolve_feature_set_version(*, version: VersionRef = None,
-                                feature_set: str = DEFAULT_FEATURE_SET) -> FeatureSetVersion:
-    """A ``FeatureSetVersion`` from any accepted reference; DoesNotExist names what is missing."""
+                                feature_set: str | None = None) -> FeatureSetVersion:
+    """A ``FeatureSetVersion`` from any accepted reference (a bare number or None within
+    ``feature_set``, default the configured one); DoesNotExist names what is missing."""
     if isinstance(version, FeatureSetVersion):
         return version
+    feature_set = feature_set or configured_feature_set()
     qs = FeatureSetVersion.objects.select_related("feature_set")
     if version is None:
         found = latest_feature_set_version(name=feature_set)
@@ -257,7 +267,8 @@ def _online_columns(version_id: int) -> list[str]:
     return cols
 
 
-def _online_version_id(version: VersionRef, feature_set: str) -> int | None:
+def _online_version_id(version: VersionRef, feature_set: str | None) -> int | None:
+    feature_set = feature_set or configured_feature_set()
     if version is None:
         raw = cache.get(online_current_key(feature_set))
         return int(raw) if raw is not None else None
@@ -284,7 +295,7 @@ def _vector(ticker: str, raw: str | bytes) -> OnlineVector:
 
 
 def get_online_features(*, ticker: str, version: VersionRef = None,
-                        feature_set: str = DEFAULT_FEATURE_SET) -> OnlineVector | None:
+                        feature_set: str | None = None) -> OnlineVector | None:
     """The latest feature vector of ``ticker`` from the online store, or None.
 
     Without ``version`` it serves the version of the feature set's last build (two cache reads);
@@ -299,7 +310,7 @@ def get_online_features(*, ticker: str, version: VersionRef = None,
 
 
 def get_online_features_many(*, tickers: Iterable[str], version: VersionRef = None,
-                             feature_set: str = DEFAULT_FEATURE_SET) -> dict[str, OnlineVector]:
+                             feature_set: str | None = None) -> dict[str, OnlineVector]:
     """Vectors of several tickers in one cache round trip (missing tickers are left out)."""
     vid = _online_version_id(version, feature_set)
     if vid is None:

@@ -132,6 +132,9 @@ def feature_definitions(spec: FeatureSpec) -> list[dict[str, Any]]:
                 return {"window": s.rel_ret_window}
         if group == "fundamentals":
             return {"join": "latest snapshot dated strictly before the bar"}
+        if group == "alpha158":
+            tail = name.rsplit("_", 1)[1]
+            return {"family": "Qlib Alpha158", "window": int(tail)} if tail.isdigit() else {"family": "Qlib Alpha158"}
         if group == "sentiment":
             if name.startswith(("sent_mean_", "news_count_")):
                 return {"window": _suffix_int(name)}

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from celery import group, shared_task
 
-from features.selectors import DEFAULT_FEATURE_SET
 from features.services.feature_store import DEFAULT_CHUNK_SIZE, build_features
 
 
 @shared_task(name="features.build_features")
-def build_features_task(feature_set: str = DEFAULT_FEATURE_SET, start: str | None = None, end: str | None = None,
+def build_features_task(feature_set: str | None = None, start: str | None = None, end: str | None = None,
                         tickers: list[str] | None = None, full: bool = False) -> dict:
     """One build (chunked inside), as ``manage.py build_features``; returns the build summary."""
     return build_features(feature_set=feature_set, start=start, end=end, tickers=tickers, full=full).as_dict()
 
 
 @shared_task(name="features.build_features_chunk")
-def build_features_chunk_task(tickers: list[str], feature_set: str = DEFAULT_FEATURE_SET,
+def build_features_chunk_task(tickers: list[str], feature_set: str | None = None,
                               start: str | None = None, end: str | None = None, full: bool = False) -> dict:
     """A build restricted to a chunk of tickers (its own materialization; commits are serialized
     by the store's lock, so chunks may run on several workers at once)."""
@@ -24,7 +23,7 @@ def build_features_chunk_task(tickers: list[str], feature_set: str = DEFAULT_FEA
                           chunk_size=max(len(tickers), 1)).as_dict()
 
 
-def fan_out_build(*, tickers: list[str], feature_set: str = DEFAULT_FEATURE_SET, start: str | None = None,
+def fan_out_build(*, tickers: list[str], feature_set: str | None = None, start: str | None = None,
                   end: str | None = None, full: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE):
     """Dispatch one ``build_features_chunk`` task per chunk of ``tickers``; returns the group result."""
     chunks = [tickers[i : i + chunk_size] for i in range(0, len(tickers), chunk_size)]

@@ -37,7 +37,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from features.engine import DEFAULT_SPEC, FeatureSpec
+from features.engine import DEFAULT_SPEC, FEATURE_SETS, FeatureSpec
 from features.models import (
     BenchmarkReturn,
     FeatureMaterialization,
@@ -51,6 +51,7 @@ from features.models import (
 from features.selectors import (
     DEFAULT_FEATURE_SET,
     benchmark_returns,
+    configured_feature_set,
     feature_store_for,
     online_columns_key,
     online_current_key,
@@ -140,8 +141,8 @@ def ensure_feature_set_version(*, name: str = DEFAULT_FEATURE_SET, spec: Feature
 
 
 def _version_for_build(feature_set: str) -> FeatureSetVersion:
-    if feature_set == DEFAULT_FEATURE_SET:
-        return ensure_feature_set_version(name=DEFAULT_FEATURE_SET, spec=DEFAULT_SPEC)
+    if feature_set in FEATURE_SETS:  # the engine's named sets: their current spec
+        return ensure_feature_set_version(name=feature_set, spec=FEATURE_SETS[feature_set])
     version = (
         FeatureSetVersion.objects.select_related("feature_set")
         .filter(feature_set__name=feature_set)
@@ -475,7 +476,7 @@ def _incremental_plan(*, store: FeatureStore, scope: dict[str, int], start: date
 
 def build_features(
     *,
-    feature_set: str = DEFAULT_FEATURE_SET,
+    feature_set: str | None = None,
     start: Any = None,
     end: Any = None,
     tickers: Iterable[str] | None = None,
@@ -502,7 +503,7 @@ def build_features(
     if isinstance(tickers, str):
         tickers = tickers.split(",")
     scope, explicit = _resolve_scope(tickers, start_d, end_d)
-    version = _version_for_build(feature_set)
+    version = _version_for_build(feature_set or configured_feature_set())
     spec = FeatureSpec.from_params(version.params)
     store = feature_store_for(version=version)
     incremental = not full and bool(store.last_dates())

@@ -317,6 +317,31 @@ def test_incremental_with_market_series(real_bars, spy):
     _assert_frames_close(inc, full, E.FEATURE_COLUMNS, 1e-9, "incremental SPY")
 
 
+def test_alpha158_feature_set_no_lookahead_and_incremental(synth_bars):
+    """The ``alpha158`` set (default features + Qlib's Alpha158 family) through the engine: a value
+    at t is the same whether the bars end at t, at t+30 days or run to the end, and an incremental
+    run equals the full build."""
+    spec = E.FEATURE_SETS["alpha158"]
+    columns = spec.columns()
+    assert len(spec.groups()["alpha158"]) == 157 and columns[: len(E.FEATURE_COLUMNS)] == E.FEATURE_COLUMNS
+    full = E.compute_features(synth_bars, params=spec)
+    dates = np.sort(synth_bars["date"].unique())
+    for cut in (pd.Timestamp(dates[300]), pd.Timestamp(dates[-200])):
+        a = E.compute_features(synth_bars[synth_bars["date"] <= cut], params=spec)
+        b = E.compute_features(synth_bars[synth_bars["date"] <= cut + pd.Timedelta(days=30)], params=spec)
+        b = b[b["date"] <= cut].reset_index(drop=True)
+        f = full[full["date"] <= cut].reset_index(drop=True)
+        _assert_frames_close(a, b, columns, 1e-12, f"alpha158 ends at {cut.date()} vs t+30d")
+        _assert_frames_close(a, f, columns, 1e-12, f"alpha158 ends at {cut.date()} vs full")
+        assert a.loc[a["date"] == cut, "a158_corr_60"].notna().any()
+    since = dates[-40]
+    inc = E.compute_features_incremental(synth_bars, since, params=spec)
+    _assert_frames_close(inc, full[full["date"] >= since].reset_index(drop=True), columns, 1e-9, "alpha158 incremental")
+    # the default set's version hash does not change with the family's existence
+    assert "alpha158_windows" not in E.DEFAULT_SPEC.to_dict()
+    assert E.DEFAULT_SPEC.version_hash() != spec.version_hash()
+
+
 # ------------------------------------------------------------------------------ joins
 
 

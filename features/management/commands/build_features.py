@@ -3,7 +3,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from features.selectors import DEFAULT_FEATURE_SET
+from features.engine import FEATURE_SETS
 from features.services.feature_store import (
     DEFAULT_CHUNK_SIZE,
     FeatureStoreError,
@@ -20,7 +20,8 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--feature-set", default=DEFAULT_FEATURE_SET)
+        parser.add_argument("--feature-set", help=f"{', '.join(sorted(FEATURE_SETS))} or a set created in the admin "
+                            "(default: training.feature_set of the pipeline config)")
         parser.add_argument("--start", help="First date to write, YYYY-MM-DD")
         parser.add_argument("--end", help="Last date to use and write, YYYY-MM-DD")
         parser.add_argument("--tickers", help="Comma-separated tickers (default: every ticker with bars)")
