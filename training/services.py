@@ -1097,6 +1097,7 @@ def evaluation_report(
     min_train_days: int | None = None,
     yearly: bool = False,
     cost_bps: float | None = None,
+    horizon: int | None = None,
 ) -> dict[str, Any]:
     """Walk-forward evaluation of every learner, the ensemble and the baselines on one frame.
 
@@ -1108,7 +1109,8 @@ def evaluation_report(
     ``folds`` folds of ``test_days`` dates. ``folds``, ``test_days`` and ``min_train_days`` override
     ``ML_WALK_FORWARD_FOLDS``/``_TEST_DAYS``/``_MIN_TRAIN_DAYS``; the purge gap is
     ``ML_WALK_FORWARD_GAP_DAYS`` (at least the horizon). ``cost_bps``: the long-short book's cost
-    per side traded (``training.report.decile_book``, default 10).
+    per side traded (``training.report.decile_book``, default 10). ``horizon``: the label's trading
+    days (default ``training.horizon_days``).
     """
     from training.evaluation import yearly_splits
 
@@ -1116,7 +1118,7 @@ def evaluation_report(
         raise ValueError("pass either splits or yearly=True, not both")
     say = progress or (lambda _msg: None)
     names = [n for n in resolve_models(models) if n in BASE_LEARNERS]
-    horizon = horizon_days()
+    horizon = horizon_days() if horizon is None else int(horizon)
     env_wf = WalkForward.from_env(horizon=horizon)
     wf = WalkForward(
         n_folds=env_wf.n_folds if folds is None else int(folds),

@@ -1,0 +1,110 @@
+"""Benchmark: forecast skill out of sample, Qlib-style, through the project's own commands.
+
+Run: .venv/bin/python tests/benchmarks/bench_skill.py [--feature-set default|alpha158] [--horizon 5]
+     [--first-test-year 2008] [--models a,b] [--reuse]
+
+It builds a scratch SQLite database under var/bench-skill (INVESTML_VAR_DIR): migrate,
+``ingest_prices`` of both S&P 500 files of ``../shared/data/prices`` (2000-01-03..2018-05-18, 480+
+tickers), ``ingest_benchmark`` of SPY, ``build_features --feature-set``; then
+``evaluation_report --yearly`` with expanding yearly refits: every calendar year from
+``--first-test-year`` on is one out-of-sample fold, fitted on everything before it minus the purge
+gap. Its table (IC, ICIR, rank IC, rank ICIR, rank IC t, net decile-book return and IR at 10 bps a
+side, turnover, max drawdown, rank IC by year) is printed and written to
+bench-results/skill-<feature set>-h<horizon>.md (and .json). Figures are measured, never typed in.
+The data are for benchmarks only (the test suite never reads them); a user gets them as described
+in ../shared/data/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO.parent / "shared" / "data"
+PRICES = [DATA / "prices" / "sp500_yahoo_2000-01-03_2013-05-20.csv.gz",
+          DATA / "prices" / "sp500_yahoo_2013-05-21_2018-05-18.csv.gz"]
+SPY = DATA / "benchmarks" / "SPY_benchmark.csv"
+RESULTS = REPO / "bench-results"
+
+
+def manage(args: list[str], env: dict[str, str], *, stream: bool = False) -> tuple[str, float]:
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=None if stream else subprocess.PIPE)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"manage.py {args[0]} failed:\n{result.stdout[-3000:]}\n{(result.stderr or '')[-3000:]}")
+    return result.stdout, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--feature-set", default="default", choices=("default", "alpha158"))
+    parser.add_argument("--horizon", type=int, default=5)
+    parser.add_argument("--first-test-year", type=int, default=2007,
+                        help="The first out-of-sample year; it only trains the ensemble's stack, so the table "
+                        "(every model on the rows the ensemble scored) starts a year later")
+    parser.add_argument("--models", help="Comma-separated learners (default: all and the ensemble)")
+    parser.add_argument("--reuse", action="store_true", help="Keep an earlier database and feature build")
+    args = parser.parse_args()
+    missing = [str(p) for p in [*PRICES, SPY] if not p.exists()]
+    if missing:
+        raise SystemExit(f"benchmark data not found: {', '.join(missing)} (see ../shared/data/README.md)")
+
+    var = REPO / "var" / f"bench-skill-{args.feature_set}"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(INVESTML_VAR_DIR=str(var), PYTHONWARNINGS="ignore")
+    prepared = var / "prepared.json"
+    if not (args.reuse and prepared.exists()):
+        shutil.rmtree(var, ignore_errors=True)
+        var.mkdir(parents=True)
+        manage(["migrate", "--noinput", "-v0"], env)
+        seconds = {}
+        for path in PRICES:
+            _, seconds[path.name] = manage(["ingest_prices", str(path), "--json"], env)
+            print(f"ingested {path.name} in {seconds[path.name]:.1f}s", flush=True)
+        manage(["ingest_benchmark", str(SPY)], env)
+        _, build_s = manage(["build_features", "--feature-set", args.feature_set, "--json"], env, stream=True)
+        prepared.write_text(json.dumps({"ingest_seconds": seconds, "build_seconds": build_s}))
+    prep = json.loads(prepared.read_text())
+    print(f"scratch database {var}: build_features {prep['build_seconds']:.1f}s", flush=True)
+
+    # the first test year needs every earlier date for training: min_train_days = dates before it
+    dates = pd.concat([pd.read_csv(p, usecols=["date"])["date"] for p in PRICES]).drop_duplicates()
+    before = int((pd.to_datetime(dates) < pd.Timestamp(f"{args.first_test_year}-01-01")).sum())
+    report_args = ["evaluation_report", "--yearly", "--min-train-days", str(before - args.horizon - 1),
+                   "--horizon", str(args.horizon), "--markdown", "--json"]
+    if args.models:
+        report_args += ["--models", args.models]
+    env_report = {**env, "ML_PIPELINE_CONFIG": env.get("ML_PIPELINE_CONFIG", str(REPO / "config" / "pipeline.json"))}
+    if args.feature_set != "default":
+        config = json.loads(Path(env_report["ML_PIPELINE_CONFIG"]).read_text())
+        config.setdefault("training", {})["feature_set"] = args.feature_set
+        path = var / "pipeline.json"
+        path.write_text(json.dumps(config))
+        env_report["ML_PIPELINE_CONFIG"] = str(path)
+    load_before = os.getloadavg()
+    out, wall = manage(report_args, env_report, stream=True)
+    lines = out.strip().splitlines()
+    report = json.loads(lines[-1])
+    table = "\n".join(lines[:-1])
+    footer = (f"\nWall {wall:.0f}s on {os.cpu_count()} cores (load {load_before[2]:.1f} before), feature set "
+              f"{args.feature_set}, horizon {args.horizon}, config {env_report['ML_PIPELINE_CONFIG']}.")
+    print(table + footer, flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"skill-{args.feature_set}-h{args.horizon}"
+    stem.with_suffix(".md").write_text(table + footer + "\n")
+    stem.with_suffix(".json").write_text(json.dumps({**report, "wall_seconds": wall}, default=str))
+
+
+if __name__ == "__main__":
+    main()
