@@ -280,11 +280,12 @@ def evaluate_walk_forward(
     warm_start: bool = False,
     baselines: bool = True,
     min_names: int = MIN_CROSS_SECTION,
+    progress: Callable[[str], None] | None = None,
 ) -> EvaluationResult:
     """Fit a fresh learner per fold on purged training rows and score it on the unseen test rows.
 
     ``warm_start=True`` passes the previous fold's learner as ``fit(..., warm_start=previous)`` to
-    learners that accept it (Prophet). ``frame`` must hold ``ticker``, ``date``, ``adj_close``,
+    learners that accept it (Prophet). ``progress`` gets one line per fold (rows, seconds, rank IC). ``frame`` must hold ``ticker``, ``date``, ``adj_close``,
     ``fwd_ret_{h}`` (and preferably ``fwd_ret_1``) besides the features.
     """
     ret_col = f"fwd_ret_{horizon}"
@@ -379,6 +380,11 @@ def evaluate_walk_forward(
             )
         )
         previous = learner
+        if progress is not None:
+            f = folds[-1]
+            progress(f"{name} fold {len(folds)}/{len(splits)} {f.split['test_start']}..{f.split['test_end']}: "
+                     f"fit {f.n_train_rows:,} rows in {f.fit_seconds:.1f}s ({f.n_train_rows / max(f.fit_seconds, 1e-9):,.0f}"
+                     f" rows/s), {f.n_test_rows:,} test rows, rank IC {f.metrics['rank_ic']:+.4f}")
 
     oof = pd.concat(oof_parts) if oof_parts else pd.DataFrame(columns=[*OOF_COLUMNS, "fold"])
     rows = frame.loc[oof.index]

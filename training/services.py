@@ -1163,14 +1163,18 @@ def evaluation_report(
         started = time.perf_counter()
         if name == "prophet_forecaster":
             parts = []
-            for part in chunks_of(sorted(frame["ticker"].unique()), _env_int("ML_PROPHET_CHUNK_TICKERS", 50)):
+            chunks = chunks_of(sorted(frame["ticker"].unique()), _env_int("ML_PROPHET_CHUNK_TICKERS", 50))
+            for i, part in enumerate(chunks, start=1):
                 sub = frame.loc[frame["ticker"].isin(part)]
                 parts.append(fit_prophet_chunk(frame=sub, splits=splits, horizon=horizon, final_fit=False).table)
+                elapsed = time.perf_counter() - started
+                say(f"{name} chunk {i}/{len(chunks)}: {len(part)} tickers x {len(splits)} folds, {elapsed:.0f}s so far "
+                    f"({sum(len(c) for c in chunks[:i]) / max(elapsed, 1e-9):.2f} tickers/s)")
             tables[name] = pd.concat(parts, ignore_index=True)
         else:
             result = evaluate_walk_forward(_make_learner(name, max_rows=max_rows), frame,
                                            feature_columns=data.feature_columns, horizon=horizon, splits=splits,
-                                           baselines=False)
+                                           baselines=False, progress=say)
             tables[name] = oof_table(result.oof, labels)
         seconds[name] = time.perf_counter() - started
         say(f"{name}: evaluated in {seconds[name]:.1f}s")
