@@ -28,7 +28,8 @@ __all__ = ["compute_labels", "cs_beats_median", "cs_demean", "cs_rank_norm", "la
 
 # Qlib CSRankNorm: a uniform percentile has std 1/sqrt(12); * 3.46 makes it ~unit variance.
 _RANK_SCALE = 3.46
-MIN_NAMES = 5
+# a relative target needs someone to be relative to; two names already rank
+MIN_NAMES = 2
 
 
 def label_columns(horizons: Iterable[int] = (1, 5)) -> list[str]:

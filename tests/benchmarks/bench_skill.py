@@ -54,6 +54,9 @@ def main() -> None:
                         help="The first out-of-sample year; it only trains the ensemble's stack, so the table "
                         "(every model on the rows the ensemble scored) starts a year later")
     parser.add_argument("--models", help="Comma-separated learners (default: all and the ensemble)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=JSON",
+                        help="Override a pipeline config value, e.g. models.xgboost_classifier.objective='\"rank\"'")
+    parser.add_argument("--tag", default="", help="Suffix of the result files")
     parser.add_argument("--reuse", action="store_true", help="Keep an earlier database and feature build")
     args = parser.parse_args()
     missing = [str(p) for p in [*PRICES, SPY] if not p.exists()]
@@ -86,10 +89,17 @@ def main() -> None:
     if args.models:
         report_args += ["--models", args.models]
     env_report = {**env, "ML_PIPELINE_CONFIG": env.get("ML_PIPELINE_CONFIG", str(REPO / "config" / "pipeline.json"))}
-    if args.feature_set != "default":
+    if args.feature_set != "default" or args.set:
         config = json.loads(Path(env_report["ML_PIPELINE_CONFIG"]).read_text())
         config.setdefault("training", {})["feature_set"] = args.feature_set
-        path = var / "pipeline.json"
+        for item in args.set:
+            key, _, value = item.partition("=")
+            *parents, leaf = key.split(".")
+            node = config
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = json.loads(value)
+        path = var / f"pipeline{args.tag}.json"
         path.write_text(json.dumps(config))
         env_report["ML_PIPELINE_CONFIG"] = str(path)
     load_before = os.getloadavg()
@@ -98,10 +108,11 @@ def main() -> None:
     report = json.loads(lines[-1])
     table = "\n".join(lines[:-1])
     footer = (f"\nWall {wall:.0f}s on {os.cpu_count()} cores (load {load_before[2]:.1f} before), feature set "
-              f"{args.feature_set}, horizon {args.horizon}, config {env_report['ML_PIPELINE_CONFIG']}.")
+              f"{args.feature_set}, horizon {args.horizon}, config {env_report['ML_PIPELINE_CONFIG']}"
+              f"{' with ' + ', '.join(args.set) if args.set else ''}.")
     print(table + footer, flush=True)
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"skill-{args.feature_set}-h{args.horizon}"
+    stem = RESULTS / f"skill-{args.feature_set}-h{args.horizon}{args.tag}"
     stem.with_suffix(".md").write_text(table + footer + "\n")
     stem.with_suffix(".json").write_text(json.dumps({**report, "wall_seconds": wall}, default=str))
 

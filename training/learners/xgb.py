@@ -252,7 +252,8 @@ class XGBoostLearner:
         targets = cross_sectional_targets(frame, int(horizon))
         labelled = np.isfinite(targets.up)
         if not labelled.any():
-            raise ValueError("no labelled training rows")
+            raise ValueError("no labelled training rows (the cross-sectional target needs at least two tickers "
+                             "with a known forward return on a date)")
         data = frame.loc[labelled]
         target = Targets(**{k: getattr(targets, k)[labelled] for k in ("ret", "rank", "up", "excess")})
         dates = pd.to_datetime(data["date"]).to_numpy()
