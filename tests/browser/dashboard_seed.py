@@ -73,6 +73,9 @@ def seed() -> dict:
 
     x1 = mv(xgb, "1.0.0", "deprecated", 0.521, 0.021)
     x2 = mv(xgb, "1.1.0", "active", 0.534, 0.034, parent=x1, run=ok_run, previous=x1)
+    x2.evaluation = {"final_fit": {"importance": {"gain": {"ret_5": 30.0, "vol_20": 60.0, "rsi_14": 10.0},
+                                                  "permutation": {"vol_20": 0.0123, "ret_5": 0.004}}}}
+    x2.save(update_fields=["evaluation"])
     x3 = mv(xgb, "1.2.0", "staging", 0.538, 0.036, parent=x2, run=ok_run)
     l1 = mv(lstm, "1.0.0", "active", 0.512, 0.015)
     e1 = mv(ens, "1.0.0", "active", 0.541, 0.041, run=ok_run)

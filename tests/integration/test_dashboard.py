@@ -85,6 +85,10 @@ def test_every_page_renders_with_data_and_charts(people):
     model = client.get("/dashboard/models/xgboost_classifier/").content.decode()
     assert 'data-chart="perf-chart"' in model and 'data-chart="validated-chart"' in model
     assert "v1.0.0" in model and "v1.2.0" in model and "run #" in model
+    # the active version's feature importance, highest gain first
+    importance = model[model.index('id="feature-importance"'):]
+    assert importance.index("vol_20") < importance.index("ret_5") < importance.index("rsi_14")
+    assert "0.600" in importance and "0.0123" in importance
     drift = client.get("/dashboard/drift/?model=xgboost_classifier").content.decode()
     assert 'data-chart="drift-heatmap"' in drift and "vol_20" in drift
     runs = client.get("/dashboard/runs/").content.decode()

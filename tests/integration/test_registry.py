@@ -387,6 +387,12 @@ def test_admin_actions_record_the_user(admin_client, admin_user):
     page = admin_client.get(f"{url}{version.pk}/change/")
     assert page.status_code == 200 and b"deprecate" in page.content and b"rank_ic" in page.content
     assert admin_client.get(url).status_code == 200
+    # the final fit's feature importance, as the training service stores it
+    version.evaluation = {**version.evaluation, "final_fit": {"importance": {
+        "gain": {"a": 1.0, "b": 3.0}, "permutation": {"b": 0.0213}}}}
+    version.save(update_fields=["evaluation"])
+    html = admin_client.get(f"{url}{version.pk}/change/").content.decode()
+    assert "feature importance" in html.lower() and "75.0%" in html and "0.0213" in html
 
 
 def test_registry_tree_has_no_pickle():
