@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,8 @@ from features.windows import rolling_sum as _rolling_sum
 
 WINDOWS = A.ALPHA158_WINDOWS
 TOL = 1e-9
+
+SAMPLE_PRICES = Path(__file__).resolve().parents[2] / "sample_data" / "prices" / "sp500_sample_2013-05-21_2018-05-18.csv.gz"
 
 
 # ------------------------------------------------------------------------------ data
@@ -370,14 +374,17 @@ def test_empty_and_bad_input():
         A.compute_alpha158(**{**one, "volume": np.ones(2)}, bounds=np.array([0, 3]))
 
 
-def test_matches_reference_on_real_bars(shared_data):
-    """Real S&P 500 bars (AMCR: short history with many zero-volume days), adjusted like the engine."""
-    df = pd.read_csv(shared_data / "prices/sp500_yahoo_2013-05-21_2018-05-18.csv.gz", parse_dates=["date"])
-    df = df[df["ticker"].isin(["AAPL", "AMZN", "AMCR", "BRK-B", "GE", "NVDA"])]
+def test_matches_reference_on_real_bars():
+    """Real S&P 500 bars from the bundled sample, adjusted like the engine; one ticker gets a run of
+    zero-volume days (as AMCR had before 2019) to exercise the volume operators' edge cases."""
+    df = pd.read_csv(SAMPLE_PRICES, parse_dates=["date"])
+    df = df[df["ticker"].isin(["AAPL", "AMZN", "GE", "NVDA", "WMT"])]
     df = df.sort_values(["ticker", "date"], ignore_index=True)
     factor = df["adj_close"] / df["close"]
     for k in ("open", "high", "low"):
         df[k] = df[k] * factor
     df["close"] = df["adj_close"]
+    ge = np.flatnonzero(df["ticker"].to_numpy() == "GE")
+    df.loc[ge[200:320], "volume"] = 0
     assert (df["volume"] == 0).sum() > 100
     assert_same(compute(df), reference(df))
