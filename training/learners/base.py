@@ -168,11 +168,11 @@ def with_cross_sectional_targets(frame: pd.DataFrame, horizon: int) -> pd.DataFr
     ret_col, _ = label_columns(horizon)
     dates = pd.to_datetime(frame["date"]).to_numpy()
     ret = frame[ret_col].to_numpy(dtype=np.float64)
-    return frame.assign(**{
-        rank_col: cs_rank_norm(dates, ret),
-        up_col: cs_beats_median(dates, ret),
-        excess_col: cs_demean(dates, ret),
-    })
+    out = frame.copy(deep=False)  # new columns only: the feature block is shared, not copied
+    out[rank_col] = cs_rank_norm(dates, ret)
+    out[up_col] = cs_beats_median(dates, ret)
+    out[excess_col] = cs_demean(dates, ret)
+    return out
 
 
 def cross_sectional_targets(frame: pd.DataFrame, horizon: int) -> Targets:

@@ -237,11 +237,20 @@ class XGBoostLearner:
             out["nthread"] = int(self.n_jobs)
         return out
 
-    def _matrix(self, frame: pd.DataFrame, label: np.ndarray | None = None) -> xgb.DMatrix:
+    def _features(self, frame: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndarray:
+        """float32 feature matrix (NaN for missing or non-finite) of ``frame``, or of its ``rows``
+        only: no copy of the frame's other columns (the frame may hold 200 features x 2M rows)."""
         assert self.feature_columns is not None
-        x = frame[self.feature_columns].to_numpy(dtype=np.float32)
+        columns = [frame[c].to_numpy() for c in self.feature_columns]
+        n = len(frame) if rows is None else len(rows)
+        x = np.empty((n, len(columns)), dtype=np.float32)
+        for j, col in enumerate(columns):
+            x[:, j] = col if rows is None else col[rows]
         x[~np.isfinite(x)] = np.nan
-        return xgb.DMatrix(x, label=label, missing=np.nan, nthread=self.n_jobs or -1)
+        return x
+
+    def _matrix(self, frame: pd.DataFrame, label: np.ndarray | None = None) -> xgb.DMatrix:
+        return xgb.DMatrix(self._features(frame), label=label, missing=np.nan, nthread=self.n_jobs or -1)
 
     def fit(self, frame: pd.DataFrame, *, feature_columns: list[str], horizon: int) -> FitReport:
         started = time.perf_counter()
@@ -250,31 +259,34 @@ class XGBoostLearner:
         self.feature_columns, self.horizon = cols, int(horizon)
 
         targets = cross_sectional_targets(frame, int(horizon))
-        labelled = np.isfinite(targets.up)
-        if not labelled.any():
+        labelled = np.flatnonzero(np.isfinite(targets.up))
+        if not len(labelled):
             raise ValueError("no labelled training rows (the cross-sectional target needs at least two tickers "
                              "with a known forward return on a date)")
-        data = frame.loc[labelled]
         target = Targets(**{k: getattr(targets, k)[labelled] for k in ("ret", "rank", "up", "excess")})
-        dates = pd.to_datetime(data["date"]).to_numpy()
+        dates = pd.to_datetime(frame["date"]).to_numpy()[labelled]
         fit_dates, val_dates = split_validation_dates(
             np.unique(dates), fraction=self.params["validation_fraction"], gap=horizon, min_fit_dates=2
         )
         in_fit = np.isin(dates, fit_dates)
         in_val = np.isin(dates, val_dates)
 
-        fit_rows = data.loc[in_fit]
-        dtrain = self._matrix(fit_rows, target.up[in_fit])
+        fit_pos = np.flatnonzero(in_fit)
         if self.params["objective"] == "rank":
             # query groups: the rows of one date, contiguous
-            order = np.argsort(dates[in_fit], kind="stable")
-            dtrain = self._matrix(fit_rows.iloc[order], target.up[in_fit][order])
-            dtrain.set_group(np.unique(dates[in_fit][order], return_counts=True)[1])
+            fit_pos = fit_pos[np.argsort(dates[fit_pos], kind="stable")]
+        # QuantileDMatrix: the hist method's own compact copy, not a second float matrix
+        dtrain = xgb.QuantileDMatrix(self._features(frame, labelled[fit_pos]), label=target.up[fit_pos],
+                                     missing=np.nan, nthread=self.n_jobs or -1)
+        if self.params["objective"] == "rank":
+            dtrain.set_group(np.unique(dates[fit_pos], return_counts=True)[1])
         rounds = self.params["n_estimators"]
         booster = xgb.train(self._booster_params(), dtrain, num_boost_round=rounds)
 
+        del dtrain
         n_val = int(in_val.sum())
-        val_x = self._matrix(data.loc[in_val]) if n_val else None
+        val_features = self._features(frame, labelled[in_val]) if n_val else None
+        val_x = xgb.DMatrix(val_features, missing=np.nan) if val_features is not None else None
         curve: dict[int, float] = {}
         best = rounds
         if val_x is not None:
@@ -302,7 +314,7 @@ class XGBoostLearner:
         else:
             self.calibration = {"method": "none"}
 
-        importance = self._importance(data.loc[in_val], dates[in_val], target.ret[in_val], val_margin)
+        importance = self._importance(val_features, dates[in_val], target.ret[in_val], val_margin)
         return FitReport(
             n_samples=int(in_fit.sum()),
             seconds=time.perf_counter() - started,
@@ -319,7 +331,7 @@ class XGBoostLearner:
             },
         )
 
-    def _importance(self, val: pd.DataFrame, dates: np.ndarray, realized: np.ndarray,
+    def _importance(self, x: np.ndarray | None, dates: np.ndarray, realized: np.ndarray,
                     margin: np.ndarray | None) -> dict[str, dict[str, float]]:
         """Gain per feature, and the validation rank IC lost when a feature is shuffled (for the
         ``permutation_top`` features of highest gain; seeded)."""
@@ -329,21 +341,20 @@ class XGBoostLearner:
         gain = {c: float(raw.get(f"f{i}", raw.get(c, 0.0))) for i, c in enumerate(self.feature_columns)}
         out: dict[str, dict[str, float]] = {"gain": gain, "permutation": {}}
         top = self.params["permutation_top"]
-        if margin is None or top == 0 or len(val) == 0:
+        if margin is None or x is None or top == 0 or len(x) == 0:
             return out
         base_ic = daily_ic(dates, margin, realized, rank=True)
         if not len(base_ic):
             return out
         base = float(base_ic.mean())
-        x = val[self.feature_columns].to_numpy(dtype=np.float32)
-        x[~np.isfinite(x)] = np.nan
         rng = np.random.default_rng(self.params["seed"])
         ranked = sorted(gain, key=gain.get, reverse=True)[:top]
         for name in ranked:
             j = self.feature_columns.index(name)
-            shuffled = x.copy()
-            shuffled[:, j] = shuffled[rng.permutation(len(shuffled)), j]
-            m = self._booster_margin(shuffled)
+            original = x[:, j].copy()
+            x[:, j] = original[rng.permutation(len(original))]  # in place: no copy of the matrix
+            m = self._booster_margin(x)
+            x[:, j] = original
             ic = daily_ic(dates, m, realized, rank=True)
             out["permutation"][name] = base - float(ic.mean()) if len(ic) else float("nan")
         return out
