@@ -99,11 +99,16 @@ def decile_book(
     quantile: float = DECILE,
     cost_bps: float = DEFAULT_COST_BPS,
     min_names: int = MIN_CROSS_SECTION,
+    hold_days: int = 1,
 ) -> BookResult:
-    """A daily rebalanced, equal-weighted top-minus-bottom decile long-short book with costs.
+    """An equal-weighted top-minus-bottom decile long-short book with costs, rebalanced every
+    ``hold_days`` book dates.
 
-    At the close of each date ``t`` the book is set to the weights of ``decile_weights`` (formed
-    from the forecast at ``t``) and held one day, earning ``next_returns`` (``fwd_ret_1``).
+    At the close of a rebalancing date ``t`` (the first book date, then every ``hold_days``-th) the
+    book is set to the weights of ``decile_weights`` (formed from the forecast at ``t``) and held
+    until the next rebalancing, earning each day's ``next_returns`` (``fwd_ret_1``; a held name
+    without a row that day earns 0). ``hold_days`` = the forecast's horizon trades the forecast for
+    the period it is made for; 1 rebalances daily.
 
     Turnover on ``t``: ``sum over tickers of |w_t - w_{t-1}| / 2``, which is the per-leg
     ``sum |w_t - w_{t-1}| / 2`` of the long leg plus that of the short leg (each leg's names weigh
@@ -118,18 +123,23 @@ def decile_book(
     """
     if cost_bps < 0:
         raise ValueError(f"cost_bps must be >= 0, got {cost_bps}")
+    if hold_days < 1:
+        raise ValueError(f"hold_days must be >= 1, got {hold_days}")
     rows = decile_weights(dates, tickers, signal, next_returns, quantile=quantile, min_names=min_names)
     if rows.empty:
         empty = pd.Series(dtype=np.float64)
         return BookResult(gross_returns=empty, net_returns=empty, turnover=empty, annual_return=NAN,
                           gross_annual_return=NAN, information_ratio=NAN, mean_turnover=NAN, max_drawdown=NAN)
-    gross = (rows["weight"] * rows["next_return"]).groupby(rows["date"], sort=True).sum()
     # duplicate (date, ticker) rows would make the book ambiguous: pivot raises on them
-    held = rows.pivot(index="date", columns="ticker", values="weight").sort_index().fillna(0.0)
+    target = rows.pivot(index="date", columns="ticker", values="weight").sort_index().fillna(0.0)
+    returns = rows.pivot(index="date", columns="ticker", values="next_return").reindex_like(target).fillna(0.0)
+    rebalance = np.arange(len(target)) % hold_days == 0
+    held = target.where(pd.Series(rebalance, index=target.index), axis=0).ffill()
+    gross = (held * returns).sum(axis=1)
     traded = held.diff().abs().sum(axis=1)
     traded.iloc[0] = held.iloc[0].abs().sum()
-    turnover = (traded / 2.0).reindex(gross.index)
-    net = gross - traded.reindex(gross.index) * cost_bps / 1e4
+    turnover = traded / 2.0
+    net = gross - traded * cost_bps / 1e4
     gross_stats = portfolio_metrics(gross.to_numpy())
     net_stats = portfolio_metrics(net.to_numpy())
     return BookResult(
@@ -164,7 +174,7 @@ REPORT_ROW_KEYS: tuple[str, ...] = (
 
 
 def report_row(table: pd.DataFrame, *, horizon: int, cost_bps: float = DEFAULT_COST_BPS,
-               min_names: int = MIN_CROSS_SECTION) -> dict[str, Any]:
+               min_names: int = MIN_CROSS_SECTION, hold_days: int = 1) -> dict[str, Any]:
     """The protocol's numbers (``REPORT_ROW_KEYS``) for one model's out-of-sample ``table`` with
     columns ``date``, ``ticker``, ``expected_return``, ``realized`` (``fwd_ret_h``) and
     ``next_return`` (``fwd_ret_1``). ``n_dates`` counts the dates with a rank IC (the t-statistic's
@@ -175,7 +185,7 @@ def report_row(table: pd.DataFrame, *, horizon: int, cost_bps: float = DEFAULT_C
     ok = np.isfinite(signal) & np.isfinite(realized)
     daily_rank = daily_ic(dates[ok], signal[ok], realized[ok], rank=True, min_names=min_names)
     book = decile_book(dates, table["ticker"].to_numpy(), signal, table["next_return"].to_numpy(dtype=np.float64),
-                       cost_bps=cost_bps, min_names=min_names)
+                       cost_bps=cost_bps, min_names=min_names, hold_days=hold_days)
     row: dict[str, Any] = {
         **ic_metrics(dates[ok], signal[ok], realized[ok], min_names=min_names),
         "rank_ic_t": rank_ic_tstat(daily_rank, horizon),

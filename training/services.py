@@ -1098,6 +1098,7 @@ def evaluation_report(
     yearly: bool = False,
     cost_bps: float | None = None,
     horizon: int | None = None,
+    hold_days: int = 1,
 ) -> dict[str, Any]:
     """Walk-forward evaluation of every learner, the ensemble and the baselines on one frame.
 
@@ -1188,7 +1189,7 @@ def evaluation_report(
     walk_forward = {**asdict(wf), "protocol": protocol, "n_folds": len(splits)}
     if protocol != "folds":
         walk_forward["test_days"] = None
-    return report_from_tables(rows, horizon=horizon, cost_bps=cost_bps, extra={
+    return report_from_tables(rows, horizon=horizon, cost_bps=cost_bps, hold_days=hold_days, extra={
         "tickers": int(frame["ticker"].nunique()), "rows": int(len(frame)), "seconds": seconds,
         "walk_forward": walk_forward, "folds": fold_windows,
         "data_start": _iso(dates[0]), "data_end": _iso(dates[-1]),
@@ -1196,7 +1197,8 @@ def evaluation_report(
 
 
 def report_from_tables(tables: dict[str, pd.DataFrame], *, horizon: int,
-                       extra: dict[str, Any] | None = None, cost_bps: float | None = None) -> dict[str, Any]:
+                       extra: dict[str, Any] | None = None, cost_bps: float | None = None,
+                       hold_days: int = 1) -> dict[str, Any]:
     """Metrics of each model and of the baselines on the rows every table scored.
 
     ``models``/``baselines``: ``metric_on_rows`` of each (``METRIC_KEYS``); ``protocol``: the
@@ -1218,15 +1220,16 @@ def report_from_tables(tables: dict[str, pd.DataFrame], *, horizon: int,
     for name, table in tables.items():
         common = table.merge(keys, on=["ticker", "date"], how="inner")
         models[name] = metric_on_rows(common, horizon=horizon)
-        protocol["models"][name] = report_row(common, horizon=horizon, cost_bps=cost)
+        protocol["models"][name] = report_row(common, horizon=horizon, cost_bps=cost, hold_days=hold_days)
     assert common is not None
     baselines = {}
     for b in BASELINE_NAMES:
         view = baseline_view(common, b)
         baselines[b] = metric_on_rows(view, horizon=horizon)
-        protocol["baselines"][b] = report_row(view, horizon=horizon, cost_bps=cost)
+        protocol["baselines"][b] = report_row(view, horizon=horizon, cost_bps=cost, hold_days=hold_days)
     return jsonable({"horizon": horizon, "window": window_summary(common), "models": models,
-                     "baselines": baselines, "protocol": protocol, "cost_bps": cost, **(extra or {})})
+                     "baselines": baselines, "protocol": protocol, "cost_bps": cost, "hold_days": int(hold_days),
+                     **(extra or {})})
 
 
 def format_report(report: dict[str, Any], *, markdown: bool = False) -> str:
@@ -1272,8 +1275,10 @@ def format_report(report: dict[str, Any], *, markdown: bool = False) -> str:
         title += f"; {wf['n_folds']} folds of {wf['test_days']} days, gap {wf['gap_days']}"
     elif wf.get("protocol"):
         title += f"; {wf['n_folds']} given folds"
-    note = (f"Long-short book: daily top-minus-bottom decile, held one day, {cost:g} bps a side; "
-            "Rank IC t adjusted for overlapping labels; turnover per day (1 = one leg replaced).")
+    hold = int(report.get("hold_days", 1))
+    held = "daily, held one day" if hold == 1 else f"rebalanced every {hold} trading days"
+    note = (f"Long-short book: top-minus-bottom decile, {held}, {cost:g} bps a side; Rank IC t adjusted for "
+            "overlapping labels; turnover per day (1 = one leg replaced).")
     sep = [""] if markdown else []
     return "\n".join([title, *sep, *render(header, body), "", note, "", "Rank IC by year", *sep,
                       *render(["model", *years], year_body)])

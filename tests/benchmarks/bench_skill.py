@@ -54,6 +54,7 @@ def main() -> None:
                         help="The first out-of-sample year; it only trains the ensemble's stack, so the table "
                         "(every model on the rows the ensemble scored) starts a year later")
     parser.add_argument("--models", help="Comma-separated learners (default: all and the ensemble)")
+    parser.add_argument("--hold-days", type=int, default=1, help="Rebalance the decile book every N days")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=JSON",
                         help="Override a pipeline config value, e.g. models.xgboost_classifier.objective='\"rank\"'")
     parser.add_argument("--tag", default="", help="Suffix of the result files")
@@ -85,7 +86,7 @@ def main() -> None:
     dates = pd.concat([pd.read_csv(p, usecols=["date"])["date"] for p in PRICES]).drop_duplicates()
     before = int((pd.to_datetime(dates) < pd.Timestamp(f"{args.first_test_year}-01-01")).sum())
     report_args = ["evaluation_report", "--yearly", "--min-train-days", str(before - args.horizon - 1),
-                   "--horizon", str(args.horizon), "--markdown", "--json"]
+                   "--horizon", str(args.horizon), "--hold-days", str(args.hold_days), "--markdown", "--json"]
     if args.models:
         report_args += ["--models", args.models]
     env_report = {**env, "ML_PIPELINE_CONFIG": env.get("ML_PIPELINE_CONFIG", str(REPO / "config" / "pipeline.json"))}

@@ -73,6 +73,20 @@ def test_decile_book_by_hand():
     np.testing.assert_allclose(dear.gross_returns - dear.net_returns, [0.005, 0.0025, 0.0])
 
 
+def test_decile_book_held_for_the_horizon():
+    """Rebalanced every 2 dates: day 2 keeps day 1's book (long N8, N9; short N0, N1), so it earns
+    those names' day-2 returns and trades nothing; day 3 rebalances."""
+    dates, tickers, signal, nxt = _hand_book_inputs()
+    book = decile_book(dates, tickers, signal, nxt, quantile=0.2, cost_bps=10.0, hold_days=2)
+    # day 2 with day 1's legs: (0.016 + 0.018) / 2 - (0 + 0.002) / 2 = 0.016
+    np.testing.assert_allclose(book.gross_returns.to_numpy(), [0.008, 0.016, 0.0225])
+    # day 3's book (N9, N7 long) differs from the held one (N8, N9) by one long name
+    np.testing.assert_allclose(book.turnover.to_numpy(), [1.0, 0.0, 0.5])
+    np.testing.assert_allclose(book.net_returns.to_numpy(), [0.006, 0.016, 0.0225 - 0.001])
+    with pytest.raises(ValueError, match="hold_days"):
+        decile_book(dates, tickers, signal, nxt, hold_days=0)
+
+
 def test_decile_book_default_decile_and_drawdown():
     dates, tickers, signal, nxt = _hand_book_inputs()
     nxt = nxt.copy()

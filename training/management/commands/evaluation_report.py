@@ -48,24 +48,29 @@ class Command(BaseCommand):
                                  "(the years after --min-train-days; --folds/--test-days do not apply)")
         parser.add_argument("--cost-bps", type=float, default=10.0,
                             help="Cost of the long-short book per side traded, in basis points (default 10)")
+        parser.add_argument("--hold-days", type=int, default=1,
+                            help="Rebalance the decile book every N trading days (default 1: daily; the horizon "
+                                 "trades each forecast for the period it is made for)")
         parser.add_argument("--horizon", type=int, help="Label horizon in trading days (default training.horizon_days)")
         parser.add_argument("--markdown", action="store_true", help="Print a Markdown table")
         parser.add_argument("--json", action="store_true", help="End with one JSON line")
 
     def handle(self, *args, start, end, tickers, symbols, models, registry, run, markdown, folds, test_days,
-               min_train_days, yearly, cost_bps, horizon, **options):
+               min_train_days, yearly, cost_bps, horizon, hold_days, **options):
         names = [m.strip() for m in models.split(",")] if models else None
         if cost_bps < 0:
             raise CommandError("--cost-bps must be >= 0")
         if horizon is not None and horizon < 1:
             raise CommandError("--horizon must be >= 1")
+        if hold_days < 1:
+            raise CommandError("--hold-days must be >= 1")
         if yearly and (folds is not None or test_days is not None):
             raise CommandError("--yearly makes one fold per calendar year: drop --folds/--test-days")
         if registry or run:
             if yearly or folds is not None or test_days is not None or min_train_days is not None or horizon:
                 raise CommandError("--folds/--test-days/--min-train-days/--yearly train fresh models; the "
                                    "registered versions' folds and horizon are fixed (drop --registry/--run)")
-            report = self._from_registry(names, run, cost_bps=cost_bps)
+            report = self._from_registry(names, run, cost_bps=cost_bps, hold_days=hold_days)
         else:
             chosen = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
             if tickers and not chosen:
@@ -76,14 +81,14 @@ class Command(BaseCommand):
                 report = evaluation_report(start=start, end=end, tickers=chosen, models=names,
                                            progress=lambda msg: self.stderr.write(msg), folds=folds,
                                            test_days=test_days, min_train_days=min_train_days, yearly=yearly,
-                                           cost_bps=cost_bps, horizon=horizon)
+                                           cost_bps=cost_bps, horizon=horizon, hold_days=hold_days)
             except (RetrainError, NoTrainingData, ValueError) as exc:
                 raise CommandError(str(exc)) from exc
         self.stdout.write(format_report(report, markdown=markdown))
         if options["json"]:
             self.stdout.write(jsonlib.dumps(report, default=str))
 
-    def _from_registry(self, names, run_id, *, cost_bps):
+    def _from_registry(self, names, run_id, *, cost_bps, hold_days):
         tables = {}
         for name in names or ALL_LEARNERS:
             if name not in ALL_LEARNERS:
@@ -101,4 +106,4 @@ class Command(BaseCommand):
         extra = {"source": f"training run {run_id}" if run_id else "registry"}
         if run_id:
             extra["tickers"] = TrainingRun.objects.get(pk=run_id).options.get("n_tickers", "?")
-        return report_from_tables(tables, horizon=horizon_days(), extra=extra, cost_bps=cost_bps)
+        return report_from_tables(tables, horizon=horizon_days(), extra=extra, cost_bps=cost_bps, hold_days=hold_days)
