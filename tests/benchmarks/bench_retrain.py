@@ -16,28 +16,15 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pandas as pd
+from scratch import REPO, manage, scratch_env
 
-REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
 PRICES = DATA / "prices" / "sp500_yahoo_2013-05-21_2018-05-18.csv.gz"
 SPY = DATA / "benchmarks" / "SPY_benchmark.csv"
 VAR = REPO / "var" / "bench-retrain"
 TARGET_SECONDS = 15 * 60
-
-
-def manage(args: list[str], env: dict[str, str], *, check: bool = True) -> tuple[str, float]:
-    started = time.perf_counter()
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if check and result.returncode != 0:
-        raise SystemExit(f"manage.py {args[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result.stdout, seconds
 
 
 def last_json(text: str) -> dict:
@@ -57,8 +44,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="Keep an earlier database and feature build")
     args = parser.parse_args()
 
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(INVESTML_VAR_DIR=str(VAR), PYTHONWARNINGS="ignore")
+    env = scratch_env(VAR)
     prepared = VAR / "prepared.json"
     if not (args.reuse and prepared.exists()):
         shutil.rmtree(VAR, ignore_errors=True)

@@ -21,29 +21,16 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
+from scratch import REPO, manage, scratch_env
 
-REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
 PRICES = [DATA / "prices" / "sp500_yahoo_2000-01-03_2013-05-20.csv.gz",
           DATA / "prices" / "sp500_yahoo_2013-05-21_2018-05-18.csv.gz"]
 SPY = DATA / "benchmarks" / "SPY_benchmark.csv"
 RESULTS = REPO / "bench-results"
-
-
-def manage(args: list[str], env: dict[str, str], *, stream: bool = False) -> tuple[str, float]:
-    started = time.perf_counter()
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=None if stream else subprocess.PIPE)
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"manage.py {args[0]} failed:\n{result.stdout[-3000:]}\n{(result.stderr or '')[-3000:]}")
-    return result.stdout, seconds
 
 
 def main() -> None:
@@ -65,8 +52,7 @@ def main() -> None:
         raise SystemExit(f"benchmark data not found: {', '.join(missing)} (see ../shared/data/README.md)")
 
     var = REPO / "var" / f"bench-skill-{args.feature_set}"
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(INVESTML_VAR_DIR=str(var), PYTHONWARNINGS="ignore")
+    env = scratch_env(var)
     prepared = var / "prepared.json"
     if not (args.reuse and prepared.exists()):
         shutil.rmtree(var, ignore_errors=True)
