@@ -73,21 +73,21 @@ def realized_returns(predictions: pd.DataFrame, bars: pd.DataFrame, *, as_of: An
 
 
 def window_metrics(rows: pd.DataFrame) -> dict[str, float | None]:
-    """Metrics of scored rows (date, expected_return, prob_up, realized); None where undefined."""
+    """Metrics of scored rows (date, expected_return, realized); None where undefined. Every metric
+    reads the forecast ``expected_return`` (the direction classes are relative to the day's median
+    forecast, so ``prob_up`` is not needed)."""
     er = rows["expected_return"].to_numpy(dtype=np.float64)
     real = rows["realized"].to_numpy(dtype=np.float64)
-    prob = rows["prob_up"].to_numpy(dtype=np.float64) if "prob_up" in rows else np.full(len(rows), np.nan)
-    ok = np.isfinite(real) & (np.isfinite(er) | np.isfinite(prob))
-    er, real, prob = er[ok], real[ok], prob[ok]
+    ok = np.isfinite(real) & np.isfinite(er)
+    er, real = er[ok], real[ok]
     dates = pd.to_datetime(rows["date"]).to_numpy()[ok]
     if len(real) == 0:
         return {name: None for name in METRICS}
-    finite_er = np.isfinite(er)
-    direction = relative_direction_metrics(dates[finite_er], er[finite_er], real[finite_er], min_names=MIN_CROSS_SECTION)
+    direction = relative_direction_metrics(dates, er, real, min_names=MIN_CROSS_SECTION)
     out: dict[str, float | None] = {k: direction[k] for k in ("accuracy", "precision", "recall", "f1")}
-    out["mae"] = float(np.mean(np.abs(er[finite_er] - real[finite_er]))) if finite_er.any() else None
+    out["mae"] = float(np.mean(np.abs(er - real)))
     for name, rank in (("ic", False), ("rank_ic", True)):
-        daily = daily_ic(dates[finite_er], er[finite_er], real[finite_er], rank=rank, min_names=MIN_CROSS_SECTION)
+        daily = daily_ic(dates, er, real, rank=rank, min_names=MIN_CROSS_SECTION)
         out[name] = float(daily.mean()) if len(daily) else None
     return {k: (None if v is None or not math.isfinite(v) else float(v)) for k, v in out.items()}
 
