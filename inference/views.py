@@ -10,7 +10,6 @@ be served (the reason is in ``detail`` and in ``GET /health``).
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any
 
 import orjson
@@ -27,7 +26,7 @@ from inference import serializers as s
 from inference.authentication import CachedTokenAuthentication
 from inference.exceptions import InferenceError, NotFound, PayloadTooLarge
 from inference.model_manager import get_manager
-from inference.parsers import LenientJSONParser
+from inference.parsers import LenientJSONParser, parse_json_body
 from inference.throttling import FixedWindowAnonThrottle, FixedWindowUserThrottle
 
 TAG = "ML API"
@@ -262,12 +261,9 @@ def fast_predict(request: HttpRequest) -> HttpResponse | None:
     except ValueError:
         return None
     try:
-        data = orjson.loads(request.body)
-    except orjson.JSONDecodeError:
-        try:  # the lenient parser DRF's view uses: NaN / Infinity literals get a message naming the field
-            data = json.loads(request.body.decode("utf-8"))
-        except ValueError as exc:  # as DRF's JSONParser words it
-            return json_response({"detail": f"JSON parse error - {exc}"}, 400)
+        data = parse_json_body(request.body)
+    except drf_exceptions.ParseError as exc:
+        return json_response({"detail": str(exc.detail)}, 400)
     try:
         get_manager().ensure_started()
         return json_response(_predict(data))

@@ -78,6 +78,13 @@ def test_fast_lane_errors_name_the_field_and_declined_requests_get_djangos_answe
     assert status == 400 and "item 0 must be a finite number, got NaN" in json.loads(content)["detail"]
     status, _, content = wsgi_call("POST", "/predict", body="{not json", token=token)
     assert status == 400 and json.loads(content)["detail"].startswith("JSON parse error")
+    # nested past any parser's depth: 400, not 500 with a traceback (fast lane and DRF alike)
+    deep = '{"ticker": ' + "[" * 100_000 + "]" * 100_000 + ', "model_name": "ensemble"}'
+    status, _, content = wsgi_call("POST", "/predict", body=deep, token=token)
+    assert status == 400 and "nested too deeply" in json.loads(content)["detail"]
+    batch = '{"instances": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    status, _, content = wsgi_call("POST", "/predict/batch", body=batch, token=token)
+    assert status == 400 and "nested too deeply" in json.loads(content)["detail"]
     status, _, content = wsgi_call("POST", "/predict", body={"ticker": "AAPL", "model_name": "no_such_model"},
                                    token=token)
     assert status == 404 and "model_name" in json.loads(content)["errors"]
