@@ -35,3 +35,16 @@ def test_middleware_records_by_route_and_metrics_endpoint_exposes_it(client):
     assert 'investml_http_requests_total{endpoint="GET /health"} 3.0' in body
     assert 'endpoint="GET (unmatched)"' in body
     assert "investml_process_memory_rss_bytes" in body and "investml_system_cpu_utilization" in body
+
+
+def test_invented_http_methods_fold_into_one_series(client):
+    for i in range(300):
+        client.generic(f"X{i:03d}", "/health")
+    client.generic("PROPFIND", "/no-such-page")
+    endpoints = request_metrics.known_endpoints()
+    assert not any(e.startswith("X") for e in endpoints)
+    assert {"OTHER /health", "OTHER (unmatched)"} <= set(endpoints)
+    assert request_metrics.totals()["OTHER /health"].requests == 300
+    body = client.get("/metrics").content.decode()
+    series = [line for line in body.splitlines() if line.startswith("investml_http_requests_total{")]
+    assert 0 < len(series) <= 5, series  # /health, OTHER /health, OTHER (unmatched): not 300 more
