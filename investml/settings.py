@@ -25,10 +25,23 @@ VAR_DIR = Path(env.str("INVESTML_VAR_DIR", default=str(BASE_DIR / "var")))
 # --- Core -------------------------------------------------------------------------------------
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 PRODUCTION = env.bool("DJANGO_PRODUCTION", default=False)
+_DEV_SECRET_KEY = "insecure-dev-key-only-for-local-use-" + "x" * 20
+# Keys that were ever written down as defaults (here or in docker-compose.yml): never valid in production.
+KNOWN_INSECURE_KEYS = frozenset({_DEV_SECRET_KEY, "change-me-in-production", "changeme", "secret"})
+MIN_SECRET_KEY_LENGTH = 50  # Django's own check --deploy threshold
 if PRODUCTION:
-    SECRET_KEY = env.str("DJANGO_SECRET_KEY")  # no default: production must set it
+    SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")  # no default: production must set it
+    if not SECRET_KEY:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY is not set; production needs its own random key")
+    if SECRET_KEY in KNOWN_INSECURE_KEYS or SECRET_KEY.startswith("django-insecure"):
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY is a published default; production needs its own random key")
+    if len(SECRET_KEY) < MIN_SECRET_KEY_LENGTH or len(set(SECRET_KEY)) < 5:
+        raise ImproperlyConfigured(
+            f"DJANGO_SECRET_KEY is too weak: at least {MIN_SECRET_KEY_LENGTH} characters, 5 of them different"
+        )
 else:
-    SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-dev-key-only-for-local-use-" + "x" * 20)
+    # an empty value (docker-compose passes one when the variable is unset) means "not set"
+    SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or _DEV_SECRET_KEY
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 

@@ -23,3 +23,12 @@ def test_compose_services_share_one_image_and_have_healthchecks():
     env = services["worker"]["environment"]
     assert {env["ML_MODELS_PATH"], env["ML_LOGS_PATH"], env["ML_REGISTRY_PATH"]} <= mounted
     assert env["DATABASE_URL"].startswith("postgresql://") and env["REDIS_URL"].startswith("redis://")
+
+
+def test_compose_has_no_default_secret_key():
+    """A default key in the compose file would be the production key of every deployment that forgot
+    to set one; unset, it reaches Django empty, which production refuses."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    for name, service in compose["services"].items():
+        key = (service.get("environment") or {}).get("DJANGO_SECRET_KEY")
+        assert key in (None, "${DJANGO_SECRET_KEY:-}", "${DJANGO_SECRET_KEY}"), (name, key)

@@ -121,7 +121,13 @@ def test_production_requires_secret_key_and_passes_deploy_check(tmp_path):
     var = str(tmp_path / "var")
     missing = _manage(["check"], DJANGO_PRODUCTION="true", INVESTML_VAR_DIR=var)
     assert missing.returncode != 0
-    assert "DJANGO_SECRET_KEY" in missing.stderr
+    assert "DJANGO_SECRET_KEY is not set" in missing.stderr
+    # what docker-compose passes when the variable is unset, a published default, a short key
+    for key, message in (("", "is not set"), ("change-me-in-production", "published default"),
+                         ("insecure-dev-key-only-for-local-use-" + "x" * 20, "published default"),
+                         ("s3cr3t-but-short", "too weak"), ("a" * 60, "too weak")):
+        refused = _manage(["check"], DJANGO_PRODUCTION="true", INVESTML_VAR_DIR=var, DJANGO_SECRET_KEY=key)
+        assert refused.returncode != 0 and message in refused.stderr, (key, refused.stderr[-300:])
     deploy = _manage(
         ["check", "--deploy", "--fail-level", "WARNING"],
         DJANGO_PRODUCTION="true", INVESTML_VAR_DIR=var,
