@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.labels import cs_beats_median
+
 METRIC_KEYS: tuple[str, ...] = (
     "accuracy",
     "precision",
@@ -103,16 +105,9 @@ def price_errors(expected_return: Any, adj_close: Any, realized_return: Any) -> 
 
 def relative_to_median(dates: Any, values: Any, *, min_names: int = MIN_CROSS_SECTION) -> np.ndarray:
     """Per row: +1 above the date's median of ``values``, -1 below, 0 on it; NaN where the value
-    is NaN or the date has fewer than ``min_names`` values."""
-    v = pd.Series(_arr(values))
-    v = v.where(np.isfinite(v.to_numpy()))
-    keys = pd.Series(np.asarray(dates))
-    grouped = v.groupby(keys, sort=False)
-    median = grouped.transform("median").to_numpy()
-    count = grouped.transform("count").to_numpy()
-    out = np.sign(v.to_numpy() - median)
-    out[(count < min_names) | ~np.isfinite(v.to_numpy())] = np.nan
-    return out
+    is NaN or the date has fewer than ``min_names`` values (the label ``cs_beats_median`` on a
+    -1..1 scale, so the metrics score forecasts with the learners' own class)."""
+    return 2.0 * cs_beats_median(dates, _arr(values), min_names=min_names) - 1.0
 
 
 def hit_rate(side_forecast: Any, side_realized: Any) -> float:
@@ -188,10 +183,15 @@ def _mean_ir(series: pd.Series) -> tuple[float, float]:
 
 
 def ic_metrics(
-    dates: Any, signal: Any, realized: Any, *, min_names: int = MIN_CROSS_SECTION
+    dates: Any, signal: Any, realized: Any, *, min_names: int = MIN_CROSS_SECTION,
+    daily_rank: pd.Series | None = None,
 ) -> dict[str, float]:
+    """``ic``, ``icir``, ``rank_ic``, ``rank_icir``; ``daily_rank``: the daily rank IC of the same
+    rows when the caller has it already."""
     ic, icir = _mean_ir(daily_ic(dates, signal, realized, min_names=min_names))
-    rank_ic, rank_icir = _mean_ir(daily_ic(dates, signal, realized, rank=True, min_names=min_names))
+    if daily_rank is None:
+        daily_rank = daily_ic(dates, signal, realized, rank=True, min_names=min_names)
+    rank_ic, rank_icir = _mean_ir(daily_rank)
     return {"ic": ic, "icir": icir, "rank_ic": rank_ic, "rank_icir": rank_icir}
 
 
@@ -210,9 +210,9 @@ def decile_weights(
 ) -> pd.DataFrame:
     """Per (date, ticker) the net weight of the top-minus-bottom ``quantile`` book.
 
-    Rows need a finite signal and next return; dates with fewer than ``min_names`` such rows hold nothing; each leg takes the
-    ``k = max(1, floor(n * quantile))`` highest (lowest) forecasts, names tied at the edge join the
-    leg; a leg weights its names equally and sums to 1 (long +1, short -1). A name in both legs
+    Rows need a finite signal and next return; dates with fewer than ``min_names`` such rows hold
+    nothing; each leg takes the ``k = max(1, floor(n * quantile))`` highest (lowest) forecasts,
+    names tied at the edge join the leg; a leg weights its names equally and sums to 1 (long +1, short -1). A name in both legs
     (ties across the whole cross-section, e.g. an all-equal forecast) nets to 0. ``sum(weight *
     next_return)`` per date is the book's return (``long_short_returns``). ``tickers`` None numbers
     the rows. Returns columns ``date``, ``ticker``, ``weight``, ``next_return``.

@@ -187,7 +187,7 @@ def report_row(table: pd.DataFrame, *, horizon: int, cost_bps: float = DEFAULT_C
     book = decile_book(dates, table["ticker"].to_numpy(), signal, table["next_return"].to_numpy(dtype=np.float64),
                        cost_bps=cost_bps, min_names=min_names, hold_days=hold_days)
     row: dict[str, Any] = {
-        **ic_metrics(dates[ok], signal[ok], realized[ok], min_names=min_names),
+        **ic_metrics(dates[ok], signal[ok], realized[ok], min_names=min_names, daily_rank=daily_rank),
         "rank_ic_t": rank_ic_tstat(daily_rank, horizon),
         "annual_return": book.annual_return,
         "gross_annual_return": book.gross_annual_return,
