@@ -288,14 +288,17 @@ class XGBoostLearner:
         val_features = self._features(frame, labelled[in_val]) if n_val else None
         val_x = xgb.DMatrix(val_features, missing=np.nan) if val_features is not None else None
         curve: dict[int, float] = {}
-        best = rounds
+        best, val_margin = rounds, None  # val_margin: the validation margins of the kept trees
         if val_x is not None:
+            best_ic = -np.inf
             for k in sorted({*range(self.params["eval_every"], rounds, self.params["eval_every"]), rounds}):
                 margin = booster.predict(val_x, iteration_range=(0, k), output_margin=True)
                 ic = daily_ic(dates[in_val], margin, target.ret[in_val], rank=True)
                 curve[k] = float(ic.mean()) if len(ic) else float("nan")
-            finite = {k: v for k, v in curve.items() if np.isfinite(v)}
-            best = max(finite, key=finite.get) if finite else rounds
+                if curve[k] > best_ic:  # the first count reaching the highest rank IC
+                    best, best_ic, val_margin = k, curve[k], margin
+            if val_margin is None:  # no finite rank IC at any count: keep every tree
+                val_margin = booster.predict(val_x, output_margin=True)
         self.booster = booster[:best] if best < booster.num_boosted_rounds() else booster
         self.best_iteration = int(best)
         self._table = None
@@ -305,9 +308,6 @@ class XGBoostLearner:
         method = self.params["calibration"]
         y_val = target.up[in_val]
         decided = y_val != 0.5
-        val_margin = None
-        if val_x is not None:
-            val_margin = self.booster.predict(val_x, output_margin=True)
         if method != "none" and val_margin is not None and decided.sum() >= 20 and 0 < y_val[decided].sum() < decided.sum():
             fitter = fit_platt if method == "platt" else fit_isotonic
             self.calibration = fitter(val_margin[decided], y_val[decided])
