@@ -12,7 +12,6 @@ the machine and on what else runs on it.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from pathlib import Path
@@ -21,12 +20,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from bench_features import peak_rss_gb, print_rows  # noqa: E402  (this folder: the scripts run from it)
+
 from features import alpha158  # noqa: E402
 from features.synthetic import iter_market_chunks  # noqa: E402
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
 
 
 def synthetic_arrays(n_tickers: int, years: float, seed: int) -> dict[str, np.ndarray]:
@@ -82,10 +79,7 @@ def main() -> None:
     for key, sec in sorted(timings.items(), key=lambda kv: -kv[1]):
         rows.append((f"  {key}", f"{sec:.2f} s"))
     rows.append(("peak RSS", f"{peak_rss_gb():.2f} GiB"))
-    width = max(len(k) for k, _ in rows)
-    print(f"alpha158 benchmark ({len(columns)} features)")
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
+    print_rows(f"alpha158 benchmark ({len(columns)} features)", rows)
 
 
 if __name__ == "__main__":

@@ -91,8 +91,13 @@ def main() -> None:
     rows.append(("  compute", f"{inc_s:.1f} s -> {len(inc):,} rows (TA-Lib {tm_inc['talib']:.1f} s)"))
     rows.append(("peak RSS (whole run)", f"{peak_rss_gb():.2f} GiB"))
 
+    print_rows(f"feature engine benchmark ({len(engine.FEATURE_COLUMNS)} features)", rows)
+
+
+def print_rows(title: str, rows: list[tuple[str, str]]) -> None:
+    """A title, then one aligned ``label  value`` line per row."""
     width = max(len(k) for k, _ in rows)
-    print(f"feature engine benchmark ({len(engine.FEATURE_COLUMNS)} features)")
+    print(title)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
 

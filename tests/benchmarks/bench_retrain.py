@@ -15,21 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 
 import pandas as pd
-from scratch import REPO, manage, scratch_env
+from scratch import REPO, last_json, manage, prepare_database, scratch_env
 
 DATA = REPO.parent / "shared" / "data"
 PRICES = DATA / "prices" / "sp500_yahoo_2013-05-21_2018-05-18.csv.gz"
 SPY = DATA / "benchmarks" / "SPY_benchmark.csv"
 VAR = REPO / "var" / "bench-retrain"
 TARGET_SECONDS = 15 * 60
-
-
-def last_json(text: str) -> dict:
-    lines = [line for line in text.strip().splitlines() if line.startswith(("{", "["))]
-    return json.loads(lines[-1]) if lines else {}
 
 
 def choose_tickers(n: int) -> list[str]:
@@ -45,19 +39,7 @@ def main() -> None:
     args = parser.parse_args()
 
     env = scratch_env(VAR)
-    prepared = VAR / "prepared.json"
-    if not (args.reuse and prepared.exists()):
-        shutil.rmtree(VAR, ignore_errors=True)
-        VAR.mkdir(parents=True)
-        manage(["migrate", "--noinput", "-v0"], env)
-        _, ingest_s = manage(["ingest_prices", str(PRICES), "--json"], env)
-        manage(["ingest_benchmark", str(SPY)], env)
-        out, build_s = manage(["build_features", "--json"], env)
-        prepared.write_text(json.dumps({"ingest_seconds": ingest_s, "build_seconds": build_s,
-                                        "build": last_json(out)}))
-    prep = json.loads(prepared.read_text())
-    print(f"scratch database {VAR}: ingest {prep['ingest_seconds']:.1f}s, build_features "
-          f"{prep['build_seconds']:.1f}s ({prep['build'].get('rows', '?')} rows)")
+    prepare_database(VAR, env, prices=[PRICES], benchmark=SPY, reuse=args.reuse)
 
     tickers = choose_tickers(args.tickers)
     load_before = os.getloadavg()

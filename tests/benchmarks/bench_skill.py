@@ -20,11 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
-from scratch import REPO, manage, scratch_env
+from scratch import REPO, manage, prepare_database, scratch_env
 
 DATA = REPO.parent / "shared" / "data"
 PRICES = [DATA / "prices" / "sp500_yahoo_2000-01-03_2013-05-20.csv.gz",
@@ -53,20 +52,8 @@ def main() -> None:
 
     var = REPO / "var" / f"bench-skill-{args.feature_set}"
     env = scratch_env(var)
-    prepared = var / "prepared.json"
-    if not (args.reuse and prepared.exists()):
-        shutil.rmtree(var, ignore_errors=True)
-        var.mkdir(parents=True)
-        manage(["migrate", "--noinput", "-v0"], env)
-        seconds = {}
-        for path in PRICES:
-            _, seconds[path.name] = manage(["ingest_prices", str(path), "--json"], env)
-            print(f"ingested {path.name} in {seconds[path.name]:.1f}s", flush=True)
-        manage(["ingest_benchmark", str(SPY)], env)
-        _, build_s = manage(["build_features", "--feature-set", args.feature_set, "--json"], env, stream=True)
-        prepared.write_text(json.dumps({"ingest_seconds": seconds, "build_seconds": build_s}))
-    prep = json.loads(prepared.read_text())
-    print(f"scratch database {var}: build_features {prep['build_seconds']:.1f}s", flush=True)
+    prepare_database(var, env, prices=PRICES, benchmark=SPY, build_args=("--feature-set", args.feature_set),
+                     reuse=args.reuse)
 
     # the first test year needs every earlier date for training: min_train_days = dates before it
     dates = pd.concat([pd.read_csv(p, usecols=["date"])["date"] for p in PRICES]).drop_duplicates()
