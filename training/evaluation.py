@@ -285,8 +285,9 @@ def evaluate_walk_forward(
     """Fit a fresh learner per fold on purged training rows and score it on the unseen test rows.
 
     ``warm_start=True`` passes the previous fold's learner as ``fit(..., warm_start=previous)`` to
-    learners that accept it (Prophet). ``progress`` gets one line per fold (rows, seconds, rank IC). ``frame`` must hold ``ticker``, ``date``, ``adj_close``,
-    ``fwd_ret_{h}`` (and preferably ``fwd_ret_1``) besides the features.
+    learners that accept it (Prophet). ``progress`` gets one line per fold (rows, seconds, rank IC).
+    ``frame`` must hold ``ticker``, ``date``, ``adj_close``, ``fwd_ret_{h}`` (and preferably
+    ``fwd_ret_1``) besides the features.
     """
     ret_col = f"fwd_ret_{horizon}"
     missing = [c for c in ["ticker", "date", "adj_close", ret_col, *feature_columns] if c not in frame]

@@ -61,11 +61,18 @@ from registry.selectors import (
 )
 from training import selectors
 from training.envvars import env_number
-from training.evaluation import Split, baseline_predictions, evaluate_walk_forward, walk_forward_splits
+from training.evaluation import (
+    Split,
+    baseline_predictions,
+    evaluate_walk_forward,
+    walk_forward_splits,
+    yearly_splits,
+)
 from training.learners import LEARNERS, Learner, build_learner
 from training.learners.base import cs_label_columns, jsonable, with_cross_sectional_targets
 from training.learners.sampling import SampledFit
 from training.models import TrainingRun
+from training.report import DEFAULT_COST_BPS, report_row
 
 logger = logging.getLogger(__name__)
 
@@ -1113,8 +1120,6 @@ def evaluation_report(
     per side traded (``training.report.decile_book``, default 10). ``horizon``: the label's trading
     days (default ``training.horizon_days``).
     """
-    from training.evaluation import yearly_splits
-
     if splits is not None and yearly:
         raise ValueError("pass either splits or yearly=True, not both")
     say = progress or (lambda _msg: None)
@@ -1206,8 +1211,6 @@ def report_from_tables(tables: dict[str, pd.DataFrame], *, horizon: int,
     with rows of ``training.report.report_row`` (the long-short book net of ``cost_bps`` a side,
     default 10, also returned as ``cost_bps``).
     """
-    from training.report import DEFAULT_COST_BPS, report_row
-
     cost = DEFAULT_COST_BPS if cost_bps is None else float(cost_bps)
     keys = None
     for table in tables.values():
