@@ -36,7 +36,7 @@ import os
 import resource
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -1106,6 +1106,8 @@ def evaluation_report(
     cost_bps: float | None = None,
     horizon: int | None = None,
     hold_days: int = 1,
+    member_predictions: Mapping[str, pd.DataFrame] | None = None,
+    on_predictions: Callable[[str, pd.DataFrame], None] | None = None,
 ) -> dict[str, Any]:
     """Walk-forward evaluation of every learner, the ensemble and the baselines on one frame.
 
@@ -1118,7 +1120,10 @@ def evaluation_report(
     ``ML_WALK_FORWARD_FOLDS``/``_TEST_DAYS``/``_MIN_TRAIN_DAYS``; the purge gap is
     ``ML_WALK_FORWARD_GAP_DAYS`` (at least the horizon). ``cost_bps``: the long-short book's cost
     per side traded (``training.report.decile_book``, default 10). ``horizon``: the label's trading
-    days (default ``training.horizon_days``).
+    days (default ``training.horizon_days``). ``member_predictions``: a learner's out-of-sample
+    predictions (``ticker, date, expected_return, prob_up, confidence, fold``) from an earlier report
+    over the same folds, used instead of training it again (e.g. to re-stack the ensemble);
+    ``on_predictions(name, table)`` receives each learner's and the ensemble's predictions.
     """
     if splits is not None and yearly:
         raise ValueError("pass either splits or yearly=True, not both")
@@ -1165,9 +1170,13 @@ def evaluation_report(
     tables: dict[str, pd.DataFrame] = {}
     seconds: dict[str, float] = {}
     max_rows = _env_int("ML_LSTM_MAX_TRAIN_ROWS", LSTM_MAX_TRAIN_ROWS)
+    test_dates = np.unique(np.concatenate([np.asarray(s.test_dates) for s in splits]))
     for name in names:
         started = time.perf_counter()
-        if name == "prophet_forecaster":
+        if member_predictions and name in member_predictions:
+            tables[name] = _reused_predictions(name, member_predictions[name], labels, test_dates)
+            say(f"{name}: {len(tables[name]):,} out-of-sample predictions reused")
+        elif name == "prophet_forecaster":
             parts = []
             chunks = chunks_of(sorted(frame["ticker"].unique()), _env_int("ML_PROPHET_CHUNK_TICKERS", 50))
             for i, part in enumerate(chunks, start=1):
@@ -1184,6 +1193,8 @@ def evaluation_report(
             tables[name] = oof_table(result.oof, labels)
         seconds[name] = time.perf_counter() - started
         say(f"{name}: evaluated in {seconds[name]:.1f}s")
+        if on_predictions is not None:
+            on_predictions(name, tables[name])
     rows: dict[str, pd.DataFrame] = dict(tables)
     if len(tables) >= 2 and (models is None or ENSEMBLE in models):
         started = time.perf_counter()
@@ -1191,6 +1202,8 @@ def evaluation_report(
         rows[ENSEMBLE] = ev.table
         seconds[ENSEMBLE] = time.perf_counter() - started
         say(f"ensemble: evaluated in {seconds[ENSEMBLE]:.1f}s")
+        if on_predictions is not None:
+            on_predictions(ENSEMBLE, ev.table)
     walk_forward = {**asdict(wf), "protocol": protocol, "n_folds": len(splits)}
     if protocol != "folds":
         walk_forward["test_days"] = None
@@ -1199,6 +1212,22 @@ def evaluation_report(
         "walk_forward": walk_forward, "folds": fold_windows,
         "data_start": _iso(dates[0]), "data_end": _iso(dates[-1]),
     })
+
+
+PREDICTION_COLUMNS = ["ticker", "date", "expected_return", "prob_up", "confidence", "fold"]
+
+
+def _reused_predictions(name: str, saved: pd.DataFrame, labels: pd.DataFrame, test_dates: np.ndarray) -> pd.DataFrame:
+    """An earlier report's predictions of ``name`` joined to this report's labels; refused unless
+    they cover exactly this report's test dates (other folds would mix protocols in one table)."""
+    missing = [c for c in PREDICTION_COLUMNS if c not in saved.columns]
+    if missing:
+        raise ValueError(f"saved predictions of {name} lack columns {missing}")
+    saved_dates = np.unique(pd.to_datetime(saved["date"]).to_numpy())
+    if len(saved_dates) != len(test_dates) or not np.array_equal(saved_dates, test_dates.astype(saved_dates.dtype)):
+        raise ValueError(f"saved predictions of {name} cover {len(saved_dates)} dates, this report's folds "
+                         f"test {len(test_dates)}: run both with the same window, folds and horizon")
+    return oof_table(saved, labels)
 
 
 def report_from_tables(tables: dict[str, pd.DataFrame], *, horizon: int,

@@ -1,7 +1,7 @@
 """Benchmark: forecast skill out of sample, Qlib-style, through the project's own commands.
 
 Run: .venv/bin/python tests/benchmarks/bench_skill.py [--feature-set default|alpha158] [--horizon 5]
-     [--first-test-year 2008] [--models a,b] [--reuse]
+     [--first-test-year 2007] [--models a,b] [--reuse] [--reuse-predictions]
 
 It builds a scratch SQLite database under var/bench-skill (INVESTML_VAR_DIR): migrate,
 ``ingest_prices`` of both S&P 500 files of ``../shared/data/prices`` (2000-01-03..2018-05-18, 480+
@@ -11,6 +11,9 @@ tickers), ``ingest_benchmark`` of SPY, ``build_features --feature-set``; then
 gap. Its table (IC, ICIR, rank IC, rank ICIR, rank IC t, net decile-book return and IR at 10 bps a
 side, turnover, max drawdown, rank IC by year) is printed and written to
 bench-results/skill-<feature set>-h<horizon>.md (and .json). Figures are measured, never typed in.
+Every model's out-of-sample predictions are kept in var/bench-skill-<feature set>/predictions-h<horizon>;
+``--reuse-predictions`` re-stacks the ensemble and recomputes the table from them without training
+the learners again (``evaluation_report --reuse-predictions``).
 The data are for benchmarks only (the test suite never reads them); a user gets them as described
 in ../shared/data/README.md.
 """
@@ -45,6 +48,8 @@ def main() -> None:
                         help="Override a pipeline config value, e.g. models.xgboost_classifier.objective='\"rank\"'")
     parser.add_argument("--tag", default="", help="Suffix of the result files")
     parser.add_argument("--reuse", action="store_true", help="Keep an earlier database and feature build")
+    parser.add_argument("--reuse-predictions", action="store_true",
+                        help="Take the learners' predictions from an earlier run with the same options")
     args = parser.parse_args()
     missing = [str(p) for p in [*PRICES, SPY] if not p.exists()]
     if missing:
@@ -62,6 +67,8 @@ def main() -> None:
                    "--horizon", str(args.horizon), "--hold-days", str(args.hold_days), "--markdown", "--json"]
     if args.models:
         report_args += ["--models", args.models]
+    predictions = var / f"predictions-h{args.horizon}{args.tag}"
+    report_args += ["--reuse-predictions" if args.reuse_predictions else "--save-predictions", str(predictions)]
     env_report = {**env, "ML_PIPELINE_CONFIG": env.get("ML_PIPELINE_CONFIG", str(REPO / "config" / "pipeline.json"))}
     if args.feature_set != "default" or args.set:
         config = json.loads(Path(env_report["ML_PIPELINE_CONFIG"]).read_text())

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from features.engine import FEATURE_COLUMNS
 from features.services.feature_store import build_features
@@ -80,7 +80,7 @@ def _stage_names(run):
     return [s["name"] for s in run.stages]
 
 
-def test_retrain_sync_registers_all_four_learners(built):
+def test_retrain_sync_registers_all_four_learners(built, tmp_path):
     out = io.StringIO()
     call_command("retrain", "--sync", "--tickers", ",".join(TICKERS), stdout=out)
     run = TrainingRun.objects.get()
@@ -168,6 +168,28 @@ def test_retrain_sync_registers_all_four_learners(built):
     assert report["tickers"] == 8 and set(report["baselines"]) == {"zero", "momentum_20", "reversal_5"}
     assert set(report["protocol"]["models"]) == set(report["models"]) and report["cost_bps"] == 10.0
     assert ModelVersion.objects.count() == 4
+    # members' predictions saved, then reused: the same table without training them again
+    saved = tmp_path / "oof"
+    args = ["--symbols", ",".join(TICKERS), "--start", "2016-05-18", "--models", "xgboost_classifier,prophet_forecaster,ensemble",
+            "--json"]
+    out = io.StringIO()
+    call_command("evaluation_report", *args, "--save-predictions", str(saved), stdout=out, stderr=io.StringIO())
+    first = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert sorted(p.name for p in saved.iterdir()) == ["ensemble.parquet", "prophet_forecaster.parquet",
+                                                      "xgboost_classifier.parquet"]
+    out, err = io.StringIO(), io.StringIO()
+    call_command("evaluation_report", *args, "--reuse-predictions", str(saved), stdout=out, stderr=err)
+    again = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert "xgboost_classifier: " in err.getvalue() and "predictions reused" in err.getvalue()
+    for name in ("xgboost_classifier", "prophet_forecaster", "ensemble"):
+        for key, value in first["models"][name].items():
+            assert again["models"][name][key] == pytest.approx(value, nan_ok=True), (name, key)
+    with pytest.raises(CommandError, match="horizon 5, this report's is 1"):
+        call_command("evaluation_report", *args, "--horizon", "1", "--reuse-predictions", str(saved),
+                     stdout=io.StringIO(), stderr=io.StringIO())
+    with pytest.raises(CommandError, match="cover .* dates, this report's folds test"):
+        call_command("evaluation_report", *args, "--folds", "1", "--reuse-predictions", str(saved),
+                     stdout=io.StringIO(), stderr=io.StringIO())
 
     # a re-run on the same data is a patch and does not beat itself
     services.retrain(models=["xgboost_classifier"], tickers=TICKERS, sync=True, requested_by="test")

@@ -473,3 +473,29 @@ def test_prophet_chunks_merge_to_the_full_fit_and_warm_start(small_frame):
 
     unknown = test.assign(ticker="NOPE")
     assert np.isnan(full.predict(unknown).expected_return).all()
+
+
+def test_ensemble_weighs_calm_and_volatile_days_alike():
+    """The stack learns the day's rank, so a member that is only right on a few wild days (whose
+    returns dominate any fit on the return itself) does not outweigh one right on every calm day."""
+    rng = np.random.default_rng(3)
+    n_dates, n_names = 400, 60
+    dates = np.repeat(pd.bdate_range("2015-01-02", periods=n_dates).to_numpy(), n_names)
+    wild = np.repeat(rng.random(n_dates) < 0.1, n_names)
+    signal = rng.standard_normal(n_dates * n_names)
+    ret = np.where(wild, 0.20, 0.01) * (0.3 * signal + rng.standard_normal(n_dates * n_names))
+    noise = rng.standard_normal(n_dates * n_names)
+    members = {"calm_expert": np.where(wild, noise, signal), "wild_expert": np.where(wild, signal, noise)}
+    frame = pd.DataFrame({"ticker": np.tile([f"T{i}" for i in range(n_names)], n_dates), "date": dates,
+                          "fwd_ret_5": ret, **members})
+    ens = EnsembleLearner(members=list(members))
+    report = ens.fit(frame, feature_columns=list(members), horizon=5)
+    weights = report.extra["weights"]
+    assert weights["calm_expert"] > 3 * weights["wild_expert"] > 0
+    # the blend is still a return forecast: above the drift for the stocks it ranks high
+    preds = ens.predict(frame)
+    top = frame["calm_expert"].to_numpy() > 1.0
+    assert preds.expected_return[top & ~wild].mean() > ens.intercept > preds.expected_return[~top & ~wild].min()
+    assert 0.5 < preds.prob_up[top & ~wild].mean() < 1.0
+    restored = EnsembleLearner.from_bytes(ens.to_bytes())
+    np.testing.assert_allclose(restored.predict(frame).expected_return, preds.expected_return)

@@ -13,18 +13,22 @@ better than it is, and the stack would learn to trust the most overfitted member
    rows only.
 
 Model: each member's prediction is standardized with its OOF mean/std (NaN -> 0, i.e. the member's
-mean: "no opinion"); the target, cross-sectional like the members' (``fwd_ret_h`` minus the day's
-mean; with ``fit`` on a frame the members' standardized predictions are demeaned per date too, so
-the weights are what ranks the stocks of a day, not what the members say about the market), is
-regressed on them by ridge regression (penalty ``ridge_alpha * n``) with non-negative weights by
-default (NNLS on the ridge-augmented system: a member can be ignored but never bet against; the
-weights follow the members' out-of-fold skill), plus an intercept (the mean ``fwd_ret_h``: drift).
+mean: "no opinion"). The stack learns the members' target, the day's CSRankNorm rank of the forward
+return (``fwd_csrank_h``), so a calm day and a crash day weigh the same in the fit (fitted on the
+excess return, the 2008-2009 days decided the weights for every later year). With ``fit`` on a
+frame the members' standardized predictions are demeaned per date, so the weights are what ranks the
+stocks of a day, not what the members say about the market. The target is regressed on them by
+ridge regression (penalty ``ridge_alpha * n``) with non-negative weights by default (NNLS on the
+ridge-augmented system: a member can be ignored but never bet against; the weights follow the
+members' out-of-fold skill and their correlation). The blend ``z = x @ weights`` is in rank units;
+``scale``, the regression of the excess return on ``z``, turns it into a return, and the intercept
+is the mean ``fwd_ret_h`` (drift): ``expected_return = intercept + scale * z``.
 
-Confidence: ``sigma`` is the standard deviation of the stack's OOF residuals; ``prob_up =
-Phi((expected_return - intercept) / sigma)``, the probability of beating the cross-section,
-``confidence = |2 * prob_up - 1|``.
+Confidence: ``sigma`` is the standard deviation of the excess return around ``scale * z``; ``prob_up
+= Phi(scale * z / sigma)``, the probability of beating the cross-section, ``confidence = |2 *
+prob_up - 1|``.
 
-Artifact: ``meta.json`` only (members, scalers, weights, intercept, sigma).
+Artifact: ``meta.json`` only (members, scalers, weights, scale, intercept, sigma).
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ class EnsembleLearner:
         self.means: np.ndarray | None = None
         self.stds: np.ndarray | None = None
         self.weights: np.ndarray | None = None
+        self.scale: float = 1.0
         self.intercept: float = 0.0
         self.sigma: float = 1.0
 
@@ -123,30 +128,33 @@ class EnsembleLearner:
 
     def fit_from_oof(
         self, oof_predictions: Mapping[str, Any], target: Any, *, horizon: int | None = None,
-        dates: Any = None, drift: float | None = None,
+        dates: Any = None, drift: float | None = None, returns: Any = None,
     ) -> FitReport:
-        """Learn the stack from members' out-of-fold predictions and the realized (excess) return.
+        """Learn the stack from members' out-of-fold predictions.
 
-        With ``dates`` the design is demeaned per date (a cross-sectional fit); ``drift`` is the
-        intercept (default: the target's mean)."""
+        ``target`` is what the weights are fitted to (the CSRankNorm rank in ``fit``); ``returns``
+        (default: ``target``) the realized (excess) return that sets ``scale`` and ``sigma``. With
+        ``dates`` the design is demeaned per date (a cross-sectional fit); ``drift`` is the
+        intercept (default: the mean of ``returns``)."""
         started = time.perf_counter()
         members = self.params["members"] or sorted(oof_predictions)
         missing = [m for m in members if m not in oof_predictions]
         if missing:
             raise KeyError(f"missing member predictions: {missing}")
         y = np.asarray(target, dtype=np.float64).reshape(-1)
+        r = y if returns is None else np.asarray(returns, dtype=np.float64).reshape(-1)
         raw = np.column_stack([np.asarray(oof_predictions[m], dtype=np.float64) for m in members])
-        if len(raw) != len(y):
-            raise ValueError("member predictions and target differ in length")
-        keep = np.isfinite(y)
-        raw, y = raw[keep], y[keep]
+        if len(raw) != len(y) or len(r) != len(y):
+            raise ValueError("member predictions, target and returns differ in length")
+        keep = np.isfinite(y) & np.isfinite(r)
+        raw, y, r = raw[keep], y[keep], r[keep]
         if len(y) < 2:
             raise ValueError("need at least two labelled out-of-fold rows")
         self.members = list(members)
         self.means, self.stds = column_stats(raw)
         x = self._design(dict(zip(members, raw.T, strict=True)))
-        self.intercept = float(np.mean(y)) if drift is None else float(drift)
-        yc = y - float(np.mean(y))
+        self.intercept = float(np.mean(r)) if drift is None else float(drift)
+        yc, rc = y - float(np.mean(y)), r - float(np.mean(r))
         if dates is not None:
             keys = np.asarray(dates).reshape(-1)[keep]
             x = x - pd.DataFrame(x).groupby(keys).transform("mean").to_numpy()
@@ -159,8 +167,12 @@ class EnsembleLearner:
         else:
             w = np.linalg.lstsq(a, b, rcond=None)[0]
         self.weights = w
-        resid = yc - x @ w
-        self.sigma = float(np.std(resid)) or float(np.std(y)) or 1.0
+        z = x @ w
+        zz = float(z @ z)
+        # a blend that does not rise with the return keeps its ranking at a vanishing scale
+        self.scale = max(float(z @ rc) / zz, 1e-12) if zz > 0 else 1e-12
+        resid = rc - self.scale * z
+        self.sigma = float(np.std(resid)) or float(np.std(r)) or 1.0
         self.horizon = horizon
         total = float(np.sum(np.abs(w)))
         return FitReport(
@@ -171,6 +183,7 @@ class EnsembleLearner:
                 "weight_shares": dict(
                     zip(members, (np.abs(w) / total if total else w).tolist(), strict=True)
                 ),
+                "scale": self.scale,
                 "sigma": self.sigma,
             },
         )
@@ -179,8 +192,8 @@ class EnsembleLearner:
         """Combine members' predictions (same rows, same order) made for the rows to score."""
         if self.weights is None:
             raise NotFittedError("ensemble is not fitted")
-        expected = self.intercept + self._design(member_predictions) @ self.weights
-        return Predictions.from_prob(expected, normal_cdf((expected - self.intercept) / self.sigma))
+        edge = self.scale * (self._design(member_predictions) @ self.weights)
+        return Predictions.from_prob(self.intercept + edge, normal_cdf(edge / self.sigma))
 
     def fit(self, frame: pd.DataFrame, *, feature_columns: list[str], horizon: int) -> FitReport:
         """``frame`` holds one OOF prediction column per member (``feature_columns``) and the labels."""
@@ -191,8 +204,8 @@ class EnsembleLearner:
         oof = {m: frame[m].to_numpy(dtype=np.float64) for m in feature_columns}
         self.params["members"] = list(feature_columns)
         targets = cross_sectional_targets(frame, int(horizon))
-        return self.fit_from_oof(oof, targets.excess, horizon=horizon, dates=pd.to_datetime(frame["date"]).to_numpy(),
-                                 drift=float(np.nanmean(targets.ret)))
+        return self.fit_from_oof(oof, targets.rank, returns=targets.excess, horizon=horizon,
+                                 dates=pd.to_datetime(frame["date"]).to_numpy(), drift=float(np.nanmean(targets.ret)))
 
     def predict(self, frame: pd.DataFrame) -> Predictions:
         if self.members is None:
@@ -212,6 +225,7 @@ class EnsembleLearner:
             "means": self.means,
             "stds": self.stds,
             "weights": self.weights,
+            "scale": self.scale,
             "intercept": self.intercept,
             "sigma": self.sigma,
         }
@@ -226,6 +240,7 @@ class EnsembleLearner:
         learner.means = np.asarray(meta["means"], dtype=np.float64)
         learner.stds = np.asarray(meta["stds"], dtype=np.float64)
         learner.weights = np.asarray(meta["weights"], dtype=np.float64)
+        learner.scale = float(meta.get("scale", 1.0))  # stacks fitted on returns had no scale
         learner.intercept = float(meta["intercept"])
         learner.sigma = float(meta["sigma"])
         return learner

@@ -1,8 +1,13 @@
 import json as jsonlib
 from datetime import date
+from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from django.core.management.base import BaseCommand, CommandError
 
+from features.store import atomic_write_bytes
 from registry.models import ModelVersion
 from registry.selectors import active_version, latest_version
 from registry.services import load_oof
@@ -11,12 +16,15 @@ from training.selectors import NoTrainingData, tickers_with_history
 from training.services import (
     ALL_LEARNERS,
     BASE_LEARNERS,
+    PREDICTION_COLUMNS,
     RetrainError,
     evaluation_report,
     format_report,
     horizon_days,
     report_from_tables,
 )
+
+HORIZON_KEY = b"investml.horizon"
 
 
 class Command(BaseCommand):
@@ -52,11 +60,19 @@ class Command(BaseCommand):
                             help="Rebalance the decile book every N trading days (default 1: daily; the horizon "
                                  "trades each forecast for the period it is made for)")
         parser.add_argument("--horizon", type=int, help="Label horizon in trading days (default training.horizon_days)")
+        parser.add_argument("--save-predictions", type=Path, metavar="DIR",
+                            help="Write each learner's and the ensemble's out-of-sample predictions to "
+                                 "DIR/<model>.parquet")
+        parser.add_argument("--reuse-predictions", type=Path, metavar="DIR",
+                            help="Take the learners' predictions from DIR/<learner>.parquet (an earlier "
+                                 "--save-predictions over the same window, folds and horizon) instead of "
+                                 "training them again; the ensemble and the baselines are recomputed")
         parser.add_argument("--markdown", action="store_true", help="Print a Markdown table")
         parser.add_argument("--json", action="store_true", help="End with one JSON line")
 
     def handle(self, *args, start, end, tickers, symbols, models, registry, run, markdown, folds, test_days,
-               min_train_days, yearly, cost_bps, horizon, hold_days, **options):
+               min_train_days, yearly, cost_bps, horizon, hold_days, save_predictions, reuse_predictions,
+               **options):
         names = [m.strip() for m in models.split(",")] if models else None
         if cost_bps < 0:
             raise CommandError("--cost-bps must be >= 0")
@@ -67,6 +83,8 @@ class Command(BaseCommand):
         if yearly and (folds is not None or test_days is not None):
             raise CommandError("--yearly makes one fold per calendar year: drop --folds/--test-days")
         if registry or run:
+            if save_predictions or reuse_predictions:
+                raise CommandError("--save-predictions/--reuse-predictions apply to fresh walk-forward models")
             if yearly or folds is not None or test_days is not None or min_train_days is not None or horizon:
                 raise CommandError("--folds/--test-days/--min-train-days/--yearly train fresh models; the "
                                    "registered versions' folds and horizon are fixed (drop --registry/--run)")
@@ -77,16 +95,52 @@ class Command(BaseCommand):
                 chosen = tickers_with_history(start=start, end=end, limit=tickers)
                 if not chosen:
                     raise CommandError("no tickers have price history in that window")
+            report_horizon = horizon or horizon_days()
+            reused = self._read_predictions(reuse_predictions, report_horizon) if reuse_predictions else None
+            saver = self._writer(save_predictions, report_horizon) if save_predictions else None
             try:
                 report = evaluation_report(start=start, end=end, tickers=chosen, models=names,
                                            progress=lambda msg: self.stderr.write(msg), folds=folds,
                                            test_days=test_days, min_train_days=min_train_days, yearly=yearly,
-                                           cost_bps=cost_bps, horizon=horizon, hold_days=hold_days)
+                                           cost_bps=cost_bps, horizon=horizon, hold_days=hold_days,
+                                           member_predictions=reused, on_predictions=saver)
             except (RetrainError, NoTrainingData, ValueError) as exc:
                 raise CommandError(str(exc)) from exc
         self.stdout.write(format_report(report, markdown=markdown))
         if options["json"]:
             self.stdout.write(jsonlib.dumps(report, default=str))
+
+    def _writer(self, folder: Path, horizon: int):
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def write(name: str, table: pd.DataFrame) -> None:
+            out = table[PREDICTION_COLUMNS]
+            arrow = pa.Table.from_pandas(out, preserve_index=False)
+            arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), HORIZON_KEY: str(horizon).encode()})
+            buf = pa.BufferOutputStream()
+            pq.write_table(arrow, buf, compression="zstd")
+            atomic_write_bytes(folder / f"{name}.parquet", buf.getvalue(), fsync=True)
+            self.stderr.write(f"{name}: {len(out):,} predictions written to {folder / f'{name}.parquet'}")
+
+        return write
+
+    def _read_predictions(self, folder: Path, horizon: int) -> dict[str, pd.DataFrame]:
+        if not folder.is_dir():
+            raise CommandError(f"--reuse-predictions: {folder} is not a directory")
+        found = {}
+        for name in BASE_LEARNERS:
+            path = folder / f"{name}.parquet"
+            if not path.exists():
+                continue
+            table = pq.read_table(path)
+            saved_horizon = (table.schema.metadata or {}).get(HORIZON_KEY, b"?").decode()
+            if saved_horizon != str(horizon):
+                raise CommandError(f"{path}: predictions for horizon {saved_horizon}, this report's is {horizon}")
+            found[name] = table.to_pandas()
+        if not found:
+            raise CommandError(f"--reuse-predictions: no <learner>.parquet in {folder} "
+                               f"(learners: {', '.join(BASE_LEARNERS)})")
+        return found
 
     def _from_registry(self, names, run_id, *, cost_bps, hold_days):
         tables = {}
