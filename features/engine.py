@@ -46,6 +46,7 @@ import pandas as pd
 import talib
 
 from features.alpha158 import alpha158_columns, alpha158_lookback, compute_alpha158
+from features.normalize import CS_NORMALIZATIONS
 from features.windows import rolling_sum as _rolling_sum
 from features.windows import safe_div as _safe_div
 from features.windows import window_var as _window_var
@@ -102,6 +103,9 @@ class FeatureSpec:
     seed_decay: float = 1e-15
     # Qlib's Alpha158 family (``features.alpha158``) over these windows; () leaves it out.
     alpha158_windows: tuple[int, ...] = ()
+    # Per-date normalization every reader of the store applies ("none" | "robust_zscore";
+    # ``features.normalize``): part of the version, so training and serving see the same values.
+    cs_normalization: str = "none"
 
     @classmethod
     def from_params(cls, params: FeatureSpec | dict[str, Any] | None) -> FeatureSpec:
@@ -115,6 +119,8 @@ class FeatureSpec:
             raise ValueError(f"unknown feature parameters: {sorted(unknown)}")
         clean = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
         spec = replace(DEFAULT_SPEC, **clean)
+        if spec.cs_normalization not in CS_NORMALIZATIONS:
+            raise ValueError(f"cs_normalization must be one of {CS_NORMALIZATIONS}, got {spec.cs_normalization!r}")
         missing_sma = set(spec.close_to_sma) - set(spec.sma_periods)
         missing_ema = set(spec.close_to_ema) - set(spec.ema_periods)
         if missing_sma or missing_ema:
@@ -238,10 +244,12 @@ class FeatureSpec:
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        # a spec without Alpha158 or normalization keeps the parameters (and so the version hash)
+        # it had before they existed: existing stores stay current
         if not self.alpha158_windows:
-            # a spec without Alpha158 keeps the parameters (and so the version hash) it had before
-            # the family existed: existing stores stay current
             del out["alpha158_windows"]
+        if self.cs_normalization == "none":
+            del out["cs_normalization"]
         return out
 
     def version_hash(self) -> str:
@@ -253,7 +261,13 @@ class FeatureSpec:
 DEFAULT_SPEC = FeatureSpec()
 ALPHA158_SPEC = replace(DEFAULT_SPEC, alpha158_windows=(5, 10, 20, 30, 60))
 # The feature sets a build knows by name (``build_features --feature-set``, ``training.feature_set``).
-FEATURE_SETS: dict[str, FeatureSpec] = {"default": DEFAULT_SPEC, "alpha158": ALPHA158_SPEC}
+# ``<set>_cs``: the same features normalized per date across the universe (``features.normalize``).
+FEATURE_SETS: dict[str, FeatureSpec] = {
+    "default": DEFAULT_SPEC,
+    "alpha158": ALPHA158_SPEC,
+    "default_cs": replace(DEFAULT_SPEC, cs_normalization="robust_zscore"),
+    "alpha158_cs": replace(ALPHA158_SPEC, cs_normalization="robust_zscore"),
+}
 FEATURE_GROUPS: dict[str, list[str]] = DEFAULT_SPEC.groups()
 FEATURE_COLUMNS: list[str] = DEFAULT_SPEC.columns()
 MODEL_FEATURE_COLUMNS: list[str] = DEFAULT_SPEC.model_columns()

@@ -112,7 +112,8 @@ def feature_columns(*, version: VersionRef) -> list[str]:
 def feature_store_for(*, version: FeatureSetVersion) -> FeatureStore:
     """The offline store of a version, under ``ML_FEATURES_PATH/<feature set>/<version>``."""
     return FeatureStore.at(
-        settings.ML_FEATURES_PATH, version.feature_set.name, version.version, feature_columns=version.feature_names
+        settings.ML_FEATURES_PATH, version.feature_set.name, version.version, feature_columns=version.feature_names,
+        cs_normalization=(version.params or {}).get("cs_normalization", "none"),
     )
 
 

@@ -7,6 +7,9 @@ Layout of one version (``root = ML_FEATURES_PATH/<feature_set>/<version>``)::
     features/year=YYYY/month=MM/part-<id>.parquet    ticker, date, <feature columns> (float32)
     labels/year=YYYY/month=MM/part-<id>.parquet      ticker, date, adj_close, fwd_ret_h, fwd_dir_h (float64)
     market/market-<id>.parquet                       date, ret, source: the market series the build used
+    xsection/year=YYYY/month=MM/part-<id>.parquet    date, median:<col>, scale:<col> (float64): each
+                                                     date's cross-section statistics, only in a version
+                                                     whose spec normalizes per date (below)
 
 * Features and labels are separate datasets with the same keys (ticker, date): a label looks ahead
   by design and must never be read as a feature.
@@ -25,6 +28,12 @@ Layout of one version (``root = ML_FEATURES_PATH/<feature_set>/<version>``)::
   checksum of a set of files is the sha256 over "<relative path> <sha256>" lines in path order
   (``files_checksum``). ``verify`` re-hashes every live file.
 * ``last_dates`` in the manifest: the last stored date per ticker, which drives incremental builds.
+* Cross-sectional normalization (``FeatureSpec.cs_normalization``, ``features.normalize``): the
+  features dataset keeps the raw values; every commit recomputes the statistics of each month it
+  touched from all the stored stocks of that month, in the same commit, and ``read("features")``
+  returns normalized values. Every reader (training frames, latest rows, sequences, the online
+  store, drift) therefore sees the same transform, and a build of a few tickers re-normalizes the
+  days it changed.
 
 The build pipeline (``compute_chunk``, ``materialize``) is here too, so that the Django service and
 the benchmark run the same code: chunks of bars in, Parquet out.
@@ -54,6 +63,7 @@ import pyarrow.parquet as pq
 
 from features.engine import FeatureSpec, compute_features, compute_features_incremental
 from features.labels import compute_labels
+from features.normalize import CS_NORMALIZATIONS, cs_apply, cs_stats
 
 __all__ = [
     "LABEL_HORIZONS",
@@ -85,6 +95,7 @@ LABEL_HORIZONS: tuple[int, ...] = (1, 5)
 MANIFEST = "_manifest.json"
 COMPRESSION = "snappy"
 DATASETS = ("features", "labels")
+XSECTION = "xsection"
 KEY_COLUMNS = ["ticker", "date"]
 
 Progress = Callable[[str], None]
@@ -444,9 +455,12 @@ class FeatureStore:
     """One feature-set version's offline store under ``root``."""
 
     def __init__(self, root: Path | str, *, feature_columns: list[str] | None = None,
-                 label_columns: list[str] | None = None):
+                 label_columns: list[str] | None = None, cs_normalization: str = "none"):
+        if cs_normalization not in CS_NORMALIZATIONS:
+            raise ValueError(f"cs_normalization must be one of {CS_NORMALIZATIONS}, got {cs_normalization!r}")
         self.root = Path(root)
         self._columns = {"features": feature_columns, "labels": label_columns}
+        self.cs_normalization = cs_normalization
 
     @classmethod
     def at(cls, base: Path | str, feature_set: str, version: str, **kwargs: Any) -> FeatureStore:
@@ -521,7 +535,22 @@ class FeatureStore:
                 continue
             break
         table = table.sort_by([("ticker", "ascending"), ("date", "ascending")])
-        return _table_to_frame(table)
+        frame = _table_to_frame(table)
+        if dataset == "features" and self.cs_normalization != "none" and len(frame):
+            names = [c for c in frame.columns if c not in KEY_COLUMNS]
+            frame = cs_apply(frame, names, self.xsection(start=frame["date"].min(), end=frame["date"].max(),
+                                                         manifest=m))
+        return frame
+
+    def xsection(self, *, start: Any = None, end: Any = None, manifest: dict[str, Any] | None = None) -> pd.DataFrame:
+        """The stored per-date cross-section statistics in [start, end] (``features.normalize``)."""
+        m = manifest or self.manifest()
+        scope = ReplaceScope(None, _to_date(start), _to_date(end))
+        rels = sorted(rel for rel, e in m["files"].items() if e["dataset"] == XSECTION and scope.touches(e))
+        if not rels:
+            return pd.DataFrame({"date": np.array([], dtype="datetime64[ns]")})
+        frame = self.read_files(rels)
+        return frame.sort_values("date", kind="stable").reset_index(drop=True)
 
     def read_files(self, rels: Iterable[str]) -> pd.DataFrame:
         tables = [pq.read_table(self.root / rel) for rel in rels]
@@ -807,6 +836,10 @@ class StoreWriter:
                         live.pop(m["market"], None)
                         removed.append(m["market"])
 
+                # 3b. per-date statistics of every month whose features changed
+                if store.cs_normalization != "none":
+                    self._restate_xsection(live, created, removed, columns["features"], before=m["files"])
+
                 all_new = {**self._parts, **created}
                 # 4. durability before visibility
                 dirs = set()
@@ -872,6 +905,35 @@ class StoreWriter:
             checksum=files_checksum(files),
             bytes_written=sum(int(e.get("bytes", 0)) for e in all_new.values()),
         )
+
+    def _restate_xsection(self, live: dict[str, dict[str, Any]], created: dict[str, dict[str, Any]],
+                          removed: list[str], columns: list[str], before: dict[str, dict[str, Any]]) -> None:
+        """Recompute the cross-section statistics of each month whose feature files changed, from
+        the month's files as this commit leaves them (all stocks, raw values)."""
+        store = self.store
+        final = {**live, **self._parts, **created}
+        changed = {(e["year"], e["month"]) for rel, e in {**self._parts, **created}.items()
+                   if e["dataset"] == "features"}
+        gone = set(removed)
+        changed |= {(e["year"], e["month"]) for rel, e in before.items() if rel in gone and e["dataset"] == "features"}
+        for y, mo in sorted(changed):
+            for rel in [r for r, e in live.items() if e["dataset"] == XSECTION and (e["year"], e["month"]) == (y, mo)]:
+                live.pop(rel)
+                removed.append(rel)
+            rels = sorted(r for r, e in final.items() if e["dataset"] == "features" and (e["year"], e["month"]) == (y, mo))
+            if not rels:
+                continue
+            stats = cs_stats(store.read_files(rels), columns)
+            table = pa.Table.from_pandas(stats.assign(date=stats["date"].to_numpy().astype("datetime64[D]")),
+                                         preserve_index=False)
+            data, sha = _encode_table_plain(table)
+            rel = f"{XSECTION}/year={y:04d}/month={mo:02d}/part-{uuid.uuid4().hex[:16]}.parquet"
+            atomic_write_bytes(store.root / rel, data, fsync=False)
+            created[rel] = {
+                "dataset": XSECTION, "year": y, "month": mo, "rows": table.num_rows, "bytes": data.size,
+                "sha256": sha, "min_date": str(stats["date"].min().date()), "max_date": str(stats["date"].max().date()),
+                "tag": self.tag,
+            }
 
     def _infer_columns(self, dataset: str) -> list[str] | None:
         for frames in self._upserts[dataset].values():

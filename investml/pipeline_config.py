@@ -54,7 +54,7 @@ _TRAINING = {
     "drift_threshold": Field(_NUMBER, default=0.3, minimum=0),
     "max_training_hours": Field(_NUMBER, default=24.0, minimum=0),
     "horizon_days": Field(int, default=5, minimum=1),
-    "feature_set": Field(str, default="default", choices=("default", "alpha158")),
+    "feature_set": Field(str, default="default", choices=("default", "alpha158", "default_cs", "alpha158_cs")),
     "promotion_metric": Field(str, default="rank_ic"),
     "train_years": Field(_NUMBER, default=5, minimum=0),
 }

@@ -37,7 +37,7 @@ RESULTS = REPO / "bench-results"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--feature-set", default="default", choices=("default", "alpha158"))
+    parser.add_argument("--feature-set", default="default", choices=("default", "alpha158", "default_cs", "alpha158_cs"))
     parser.add_argument("--horizon", type=int, default=5)
     parser.add_argument("--first-test-year", type=int, default=2007,
                         help="The first out-of-sample year; it only trains the ensemble's stack, so the table "

@@ -282,3 +282,44 @@ def test_failures_are_recorded_in_the_troubleshooting_tone(tiny_setup):
     assert run.stages[0]["name"] == "load_frame" and run.stages[0]["status"] == "failed"
     with pytest.raises(services.RetrainError, match="unknown model"):
         services.retrain(models=["gpt"], sync=True)
+
+
+def test_a_per_date_normalized_feature_set_is_trained_and_served_the_same_way(tiny_setup, settings):
+    """``training.feature_set: default_cs``: the store keeps raw values, every reader gets them
+    normalized per date over the whole universe, and /predict by ticker scores what training saw."""
+    from rest_framework.test import APIClient
+
+    from features.normalize import CLIP
+    from features.selectors import training_frame
+    from inference.model_manager import get_manager
+    from tests.integration.test_inference_api import _reset, make_token
+
+    settings.PIPELINE_CONFIG = {**settings.PIPELINE_CONFIG,
+                                "training": {**settings.PIPELINE_CONFIG["training"], "feature_set": "default_cs"}}
+    _reset()
+    build_features(tickers=TICKERS)
+    frame = training_frame()
+    cols = [c for c in FEATURE_COLUMNS if c in frame.columns]
+    values = frame[cols].to_numpy(np.float64)
+    assert np.nanmax(np.abs(values)) <= CLIP
+    medians = frame.groupby("date")["vol_20"].median().dropna()
+    assert len(medians) > 100 and medians.abs().max() < 1e-5  # centred on each day's median (float32)
+    assert frame["day_of_week"].abs().max() == 0  # the same for every stock of a day
+
+    run = services.retrain(models=["xgboost_classifier"], tickers=TICKERS, sync=True, requested_by="test")
+    version = ModelVersion.objects.get(training_run=run, model__name="xgboost_classifier")
+    assert version.feature_set_version.feature_set.name == "default_cs"
+    assert version.feature_set_version.params["cs_normalization"] == "robust_zscore"
+    try:
+        version.status = "active"
+        version.save(update_fields=["status"])
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {make_token(staff=False)}")
+        body = client.post("/predict", {"ticker": "MSFT", "model_name": "xgboost_classifier"}, format="json").json()
+        rows = frame[frame["ticker"] == "MSFT"]
+        learner = get_manager().get("xgboost_classifier").learner
+        assert body["feature_date"] == rows["date"].iloc[-1].date().isoformat()
+        assert body["expected_return"] == pytest.approx(float(learner.predict(rows.iloc[-1:]).expected_return[0]),
+                                                        rel=1e-5)
+    finally:
+        _reset()  # no buffered prediction-log rows outlive the test database
