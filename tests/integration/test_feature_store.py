@@ -1,7 +1,7 @@
 """The feature store end to end on real data (SQLite or PostgreSQL, file cache or Redis).
 
-Bars are a few real tickers from ../shared/data; the store lives in tmp_path and the online store
-uses a per-test cache key prefix.
+Bars are a few real tickers of the bundled sample (sample_data/); the store lives in tmp_path and the
+online store uses a per-test cache key prefix.
 """
 
 from __future__ import annotations
@@ -45,17 +45,20 @@ from features.tasks import build_features_task
 
 pytestmark = pytest.mark.django_db
 
-PRICES = "prices/sp500_yahoo_2013-05-21_2018-05-18.csv.gz"
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
+PRICES = SAMPLE / "prices" / "sp500_sample_2013-05-21_2018-05-18.csv.gz"
+SPY = SAMPLE / "benchmarks" / "SPY_returns.csv"
 CUT = date(2018, 2, 28)  # first build up to here, then the rest arrives
-FIRST = ["AAPL", "JPM", "MSFT", "PYPL"]  # PYPL lists in 2015: a shorter history
+SHORT, SHORT_FROM = "NVDA", "2015-07-06"  # its bars before SHORT_FROM are left out: a shorter history
+FIRST = ["AAPL", "JPM", "MSFT", SHORT]
 LATE = "XOM"  # arrives only with the second batch: a ticker the store has never held
 LABELS = ["adj_close", "fwd_ret_1", "fwd_dir_1", "fwd_ret_5", "fwd_dir_5"]
 
 
 @pytest.fixture(scope="module")
-def price_files(shared_data, tmp_path_factory) -> dict[str, Path]:
-    bars = pd.read_csv(shared_data / PRICES)
-    bars = bars[bars["ticker"].isin([*FIRST, LATE])]
+def price_files(tmp_path_factory) -> dict[str, Path]:
+    bars = pd.read_csv(PRICES)
+    bars = bars[bars["ticker"].isin([*FIRST, LATE]) & ((bars["ticker"] != SHORT) | (bars["date"] >= SHORT_FROM))]
     folder = tmp_path_factory.mktemp("prices")
     dates = pd.to_datetime(bars["date"]).dt.date
     first = bars[(dates <= CUT) & bars["ticker"].isin(FIRST)]
@@ -88,11 +91,11 @@ def _quiet(name: str, *args, **kwargs) -> str:
 
 
 @pytest.fixture
-def market(price_files, shared_data):
+def market(price_files):
     """First batch of bars, SPY returns and two real fundamentals snapshots in the database."""
     _quiet("ingest_prices", price_files["first"])
-    _quiet("ingest_benchmark", shared_data / "benchmarks" / "SPY_benchmark.csv", "--symbol", "SPY")
-    snapshots = shared_data / "fundamentals" / "sp500_constituents_financials_snapshots"
+    _quiet("ingest_benchmark", SPY, "--symbol", "SPY")
+    snapshots = SAMPLE / "fundamentals"
     _quiet("ingest_fundamentals", snapshots / "constituents-financials_2017-03-08.csv",
            snapshots / "constituents-financials_2018-02-08.csv")
     return price_files
@@ -203,7 +206,7 @@ def test_training_frame_is_point_in_time(market):
     # features at t do not change when later bars arrive
     _assert_same(before, after, FEATURE_COLUMNS, atol=0.0)
     build_features(full=True)
-    rebuilt = training_frame(end=CUT, tickers=["aapl", "JPM", "MSFT", "PYPL"])
+    rebuilt = training_frame(end=CUT, tickers=["aapl", "JPM", "MSFT", SHORT.lower()])
     _assert_same(before, rebuilt, FEATURE_COLUMNS)
 
     # labels at t look exactly h bars ahead of the ticker's own bars
@@ -308,8 +311,8 @@ def test_build_features_command_export_and_errors(market, tmp_path):
         _quiet("build_features", "--start", "2018-03-01", "--end", "2018-01-01")
     with pytest.raises(CommandError, match="no bars between 2020-01-01"):
         _quiet("build_features", "--start", "2020-01-01")
-    with pytest.raises(CommandError, match="no bars for PYPL"):
-        _quiet("build_features", "--tickers", "PYPL", "--end", "2014-12-31")
+    with pytest.raises(CommandError, match=f"no bars for {SHORT}"):
+        _quiet("build_features", "--tickers", SHORT, "--end", "2014-12-31")
     with pytest.raises(CommandError, match="unknown feature set 'nope'"):
         _quiet("build_features", "--feature-set", "nope")
 
@@ -332,18 +335,20 @@ def test_failed_build_is_recorded_and_leaves_the_store_as_it_was(market, monkeyp
     assert sorted(root.rglob("*.parquet")) == files
 
 
-def test_build_task_and_ingest_benchmark(market, shared_data):
+def test_build_task_and_ingest_benchmark(market):
     result = build_features_task.run(tickers=["JPM"])
     assert result["tickers"] == 1 and result["rows"] > 1000 and result["mode"] == "full"
 
-    spy = shared_data / "benchmarks" / "SPY_benchmark.csv"
-    out = _quiet("ingest_benchmark", spy, "--json")
+    out = _quiet("ingest_benchmark", SPY, "--json")
     counts = json.loads(out.strip().splitlines()[-1])
     rows = BenchmarkReturn.objects.filter(symbol="SPY").count()
     assert counts["rows_unchanged"] == rows == counts["rows_read"] and counts["rows_loaded"] == 0
-    assert BenchmarkReturn.objects.get(symbol="SPY", date=date(1993, 2, 1)).ret == pytest.approx(0.007055075102412323)
+    first = pd.read_csv(SPY).iloc[0]  # "2013-01-02 00:00:00+00:00", 0.0256...
+    assert rows == len(pd.read_csv(SPY))
+    stored = BenchmarkReturn.objects.get(symbol="SPY", date=date.fromisoformat(first["date"][:10]))
+    assert stored.ret == pytest.approx(first["return"])
     with pytest.raises(CommandError, match="expected columns date,return"):
-        _quiet("ingest_benchmark", shared_data / PRICES)
+        _quiet("ingest_benchmark", PRICES)
 
 
 def test_load_sample_ingests_the_benchmark(settings, tmp_path):
@@ -353,9 +358,8 @@ def test_load_sample_ingests_the_benchmark(settings, tmp_path):
         "date,ticker,open,high,low,close,adj_close,volume\n2018-01-02,AAA,10,11,9,10.5,10.4,1000\n"
     )
     (root / "benchmarks").mkdir()
-    shutil.copy(Path(__file__).resolve().parents[2] / "sample_data" / "benchmarks" / "SPY_returns.csv",
-                root / "benchmarks" / "SPY_returns.csv")
+    shutil.copy(SPY, root / "benchmarks" / "SPY_returns.csv")
     settings.ML_DATA_PATH = root
     out = _quiet("load_sample")
     assert "SPY benchmark" in out
-    assert BenchmarkReturn.objects.filter(symbol="SPY").count() == 1340
+    assert BenchmarkReturn.objects.filter(symbol="SPY").count() == len(pd.read_csv(SPY))

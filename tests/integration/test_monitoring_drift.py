@@ -1,6 +1,7 @@
-"""Drift through the Django layer on real prices: 60 S&P 500 tickers of 2003-2009 ingested and built
-into a feature store; an active version whose training profile covers calm 2004-2006; the autumn-2008
-window drifts, raises the alert and requests a retrain, calm windows do not; the command's JSON."""
+"""Drift through the Django layer on real prices: the bundled sample (50 S&P 500 stocks, 2013-05-21..
+2018-05-18) ingested and built into a feature store; an active version whose training profile covers
+2014-03..2015-06; the January-2016 sell-off drifts, raises the alert and requests a retrain, calm
+windows do not; the command's JSON."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import logging
 import uuid
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,25 +28,24 @@ from registry.models import ModelVersion, RegisteredModel
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
-PRICES = "prices/sp500_yahoo_2000-01-03_2013-05-20.csv.gz"
-FIRST, LAST = "2003-01-01", "2009-06-30"
-N_TICKERS = 60
+PRICES = Path(__file__).resolve().parents[2] / "sample_data" / "prices" / "sp500_sample_2013-05-21_2018-05-18.csv.gz"
+REFERENCE = ("2014-03-01", "2015-06-30")  # training period: from ~200 bars into the sample, every window full
+CRISIS_END, LATER_END = date(2016, 1, 29), date(2016, 2, 11)  # 20-day windows from 2015-12-31 and 2016-01-14
 DRIFT_COLUMNS = [c for c in MODEL_FEATURE_COLUMNS if c not in FEATURE_GROUPS["calendar"]]
-CALM_ENDS = [date(2005, 6, 30), date(2006, 3, 31), date(2004, 11, 30)]
+CALM_ENDS = [date(2014, 8, 29), date(2015, 5, 29), date(2014, 12, 31)]
 
 
-def _subset(shared_data) -> tuple[list[str], pd.DataFrame]:
-    bars = pd.read_csv(shared_data / PRICES)
-    bars = bars[(bars["date"] >= FIRST) & (bars["date"] <= LAST)]
+def _subset() -> tuple[list[str], pd.DataFrame]:
+    """Every sample ticker that trades on every day of the sample (all 50 do)."""
+    bars = pd.read_csv(PRICES)
     counts = bars.groupby("ticker").size()
-    complete = sorted(counts[counts == counts.max()].index)
-    step = max(1, len(complete) // N_TICKERS)
-    tickers = complete[::step][:N_TICKERS]
+    tickers = sorted(counts[counts == bars["date"].nunique()].index)
+    assert len(tickers) >= 40
     return tickers, bars[bars["ticker"].isin(tickers)]
 
 
 @pytest.fixture
-def real_store(settings, tmp_path, shared_data):
+def real_store(settings, tmp_path):
     settings.ML_FEATURES_PATH = tmp_path / "features"
     settings.ML_MODELS_PATH = tmp_path / "ml_models"
     caches = {name: dict(conf) for name, conf in settings.CACHES.items()}
@@ -54,7 +55,7 @@ def real_store(settings, tmp_path, shared_data):
     settings.DATA_DRIFT_THRESHOLD = 0.3
     settings.MONITORING_DRIFT_WINDOW_DAYS = 20
     settings.ENABLE_AUTO_RETRAINING = True
-    tickers, bars = _subset(shared_data)
+    tickers, bars = _subset()
     path = tmp_path / "bars.csv.gz"
     with gzip.open(path, "wt") as fh:
         bars.to_csv(fh, index=False)
@@ -77,7 +78,7 @@ def retrains(monkeypatch):
 
 
 def calm_reference() -> pd.DataFrame:
-    frame = training_frame(start="2004-01-01", end="2006-12-31")
+    frame = training_frame(start=REFERENCE[0], end=REFERENCE[1])
     return frame
 
 
@@ -106,19 +107,19 @@ def active_version(name: str, profile: dict) -> ModelVersion:
     )
 
 
-def test_autumn_2008_drifts_alerts_and_retrains_calm_windows_do_not(real_store, retrains, caplog):
+def test_january_2016_drifts_alerts_and_retrains_calm_windows_do_not(real_store, retrains, caplog):
     reference = calm_reference()
     version = active_version("xgboost_classifier", build_profile(reference, DRIFT_COLUMNS))
     # the training code's histogram profile, read through the adapter, must judge the same way
     active_version("lstm_predictor", histogram_profile(reference, DRIFT_COLUMNS[:20]))
 
     with caplog.at_level(logging.INFO, logger="monitoring"):
-        reports = services.check_drift(window_days=20, as_of=date(2008, 10, 31))
+        reports = services.check_drift(window_days=20, as_of=CRISIS_END)
     assert len(reports) == 2
     for report in reports:
         assert report.drift_detected, (report.model_version, report.drift_share)
         assert report.drift_share > 0.5
-        assert (report.window_start, report.window_end) == (date(2008, 10, 6), date(2008, 10, 31))
+        assert (report.window_start, report.window_end) == (date(2015, 12, 31), CRISIS_END)
         assert "calendar" not in FEATURE_GROUPS or not set(FEATURE_GROUPS["calendar"]) & set(report.features)
     crisis = next(r for r in reports if r.model_version == version)
     assert {"vol_20", "ret_20"} <= {n for n, f in crisis.features.items() if f["drifted"]}
@@ -127,7 +128,7 @@ def test_autumn_2008_drifts_alerts_and_retrains_calm_windows_do_not(real_store, 
     assert sorted(c["trigger"] for c in retrains) == ["drift", "drift"]
     assert caplog.messages.count("Retraining trigger activated: data_drift threshold exceeded") == 2
 
-    services.check_drift(model_name="xgboost_classifier", window_days=20, as_of=date(2008, 11, 28))
+    services.check_drift(model_name="xgboost_classifier", window_days=20, as_of=LATER_END)
     assert Alert.objects.get(kind="data_drift", key="xgboost_classifier", resolved=False).count == 2
     assert len(retrains) == 2  # still drifting: no second request
 
@@ -143,14 +144,14 @@ def test_autumn_2008_drifts_alerts_and_retrains_calm_windows_do_not(real_store, 
 def test_check_drift_command_json_for_a_model_and_for_explicit_periods(real_store, retrains):
     active_version("xgboost_classifier", build_profile(calm_reference(), DRIFT_COLUMNS))
     out = io.StringIO()
-    call_command("check_drift", "--model", "xgboost_classifier", "--window-days", "20", "--end", "2008-10-31",
+    call_command("check_drift", "--model", "xgboost_classifier", "--window-days", "20", "--end", "2016-01-29",
                  "--json", stdout=out)
     lines = out.getvalue().strip().splitlines()
     assert "DRIFT" in lines[0]
     payload = json.loads(lines[-1])
     assert {"model", "version", "window", "drift_detected", "drift_share", "features"} <= set(payload)
     assert payload["model"] == "xgboost_classifier" and payload["version"] == "1.0.0"
-    assert payload["window"] == ["2008-10-06", "2008-10-31"]
+    assert payload["window"] == ["2015-12-31", "2016-01-29"]
     assert payload["drift_detected"] is True and isinstance(payload["drift_share"], float)
     assert set(payload["features"]) == set(DRIFT_COLUMNS) & set(payload["features"]) and len(payload["features"]) >= 15
     for stats in payload["features"].values():
@@ -158,21 +159,21 @@ def test_check_drift_command_json_for_a_model_and_for_explicit_periods(real_stor
 
     def periods(*args) -> dict:
         buf = io.StringIO()
-        call_command("check_drift", "--reference-start", "2004-01-01", "--reference-end", "2006-12-31", *args,
+        call_command("check_drift", "--reference-start", REFERENCE[0], "--reference-end", REFERENCE[1], *args,
                      "--json", stdout=buf)
         return json.loads(buf.getvalue().strip().splitlines()[-1])
 
-    crisis = periods("--start", "2008-09-01", "--end", "2008-11-30")
+    crisis = periods("--start", "2016-01-01", "--end", "2016-02-29")
     assert crisis["model"] is None and crisis["drift_detected"] is True
-    assert crisis["reference"] == ["2004-01-02", "2006-12-29"]
-    for start, end in (("2005-03-01", "2005-05-31"), ("2006-09-01", "2006-11-30")):
+    assert crisis["reference"] == ["2014-03-03", "2015-06-30"]  # the first and last trading days
+    for start, end in (("2014-06-01", "2014-08-31"), ("2015-03-01", "2015-05-31")):
         calm = periods("--start", start, "--end", end)
         assert calm["drift_detected"] is False and calm["drift_share"] < 0.15, (start, calm["drift_share"])
 
     with pytest.raises(CommandError, match="no active version"):
         call_command("check_drift", "--model", "nope", stdout=io.StringIO())
     with pytest.raises(CommandError, match="explicit periods need"):
-        call_command("check_drift", "--reference-start", "2004-01-01", stdout=io.StringIO())
+        call_command("check_drift", "--reference-start", REFERENCE[0], stdout=io.StringIO())
 
 
 def test_histogram_profiles_convert_to_the_drift_format():

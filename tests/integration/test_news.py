@@ -1,4 +1,5 @@
-"""ingest_news (Reuters headlines), provider news over HTTP, and the daily sentiment for the feature store."""
+"""ingest_news (a headlines file in the Reuters file's columns), provider news over HTTP, and the daily
+sentiment for the feature store."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import copy
 import io
 import json
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -22,7 +24,12 @@ from tests.fakes.provider_server import FakeProviderServer, news_item
 pytestmark = pytest.mark.django_db
 
 KEY = "TESTKEY-123456"
-ROWS = 3_000
+# Headlines written for the tests (fictional companies) in the columns of the Reuters headlines file:
+# date-only rows, duplicates (same ticker, day and headline, also with other spacing), one headline
+# under two tickers, BRIEF-/UPDATE n- items. The rows after the first ROWS are left out by --limit.
+HEADLINES = Path(__file__).resolve().parents[1] / "data" / "news_headlines_2011-07.csv"
+ROWS = 60
+KNOWN = ["ACME", "GLBX", "INIT"]
 
 
 def ingest(path, *args) -> dict:
@@ -31,34 +38,37 @@ def ingest(path, *args) -> dict:
     return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
-@pytest.fixture
-def reuters(shared_data):
-    return shared_data / "news" / "reuters_headlines_2011-2018.csv.gz"
+def test_headlines_file_ingest_and_aggregate_per_ticker_and_day():
+    whole = pd.read_csv(HEADLINES, dtype=str, keep_default_na=False)
+    raw = whole.head(ROWS)
+    assert len(whole) > ROWS and set(whole["ticker"].iloc[ROWS:]) - set(raw["ticker"])  # the limit matters
+    Ticker.objects.bulk_create([Ticker(symbol=s) for s in KNOWN])
 
-
-def test_reuters_headlines_ingest_and_aggregate_per_ticker_and_day(reuters):
-    raw = pd.read_csv(reuters, nrows=ROWS, dtype=str, keep_default_na=False)
-    Ticker.objects.bulk_create([Ticker(symbol=s) for s in ("AAPL", "BAC", "JPM")])
-
-    known_only = ingest(reuters, "--limit", str(ROWS))
+    known_only = ingest(HEADLINES, "--limit", str(ROWS))
     assert known_only["rows_read"] == ROWS
-    assert known_only["unknown_tickers"] == raw["ticker"].nunique() - 3
-    known_rows = raw[raw["ticker"].isin(["AAPL", "BAC", "JPM"])]
+    assert known_only["unknown_tickers"] == raw["ticker"].nunique() - len(KNOWN)
+    known_rows = raw[raw["ticker"].isin(KNOWN)]
     assert known_only["rejected_by_reason"]["unknown_ticker"] == ROWS - len(known_rows)
     assert known_only["rows_loaded"] + known_only["rows_unchanged"] == len(known_rows)
     assert NewsItem.objects.count() == known_only["rows_loaded"]
 
-    everything = ingest(reuters, "--limit", str(ROWS), "--create-tickers")
+    everything = ingest(HEADLINES, "--limit", str(ROWS), "--create-tickers")
     assert everything["unknown_tickers"] == 0
-    # duplicates (same ticker, day and headline) are stored once
+    # duplicates (same ticker, day and headline, whatever the spacing) are stored once
     expected = raw.assign(h=raw["headline"].str.split().str.join(" ")).drop_duplicates(["ticker", "date", "h"])
+    assert len(expected) < len(raw)
     assert NewsItem.objects.count() == len(expected)
     assert everything["rows_loaded"] == len(expected) - known_only["rows_loaded"]
     assert everything["tickers"] == raw["ticker"].nunique()
-    assert ingest(reuters, "--limit", str(ROWS))["rows_loaded"] == 0  # a re-run adds nothing
+    assert set(Ticker.objects.values_list("symbol", flat=True)) == set(raw["ticker"])  # none from past the limit
+    assert ingest(HEADLINES, "--limit", str(ROWS))["rows_loaded"] == 0  # a re-run adds nothing
 
     scores = list(NewsItem.objects.values_list("sentiment", flat=True))
-    assert all(-1.0 <= s <= 1.0 for s in scores) and len({round(s, 3) for s in scores}) > 50
+    assert all(-1.0 <= s <= 1.0 for s in scores) and len({round(s, 3) for s in scores}) > 10
+    sentiment = dict(NewsItem.objects.values_list("headline", "sentiment"))
+    assert sentiment["Hooli shares jump on strong user growth"] > 0.3
+    assert sentiment["Initech shares fall after fraud allegations"] < -0.3
+    assert sentiment["Hooli to hold annual meeting in September"] == 0.0
     run = IngestionRun.objects.filter(kind="news").order_by("-id").first()
     assert (run.status, run.source, run.rows_read) == ("succeeded", "file", ROWS)
 
@@ -74,10 +84,11 @@ def test_reuters_headlines_ingest_and_aggregate_per_ticker_and_day(reuters):
     assert (merged["count"] == merged["count_direct"]).all()
     assert merged["score"].to_numpy() == pytest.approx(merged["score_direct"].to_numpy(), abs=1e-9)
 
-    apple = daily_sentiment(tickers=["aapl"], start=date(2011, 7, 7), end=date(2011, 7, 12))
-    assert set(apple["ticker"]) == {"AAPL"}
-    assert apple["date"].min() >= pd.Timestamp("2011-07-07") and apple["date"].max() <= pd.Timestamp("2011-07-12")
-    assert apple["count"].sum() > 0
+    acme = daily_sentiment(tickers=["acme"], start=date(2011, 7, 7), end=date(2011, 7, 12))
+    assert set(acme["ticker"]) == {"ACME"}
+    assert acme["date"].min() >= pd.Timestamp("2011-07-07") and acme["date"].max() <= pd.Timestamp("2011-07-12")
+    in_window = expected[(expected["ticker"] == "ACME") & expected["date"].between("2011-07-07", "2011-07-12")]
+    assert acme["count"].sum() == len(in_window) > 0
 
 
 def test_news_file_with_times_sources_and_bad_rows(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,8 @@ from features.engine import FEATURE_GROUPS, MODEL_FEATURE_COLUMNS, compute_featu
 from monitoring.drift import build_profile, compare_to_profile, psi
 
 DRIFT_COLUMNS = [c for c in MODEL_FEATURE_COLUMNS if c not in FEATURE_GROUPS["calendar"]]
+SAMPLE_PRICES = (Path(__file__).resolve().parents[2] / "sample_data" / "prices"
+                 / "sp500_sample_2013-05-21_2018-05-18.csv.gz")
 
 
 def test_psi_is_zero_for_identical_shares_and_grows_with_shift():
@@ -43,9 +46,9 @@ def test_missing_and_sparse_features_are_skipped_with_a_reason():
 
 
 @pytest.fixture(scope="module")
-def real_features(shared_data):
-    bars = pd.read_csv(shared_data / "prices/sp500_yahoo_2000-01-03_2013-05-20.csv.gz")
-    bars = bars[(bars["date"] >= "2003-01-01") & (bars["date"] <= "2009-06-30")]
+def real_features():
+    """The bundled sample: 50 large S&P 500 stocks, 2013-05-21..2018-05-18 (sample_data/PROVENANCE.md)."""
+    bars = pd.read_csv(SAMPLE_PRICES)
     features = compute_features(bars, dtype=np.float32)
     features["date"] = pd.to_datetime(features["date"])
     return features
@@ -55,12 +58,15 @@ def _window(features: pd.DataFrame, start: str, end: str) -> pd.DataFrame:
     return features[(features["date"] >= start) & (features["date"] <= end)]
 
 
-def test_autumn_2008_drifts_from_a_calm_reference_and_calm_windows_do_not(real_features):
-    profile = build_profile(_window(real_features, "2004-01-01", "2006-12-31"), DRIFT_COLUMNS)
-    crisis = compare_to_profile(profile, _window(real_features, "2008-09-01", "2008-11-30"), share_threshold=0.3)
+def test_february_2018_drifts_from_a_calm_reference_and_calm_windows_do_not(real_features):
+    # reference: mid-2016 to the end of 2017, a calm, steadily rising market; the volatility shock of
+    # February 2018 and the weeks after it must drift
+    profile = build_profile(_window(real_features, "2016-07-01", "2017-12-31"), DRIFT_COLUMNS)
+    crisis = compare_to_profile(profile, _window(real_features, "2018-02-01", "2018-04-30"), share_threshold=0.3)
     assert crisis.drift_detected, crisis.to_dict()
     assert {"vol_20", "ret_20"} <= set(crisis.drifted_features)
-    for start, end in (("2005-03-01", "2005-05-31"), ("2006-09-01", "2006-11-30"), ("2004-06-01", "2004-08-31")):
+    # two calm seasons inside the reference period and a calm summer two years before it
+    for start, end in (("2017-03-01", "2017-05-31"), ("2017-09-01", "2017-11-30"), ("2014-06-01", "2014-08-31")):
         calm = compare_to_profile(profile, _window(real_features, start, end), share_threshold=0.3)
         assert not calm.drift_detected, (start, calm.drifted_features)
         assert calm.drift_share < 0.15

@@ -12,6 +12,8 @@ import pytest
 from features.pricefiles import PriceFileError, read_price_file, ticker_from_filename
 
 HEADER = "Date,Symbol,Open,High,Low,Close,Adj Close,Volume\n"
+# Alpha Vantage raw daily file, unadjusted, shipped gzipped under tests/data (see its PROVENANCE.md)
+RAW_AAPL = Path(__file__).resolve().parents[1] / "data" / "DA-AAPL-T-2021-04-21.csv.gz"
 
 
 def write(tmp_path: Path, name: str, body: str) -> Path:
@@ -96,8 +98,10 @@ def test_one_file_per_ticker_takes_the_ticker_from_the_name(tmp_path):
         read_price_file(nameless)
 
 
-def test_raw_alpha_vantage_file_is_split_adjusted(shared_data):
-    parsed = read_price_file(shared_data / "prices/raw_with_splits_dividends/DA-AAPL-T-2021-04-21.csv")
+def test_raw_alpha_vantage_file_is_split_adjusted():
+    parsed = read_price_file(RAW_AAPL)
+    raw = pd.read_csv(RAW_AAPL)
+    assert parsed.tickers == ["AAPL"] and parsed.rows_read == len(raw) and len(parsed.bars) == len(raw)
     bars = parsed.bars.set_index("date")
     splits = parsed.actions[parsed.actions["kind"] == "split"]
     assert [str(d) for d in splits["date"]] == ["2000-06-21", "2005-02-28", "2014-06-09", "2020-08-31"]
@@ -105,7 +109,6 @@ def test_raw_alpha_vantage_file_is_split_adjusted(shared_data):
     # Around the 4:1 split of 2020-08-31 the adjusted close moves like the market, not by -75%.
     before, after = bars.loc[date(2020, 8, 28), "close"], bars.loc[date(2020, 8, 31), "close"]
     assert 0.9 < after / before < 1.1
-    raw = pd.read_csv(shared_data / "prices/raw_with_splits_dividends/DA-AAPL-T-2021-04-21.csv")
     raw_before = raw.loc[raw["timestamp"] == "2020-08-28", "close"].item()
     assert before == pytest.approx(raw_before / 4)
     # Cumulative factor 2*2*7*4 = 112 before the 2000 split; volume scales the other way.
