@@ -45,6 +45,7 @@ from .base import (
 )
 from .files import FileDropProvider
 from .http import HttpClient, redact
+from .polygon import PolygonProvider
 from .ratelimit import DailyLimitReached, RateLimiter, get_limiter, reset_limiters
 from .stooq import StooqProvider
 from .tiingo import TiingoProvider
@@ -53,6 +54,7 @@ PROVIDERS: dict[str, type[HttpProvider]] = {
     "alphavantage": AlphaVantageProvider,
     "stooq": StooqProvider,
     "tiingo": TiingoProvider,
+    "polygon": PolygonProvider,
 }
 
 
@@ -74,7 +76,7 @@ __all__ = [
     "REASONS", "SERVER_ERROR", "TIMEOUT",
     "AlphaVantageProvider", "AuthError", "BadResponseError", "Budget", "BudgetExceededError", "CallRecord",
     "DailyBudget", "DailyLimitReached", "FileDropProvider", "HttpClient", "HttpProvider", "NotFoundError",
-    "PriceProvider", "ProviderConfig", "ProviderError", "ProviderTimeoutError", "RateLimitedError",
+    "PolygonProvider", "PriceProvider", "ProviderConfig", "ProviderError", "ProviderTimeoutError", "RateLimitedError",
     "RateLimiter", "RemainingBudget", "ServerError", "StooqProvider", "TiingoProvider", "UpdateResult",
     "budget_message", "get_limiter", "get_provider", "redact", "reset_limiters", "update_prices",
 ]

@@ -237,12 +237,15 @@ DEFAULT_BASE_URLS = {
     "alphavantage": "https://www.alphavantage.co/query",
     "stooq": "https://stooq.com",
     "tiingo": "https://api.tiingo.com",
+    "polygon": "https://api.polygon.io",
 }
 # Free-tier defaults; override per provider through ``limits``.
 DEFAULT_LIMITS: dict[str, dict[str, Any]] = {
     "alphavantage": {"requests_per_minute": 5, "requests_per_day": 25, "cost_per_call_usd": 0.0},
     "stooq": {"requests_per_minute": 30, "requests_per_day": 1000, "cost_per_call_usd": 0.0},
     "tiingo": {"requests_per_minute": 50, "requests_per_day": 1000, "cost_per_call_usd": 0.0},
+    # the free "Basic" plan: 5 requests a minute, no daily cap; a daily update needs 3 or 4
+    "polygon": {"requests_per_minute": 5, "requests_per_day": None, "cost_per_call_usd": 0.0},
 }
 
 

@@ -51,7 +51,7 @@ from django.db.models import BigIntegerField, ExpressionWrapper, F, FloatField, 
 from django.db.models.functions import Cast, Round
 from django.utils import timezone
 
-from features.models import IngestionRun, PriceBar, Ticker
+from features.models import CorporateAction, IngestionRun, PriceBar, Ticker
 from features.pricefiles import ParsedPrices, parse_price_frame
 from features.providers import PROVIDERS, FileDropProvider, ProviderConfig, get_limiter
 from features.providers.base import (
@@ -64,10 +64,12 @@ from features.providers.base import (
     HttpProvider,
     NotFoundError,
     PriceProvider,
+    ProviderError,
     UpdateResult,
     update_prices,
 )
 from features.providers.http import HttpResponse
+from features.providers.polygon import PolygonProvider, dividend_adjusted_close
 from features.providers.ratelimit import RateLimiter
 from features.services.ingestion import MAX_REJECTED_ROWS_STORED, ensure_tickers, merge_bars
 from features.universe import load_universe, parse_symbol_directory
@@ -78,10 +80,10 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
-PROVIDER_NAMES = ("alphavantage", "stooq", "tiingo", "files")
+PROVIDER_NAMES = ("alphavantage", "stooq", "tiingo", "polygon", "files")
 DEFAULT_PROVIDER = "files"
 PROVIDER_ENV = "ML_MARKET_DATA_PROVIDER"
-KEYED_PROVIDERS = ("alphavantage", "tiingo")  # Stooq needs no key
+KEYED_PROVIDERS = ("alphavantage", "tiingo", "polygon")  # Stooq needs no key
 CHUNK_TICKERS = 50
 MARKET_TZ = ZoneInfo("America/New_York")
 DATA_READY = dtime(18, 0)  # New York time from which a trading day's bar counts as final
@@ -430,7 +432,9 @@ def update_market_data(
     rejected_rows: list[dict[str, Any]] = []
     try:
         last = _last_bar_dates(symbols)
-        if is_http:
+        if isinstance(source_obj, PolygonProvider):
+            _update_bulk(source_obj, symbols, last, as_of, today, summary, rejected_rows, progress)
+        elif is_http:
             _update_http(source_obj, symbols, last, as_of, today, summary, rejected_rows, progress, chunk_size)
         else:
             since = {s: last.get(s) for s in symbols}
@@ -476,22 +480,10 @@ def _update_http(provider: HttpProvider, symbols: list[str], last: dict[str, dat
                  summary: UpdateSummary, rejected_rows: list[dict[str, Any]], progress: Progress | None,
                  chunk_size: int) -> None:
     name = provider.name
-    stale = [s for s in symbols if not (s in last and last[s] >= as_of)]
-    summary.tickers_fresh = len(symbols) - len(stale)
+    stale, budget = _stale_and_budget(provider, symbols, last, as_of, summary, progress)
+    if budget is None:
+        return
     day = timezone.localdate()
-    spent = float(cost_for_day(day=day))
-    limit = float(settings.ML_DAILY_COST_LIMIT_USD)
-    budget = DailyBudget(limit, spent)
-    summary.spent_today_usd, summary.limit_usd = spent, limit
-    _log(progress, f"{name}: {len(symbols)} tickers, {summary.tickers_fresh} already up to date with {as_of}, "
-         f"{len(stale)} to update; ${spent:.2f} of ${limit:.2f} spent today")
-    if not stale:
-        return
-    try:
-        budget.check(provider.config.cost_per_call_usd)
-    except BudgetExceededError as exc:
-        _stop(summary, str(exc), stale, budget=True)
-        return
 
     # Ask for the last stored bar again (see the module docstring): since = the day before it.
     since = {s: (last[s] - timedelta(days=1)) if s in last else None for s in stale}
@@ -567,6 +559,167 @@ def _update_http(provider: HttpProvider, symbols: list[str], last: dict[str, dat
                  f"${summary.cost_usd:.4f}")
     except _Stop as signal:
         _stop(summary, signal.message, [s for s in todo if s not in handled], budget=signal.budget)
+
+
+def _stale_and_budget(provider: HttpProvider, symbols: list[str], last: dict[str, date], as_of: date,
+                      summary: UpdateSummary, progress: Progress | None) -> tuple[list[str], DailyBudget | None]:
+    """The tickers behind ``as_of`` and today's budget (None: nothing to do, or no budget left)."""
+    stale = [s for s in symbols if not (s in last and last[s] >= as_of)]
+    summary.tickers_fresh = len(symbols) - len(stale)
+    spent = float(cost_for_day(day=timezone.localdate()))
+    limit = float(settings.ML_DAILY_COST_LIMIT_USD)
+    budget = DailyBudget(limit, spent)
+    summary.spent_today_usd, summary.limit_usd = spent, limit
+    _log(progress, f"{provider.name}: {len(symbols)} tickers, {summary.tickers_fresh} already up to date with "
+         f"{as_of}, {len(stale)} to update; ${spent:.2f} of ${limit:.2f} spent today")
+    if not stale:
+        return stale, None
+    try:
+        budget.check(provider.config.cost_per_call_usd)
+    except BudgetExceededError as exc:
+        _stop(summary, str(exc), stale, budget=True)
+        return stale, None
+    return stale, budget
+
+
+def _update_bulk(provider: PolygonProvider, symbols: list[str], last: dict[str, date], as_of: date, today: date,
+                 summary: UpdateSummary, rejected_rows: list[dict[str, Any]], progress: Progress | None) -> None:
+    """The whole universe from one grouped-daily request per missing trading day, plus the splits
+    and dividends of the gap (usually 3 requests for a daily update).
+
+    Grouped bars are split-adjusted as of the request, so a split executed after a ticker's last
+    stored bar rescales that stored history; a cash dividend going ex in the gap rescales the stored
+    adjusted closes, and the new bars' adjusted closes are computed the same way (the last bar's
+    adjusted close is its close). Each applied action is recorded as a ``CorporateAction`` in the
+    same transaction, and an action already recorded is never applied again."""
+    stale, budget = _stale_and_budget(provider, symbols, last, as_of, summary, progress)
+    if budget is None:
+        return
+    known = [last[s] for s in stale if s in last]
+    first = (min(known) + timedelta(days=1)) if known else as_of
+    days = [d.date() for d in pd.date_range(first, as_of, freq="D") if is_trading_day(d.date())]
+    wanted = set(stale)
+    calls: list[CallRecord] = []
+    saved = provider.on_call, provider.budget
+    provider.on_call, provider.budget = calls.append, budget
+    frames: list[pd.DataFrame] = []
+    splits = dividends = None
+    try:
+        splits = provider.fetch_splits(start=first, end=today)
+        dividends = provider.fetch_dividends(start=first, end=today)
+        for i, day in enumerate(days, start=1):
+            grouped = provider.fetch_grouped(day)
+            frames.append(grouped[grouped["ticker"].isin(wanted)])
+            summary.tickers_checked = len(wanted)
+            _log(progress, f"{provider.name}: {day} {i}/{len(days)}: {len(grouped):,} bars in the market, "
+                 f"{len(frames[-1]):,} for the universe; {len(calls)} requests")
+    except ProviderError as exc:
+        budget_hit = isinstance(exc, BudgetExceededError)
+        fetched = len(frames)
+        _stop(summary, f"{provider.name}: {exc.reason}: {provider.redact(str(exc))} after {fetched} of "
+                       f"{len(days)} days", [] if fetched else stale, budget=budget_hit)
+    finally:
+        provider.on_call, provider.budget = saved
+        record_api_calls(records=calls, day=timezone.localdate())
+        summary.calls += len(calls)
+        summary.cost_usd += sum(r.cost_usd for r in calls)
+        summary.bytes += sum(r.bytes for r in calls)
+    if not frames or splits is None or dividends is None:
+        return
+    bars = pd.concat(frames, ignore_index=True)
+    floor = pd.to_datetime(bars["ticker"].map(last))
+    bars = bars[floor.isna().to_numpy() | (bars["date"] > floor).to_numpy()].copy()
+    fetched_through = max(days[: len(frames)])
+    missing = sorted(wanted - set(bars["ticker"]))
+    if missing:
+        _log(progress, f"{provider.name}: {len(missing)} tickers had no bar in {first}..{fetched_through} "
+             f"(e.g. {', '.join(missing[:5])}): delisted, halted or unknown to Polygon")
+    with transaction.atomic():
+        adjusted = _apply_corporate_actions(bars=bars, last=last, splits=splits, dividends=dividends,
+                                            source=provider.name)
+        summary.history_rescaled += adjusted
+        if not bars.empty:
+            parsed = _parse_frames({t: f.drop(columns=["ticker"]) for t, f in adjusted_frames(bars).items()},
+                                   source=provider.name, today=today)
+            rejected_rows.extend(
+                {"line": None, "ticker": r.ticker, "date": r.date, "reason": r.reason}
+                for r in parsed.rejected.head(MAX_REJECTED_ROWS_STORED).itertuples(index=False)
+            )
+            _store(parsed=parsed, last=last, source=provider.name, split_aware=set(parsed.tickers), summary=summary)
+
+
+def adjusted_frames(bars: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per ticker: its new bars with ``adj_close`` set by ``_apply_corporate_actions``."""
+    cols = ["ticker", "date", "open", "high", "low", "close", "adj_close", "volume"]
+    return {t: f[cols].sort_values("date") for t, f in bars.groupby("ticker", sort=True)}
+
+
+def _apply_corporate_actions(*, bars: pd.DataFrame, last: dict[str, date], splits: pd.DataFrame,
+                             dividends: pd.DataFrame, source: str) -> list[str]:
+    """Rescale stored history for splits and dividends after each ticker's last stored bar, and set
+    ``bars["adj_close"]`` (in place) for the new bars. Returns the tickers whose history moved."""
+    bars["adj_close"] = bars["close"]
+    tickers = set(bars["ticker"]) | {t for t in last if t in set(splits["ticker"]) | set(dividends["ticker"])}
+    splits = splits[splits["ticker"].isin(tickers)]
+    dividends = dividends[dividends["ticker"].isin(tickers) & (dividends["cash_amount"] > 0)]
+    involved = sorted(set(splits["ticker"]) | set(dividends["ticker"]))
+    if not involved:
+        return []
+    ids = dict(Ticker.objects.filter(symbol__in=involved).values_list("symbol", "id"))
+    done = {(t, d, k) for t, d, k in CorporateAction.objects.filter(ticker_id__in=ids.values())
+            .values_list("ticker__symbol", "date", "kind")}
+    rescaled = []
+    for ticker in involved:
+        stored_last = last.get(ticker)
+        mine = bars["ticker"] == ticker
+        new_days = bars.loc[mine].sort_values("date")
+        tid = ids.get(ticker)
+        # splits: stored bars are on the old share count; the grouped bars already on the new one
+        ratio = 1.0
+        for row in splits[splits["ticker"] == ticker].itertuples(index=False):
+            day = row.date.date()
+            if stored_last is None or day <= stored_last or (ticker, day, "split") in done or tid is None:
+                continue
+            ratio *= row.split_from / row.split_to
+            CorporateAction.objects.create(ticker_id=tid, date=day, kind="split",
+                                           value=row.split_to / row.split_from, source=source)
+        # dividends: the adjusted close of every earlier day drops by (1 - D / previous close)
+        last_close = None
+        if stored_last is not None and tid is not None:
+            last_close = PriceBar.objects.filter(ticker_id=tid, date=stored_last).values_list("close", flat=True).first()
+        series_dates = ([pd.Timestamp(stored_last)] if last_close is not None else []) + list(new_days["date"])
+        closes = pd.Series(([last_close * ratio] if last_close is not None else []) + list(new_days["close"]),
+                           index=pd.DatetimeIndex(series_dates), dtype="float64")
+        cash = pd.Series(0.0, index=closes.index)
+        for row in dividends[dividends["ticker"] == ticker].itertuples(index=False):
+            day = row.date.date()
+            if (stored_last is not None and day <= stored_last) or (ticker, day, "dividend") in done:
+                continue
+            if row.date in cash.index:
+                cash[row.date] += row.cash_amount
+                if tid is not None:
+                    CorporateAction.objects.update_or_create(ticker_id=tid, date=day, kind="dividend",
+                                                             defaults={"value": float(row.cash_amount),
+                                                                       "source": source})
+        adj = dividend_adjusted_close(closes, cash)
+        if len(new_days):
+            bars.loc[new_days.index, "adj_close"] = adj.iloc[-len(new_days):].to_numpy()
+        factor = float(adj.iloc[0] / closes.iloc[0]) if last_close is not None and len(closes) else 1.0
+        updates: dict[str, Any] = {}
+        if abs(ratio - 1.0) > RESCALE_TOLERANCE:
+            for column in ("open", "high", "low", "close"):
+                updates[column] = F(column) * Value(ratio)
+            updates["volume"] = Cast(Round(ExpressionWrapper(F("volume") * Value(1.0 / ratio),
+                                                             output_field=FloatField())),
+                                     output_field=BigIntegerField())
+        if abs(ratio * factor - 1.0) > RESCALE_TOLERANCE:
+            updates["adj_close"] = F("adj_close") * Value(ratio * factor)
+        if updates and tid is not None and stored_last is not None:
+            count = PriceBar.objects.filter(ticker_id=tid, date__lte=stored_last).update(**updates)
+            logger.info("%s: rescaled %d stored bars (prices x%.6f, adjusted close x%.6f)", ticker, count, ratio,
+                        ratio * factor)
+            rescaled.append(ticker)
+    return rescaled
 
 
 def _stop(summary: UpdateSummary, message: str, rest: list[str], *, budget: bool = False) -> None:

@@ -13,6 +13,15 @@ provider's documented format:
   ``?token=K``): JSON list with date, open, ..., adjClose, divCash, splitFactor; 404
   ``{"detail": "Error: Ticker 'X' not found"}``; 401 ``{"detail": "Invalid token."}``.
 
+* Polygon (``Authorization: Bearer K``): grouped daily
+  ``/v2/aggs/grouped/locale/us/market/stocks/<date>`` over every ticker of ``server.polygon_bars``
+  (``{"status", "queryCount", "resultsCount", "adjusted", "results": [{"T", "o", "h", "l", "c", "v",
+  "vw", "t", "n"}]}``, no ``results`` on a day without bars), ``/v3/reference/splits`` and
+  ``/v3/reference/dividends`` from ``polygon_splits`` / ``polygon_dividends`` (pages of
+  ``polygon_page_size`` rows linked by ``next_url``), and per-ticker
+  ``/v2/aggs/ticker/<T>/range/1/day/<from>/<to>``; 401 ``{"status": "ERROR", "error": "Unknown API
+  Key"}``.
+
 Per-test scripting: ``server.script("AAPL", Reply.status(503), Reply.status(429, retry_after=1))``
 queues replies that are served (one per request for that ticker) before the normal answer.
 Every request is logged in ``server.requests``.
@@ -130,6 +139,11 @@ class FakeProviderServer:
         self.api_keys = set(api_keys)
         self.data: dict[str, pd.DataFrame] = {}
         self.news: dict[str, list[dict]] = {}
+        # Polygon: bars as Polygon serves them today (split-adjusted): ticker, date, open..volume
+        self.polygon_bars = pd.DataFrame(columns=["ticker", "date", "open", "high", "low", "close", "volume"])
+        self.polygon_splits: list[dict] = []  # {"ticker", "execution_date", "split_from", "split_to"}
+        self.polygon_dividends: list[dict] = []  # {"ticker", "ex_dividend_date", "cash_amount", ...}
+        self.polygon_page_size = 1000
         self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
         self.requests: list[LoggedRequest] = []
         self._lock = threading.Lock()
@@ -210,6 +224,9 @@ class FakeProviderServer:
             provider, symbol = "stooq", params.get("s", "").split(".")[0].replace("-", ".").upper()
         elif path.startswith("/tiingo/daily/"):
             provider, symbol = "tiingo", path.split("/")[3].replace("-", ".").upper()
+        elif path.startswith(("/v2/aggs/", "/v3/reference/")):
+            provider = "polygon"
+            symbol = path.split("/")[4].upper() if path.startswith("/v2/aggs/ticker/") else params.get("ticker")
         else:
             provider, symbol = "unknown", None
         with self._lock:
@@ -227,6 +244,8 @@ class FakeProviderServer:
             return self._stooq(params, symbol)
         if provider == "tiingo":
             return self._tiingo(params, headers, symbol)
+        if provider == "polygon":
+            return self._polygon(path, params, headers, symbol)
         return 404, b"not found", {"Content-Type": "text/plain"}
 
     @staticmethod
@@ -317,6 +336,58 @@ class FakeProviderServer:
             for r in bars.itertuples(index=False)
         ]
         return self._json(payload)
+
+
+    # -- Polygon ------------------------------------------------------------------------------------
+    def _polygon(self, path: str, params: dict[str, str], headers: dict[str, str],
+                 symbol: str | None) -> tuple[int, bytes, dict[str, str]]:
+        auth = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
+        token = auth.removeprefix("Bearer ").strip() if auth else params.get("apiKey", "")
+        if token not in self.api_keys:
+            return self._json({"status": "ERROR", "request_id": "r1", "error": "Unknown API Key"}, status=401)
+        if path.startswith("/v2/aggs/grouped/locale/us/market/stocks/"):
+            day = pd.Timestamp(path.rsplit("/", 1)[1])
+            rows = self.polygon_bars[pd.to_datetime(self.polygon_bars["date"]) == day]
+            payload: dict = {"queryCount": len(rows), "resultsCount": len(rows), "adjusted": True,
+                             "status": "OK", "request_id": "r2"}
+            if len(rows):
+                payload["results"] = [self._polygon_bar(r, with_ticker=True) for r in rows.itertuples(index=False)]
+            return self._json(payload)
+        if path.startswith("/v2/aggs/ticker/"):
+            parts = path.split("/")
+            lo, hi = pd.Timestamp(parts[-2]), pd.Timestamp(parts[-1])
+            dates = pd.to_datetime(self.polygon_bars["date"])
+            rows = self.polygon_bars[(self.polygon_bars["ticker"] == symbol) & (dates >= lo) & (dates <= hi)]
+            return self._json({"ticker": symbol, "queryCount": len(rows), "resultsCount": len(rows),
+                               "adjusted": True, "status": "OK", "request_id": "r3",
+                               "results": [self._polygon_bar(r, with_ticker=False)
+                                           for r in rows.sort_values("date").itertuples(index=False)]})
+        if path in ("/v3/reference/splits", "/v3/reference/dividends"):
+            splits = path.endswith("splits")
+            items, key = (self.polygon_splits, "execution_date") if splits else (self.polygon_dividends,
+                                                                                  "ex_dividend_date")
+            cursor = int(params.get("cursor", "0"))
+            if cursor:  # the filters travel inside the cursor, as Polygon's do
+                params = json.loads(urllib.parse.unquote(params["filters"]))
+            chosen = [i for i in items
+                      if (not params.get(f"{key}.gte") or i[key] >= params[f"{key}.gte"])
+                      and (not params.get(f"{key}.lte") or i[key] <= params[f"{key}.lte"])
+                      and (not params.get("ticker") or i["ticker"] == params["ticker"])]
+            size = min(int(params.get("limit", 10)), self.polygon_page_size)
+            page = chosen[cursor : cursor + size]
+            payload = {"status": "OK", "request_id": "r4", "results": page}
+            if cursor + size < len(chosen):
+                filters = urllib.parse.quote(json.dumps({**params, "limit": str(size)}))
+                payload["next_url"] = f"{self.base_url}{path}?cursor={cursor + size}&filters={filters}"
+            return self._json(payload)
+        return self._json({"status": "NOT_FOUND", "request_id": "r5", "message": "Not found"}, status=404)
+
+    @staticmethod
+    def _polygon_bar(row, *, with_ticker: bool) -> dict:
+        start = pd.Timestamp(row.date).tz_localize("America/New_York").tz_convert("UTC")
+        bar = {"o": row.open, "h": row.high, "l": row.low, "c": row.close, "v": float(row.volume),
+               "vw": round((row.high + row.low + row.close) / 3, 4), "t": int(start.timestamp() * 1000), "n": 1000}
+        return {"T": row.ticker, **bar} if with_ticker else bar
 
 
 def news_item(title: str, published: str, *, ticker: str, source: str = "Reuters") -> dict:

@@ -10,6 +10,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 import pytest
 from django.core.management import CommandError, call_command
@@ -17,6 +18,7 @@ from django.utils import timezone
 
 from features.models import CorporateAction, IngestionRun, PriceBar, Ticker
 from features.providers import reset_limiters
+from features.services import market_updates
 from features.services.market_updates import last_completed_trading_day, update_market_data
 from monitoring.models import CostRecord
 from monitoring.selectors import cost_for_day, costs_by_category
@@ -296,3 +298,122 @@ def test_files_provider_reports_a_missing_ticker(tmp_path, settings):
     (drop / "AAA.csv").write_text((drop / "AAA.csv").read_text() + "2021-03-04,11,12,10,11.5,11.4,1500\n")
     assert update_market_data(provider=f"files:{drop}", tickers=["AAA"]).rows_added == 1
     assert PriceBar.objects.filter(ticker__symbol="AAA").count() == 3
+
+
+# --- Polygon: the whole market in one request per day --------------------------------------------------
+def polygon_market(server: FakeProviderServer, symbols: list[str], days: list[date], *, seed: int = 0) -> None:
+    """``symbols`` x ``days`` of bars as Polygon serves them (split-adjusted)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, symbol in enumerate(symbols):
+        price = 20.0 + (i % 200)
+        for day in days:
+            price *= 1 + rng.normal(0, 0.01)
+            rows.append({"ticker": symbol, "date": pd.Timestamp(day), "open": round(price * 0.999, 4),
+                         "high": round(price * 1.01, 4), "low": round(price * 0.99, 4), "close": round(price, 4),
+                         "volume": float(rng.integers(10_000, 1_000_000))})
+    parts = [server.polygon_bars, pd.DataFrame(rows)] if len(server.polygon_bars) else [pd.DataFrame(rows)]
+    server.polygon_bars = pd.concat(parts, ignore_index=True)
+
+
+def test_polygon_updates_1500_tickers_with_a_handful_of_requests(server, configure, monkeypatch):
+    symbols = [f"S{i:04d}" for i in range(1500)]
+    Ticker.objects.bulk_create([Ticker(symbol=s, active=True) for s in symbols])
+    polygon_market(server, [*symbols, "NOTMINE"], [date(2024, 6, 27), END])
+    configure("polygon", cost_per_call_usd=0.001)
+    first = update_market_data(provider="polygon", now=SATURDAY)
+    assert first.rows_added == 1500 and first.tickers_updated == 1500 and first.calls == 3
+    assert not PriceBar.objects.filter(ticker__symbol="NOTMINE").exists()  # only the universe is stored
+
+    polygon_market(server, symbols, [date(2024, 7, 1)], seed=1)
+    monkeypatch.setattr(market_updates.timezone, "now", lambda: MONDAY_EVENING)  # the command runs "now"
+    out = io.StringIO()
+    call_command("update_market_data", "--provider", "polygon", "--json", stdout=out, stderr=io.StringIO())
+    second = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert second["rows_added"] == 1500 and second["calls"] <= 5 and second["tickers_updated"] == 1500
+    assert [r.path for r in server.requests[-second["calls"]:]] == [
+        "/v3/reference/splits", "/v3/reference/dividends", "/v2/aggs/grouped/locale/us/market/stocks/2024-07-01"]
+    again = update_market_data(provider="polygon", now=MONDAY_EVENING)
+    assert again.calls == 0 and again.rows_added == 0 and again.tickers_fresh == 1500
+    assert api_calls("polygon") == first.calls + second["calls"] == 6
+    assert KEY not in out.getvalue()
+    assert all(r.headers.get("Authorization") == f"Bearer {KEY}" and "apiKey" not in r.params
+               for r in server.requests)
+
+
+def test_polygon_fills_a_gap_day_by_day_and_applies_splits_and_dividends(server, configure):
+    symbols = ["AAPL", "MSFT", "XOM"]
+    Ticker.objects.bulk_create([Ticker(symbol=s, active=True) for s in symbols])
+    history = [d.date() for d in pd.bdate_range("2024-06-17", "2024-06-26")]
+    polygon_market(server, symbols, history)
+    configure("polygon")
+    update_market_data(provider="polygon", now=datetime(2024, 6, 26, 19, 0, tzinfo=NY))
+    # a lagging run fetched one day only (no history yet): backfill the rest like a per-ticker provider would
+    assert PriceBar.objects.count() == 3
+    update_market_data(provider="polygon", tickers=symbols, now=datetime(2024, 6, 26, 19, 0, tzinfo=NY))
+    stored_jun26 = {s: PriceBar.objects.get(ticker__symbol=s, date=date(2024, 6, 26)) for s in symbols}
+
+    # three days later: AAPL split 2:1 on Jul 1 and MSFT went ex a $1.00 dividend on Jun 28
+    gap = [date(2024, 6, 27), END, date(2024, 7, 1)]
+    polygon_market(server, symbols, gap, seed=2)
+    bars = server.polygon_bars
+    before_split = (bars["ticker"] == "AAPL") & (bars["date"] < pd.Timestamp("2024-07-01"))
+    for column in ("open", "high", "low", "close"):  # Polygon serves the earlier days on the new scale
+        bars.loc[before_split, column] = (bars.loc[before_split, column] / 2).round(4)
+    bars.loc[before_split, "volume"] *= 2
+    server.polygon_splits = [{"ticker": "AAPL", "execution_date": "2024-07-01", "split_from": 1, "split_to": 2,
+                              "id": "E1"}]
+    server.polygon_dividends = [
+        {"ticker": "MSFT", "ex_dividend_date": "2024-06-28", "cash_amount": 1.0, "dividend_type": "CD",
+         "frequency": 4, "currency": "USD"},
+        {"ticker": "ZZZZ", "ex_dividend_date": "2024-06-28", "cash_amount": 0.5},  # not in the universe
+    ] + [{"ticker": f"Q{i}", "ex_dividend_date": "2024-06-27", "cash_amount": 0.1} for i in range(5)]
+    server.polygon_page_size = 2  # four pages of dividends, followed through next_url
+    summary = update_market_data(provider="polygon", now=MONDAY_EVENING)
+    assert summary.rows_added == 9 and summary.calls == 1 + 4 + 3
+    assert sorted(summary.history_rescaled) == ["AAPL", "MSFT"]
+
+    aapl = PriceBar.objects.get(ticker__symbol="AAPL", date=date(2024, 6, 26))
+    assert aapl.close == pytest.approx(stored_jun26["AAPL"].close / 2)
+    assert aapl.volume == stored_jun26["AAPL"].volume * 2
+    assert aapl.adj_close == pytest.approx(stored_jun26["AAPL"].adj_close / 2)
+    served = bars[(bars["ticker"] == "AAPL") & (bars["date"] == pd.Timestamp("2024-07-01"))].iloc[0]
+    assert PriceBar.objects.get(ticker__symbol="AAPL", date=date(2024, 7, 1)).close == pytest.approx(served["close"])
+    assert CorporateAction.objects.get(ticker__symbol="AAPL", kind="split").value == 2.0
+
+    # MSFT's adjusted closes: Yahoo's multiplier (1 - D / previous close) over the ex-date, and the last
+    # adjusted close is the close
+    msft = {b.date: b for b in PriceBar.objects.filter(ticker__symbol="MSFT")}
+    jun27, jun28, jul1 = msft[date(2024, 6, 27)], msft[END], msft[date(2024, 7, 1)]
+    assert jul1.adj_close == pytest.approx(jul1.close)
+    assert jun28.adj_close / jun27.adj_close == pytest.approx(jun28.close / (jun27.close - 1.0))
+    factor = 1 - 1.0 / jun27.close
+    assert msft[date(2024, 6, 26)].adj_close == pytest.approx(stored_jun26["MSFT"].adj_close * factor)
+    assert CorporateAction.objects.get(ticker__symbol="MSFT", kind="dividend").value == 1.0
+    xom = PriceBar.objects.get(ticker__symbol="XOM", date=date(2024, 6, 26))
+    assert xom.adj_close == pytest.approx(stored_jun26["XOM"].adj_close)  # no action: untouched
+    # nothing is applied twice
+    assert update_market_data(provider="polygon", now=MONDAY_EVENING).calls == 0
+    assert PriceBar.objects.get(ticker__symbol="AAPL", date=date(2024, 6, 26)).close == pytest.approx(aapl.close)
+
+
+def test_polygon_bad_key_and_per_ticker_backfill(server, configure, monkeypatch):
+    Ticker.objects.create(symbol="AAPL", active=True)
+    polygon_market(server, ["AAPL"], [d.date() for d in pd.bdate_range("2024-06-03", END)])
+    server.polygon_dividends = [{"ticker": "AAPL", "ex_dividend_date": "2024-06-10", "cash_amount": 0.25}]
+    configure("polygon")
+    monkeypatch.setenv("POLYGON_API_KEY", "WRONG-KEY-999")
+    summary = update_market_data(provider="polygon", now=SATURDAY)
+    assert summary.rows_added == 0 and "auth" in summary.warning and "WRONG-KEY-999" not in summary.warning
+    assert summary.calls == 1  # an auth error is not retried
+
+    monkeypatch.setenv("POLYGON_API_KEY", KEY)
+    from features.services.market_updates import build_provider
+
+    provider = build_provider(name="polygon", today=END)
+    frame = provider.fetch_daily("AAPL", since=None)
+    assert len(frame) == 20 and frame["dividend_amount"].sum() == pytest.approx(0.25)
+    ex = frame.index[frame["date"] == pd.Timestamp("2024-06-10")][0]
+    ratio = frame["adj_close"][ex] / frame["adj_close"][ex - 1]
+    assert ratio == pytest.approx(frame["close"][ex] / (frame["close"][ex - 1] - 0.25))
+    assert frame["adj_close"].iloc[-1] == frame["close"].iloc[-1]
