@@ -239,3 +239,15 @@ class FeatureMaterialization(models.Model):
 
     def __str__(self) -> str:
         return f"{self.version} {self.mode} {self.start_date}..{self.end_date} ({self.status})"
+
+
+class SharedCounter(models.Model):
+    """A counter every worker shares when there is no Redis: provider request slots and daily
+    quotas, and the day's API spend (``features.services.limits``)."""
+
+    key = models.CharField(max_length=200, unique=True)
+    value = models.FloatField(default=0.0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.key} = {self.value}"

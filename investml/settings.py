@@ -196,6 +196,8 @@ DATA_DRIFT_THRESHOLD = env.float(
 ML_DAILY_COST_LIMIT_USD = env.float(
     "ML_DAILY_COST_LIMIT_USD", default=PIPELINE_CONFIG["orchestrator"]["cost_limit_daily_usd"]
 )
+# Redis key prefix of the provider limits and API spend every worker shares (features.services.limits)
+ML_SHARED_LIMITS_PREFIX = env.str("ML_SHARED_LIMITS_PREFIX", default="investml:limits:")
 ML_API_HOST = env.str("ML_API_HOST", default="0.0.0.0")
 ML_API_PORT = env.int("ML_API_PORT", default=8001)
 ML_WORKERS = env.int("ML_WORKERS", default=4)

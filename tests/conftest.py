@@ -49,3 +49,13 @@ def dashboard_settings(settings):
     ]
     settings.ML_DAILY_COST_LIMIT_USD = 10.0
     return settings
+
+
+@pytest.fixture(autouse=True)
+def shared_limits_of_this_test_only(settings):
+    """Provider limits and spend live in Redis on CI's second pass, which no test rollback resets:
+    each test counts under its own key prefix."""
+    import uuid
+
+    settings.ML_SHARED_LIMITS_PREFIX = f"investml-test:{uuid.uuid4().hex[:12]}:"
+

@@ -208,6 +208,32 @@ class RemainingBudget:
         return None
 
 
+@dataclass
+class SharedBudget:
+    """Today's API budget shared by every worker: the day's other tracked costs (``other_usd``,
+    e.g. compute) plus the API spend all processes reserve in one ``CounterStore`` counter.
+
+    ``check`` reserves the call's cost atomically (two workers cannot both take the last cent), so
+    ``charge`` adds nothing; ``api_before_usd`` seeds the counter with API costs already recorded.
+    """
+
+    limit_usd: float
+    store: Any
+    key: str
+    other_usd: float = 0.0
+    api_before_usd: float = 0.0
+
+    def check(self, cost_usd: float) -> None:
+        room = self.limit_usd - self.other_usd
+        taken = self.store.take(self.key, limit=room, amount=cost_usd, floor=self.api_before_usd)
+        if taken is None:
+            spent = self.other_usd + max(self.store.value(self.key), self.api_before_usd)
+            raise BudgetExceededError(spent + cost_usd, self.limit_usd)
+
+    def charge(self, cost_usd: float) -> None:  # reserved by ``check``
+        return None
+
+
 class _Unlimited:
     def check(self, cost_usd: float) -> None:
         return None

@@ -53,27 +53,28 @@ from django.utils import timezone
 
 from features.models import CorporateAction, IngestionRun, PriceBar, Ticker
 from features.pricefiles import ParsedPrices, parse_price_frame
-from features.providers import PROVIDERS, FileDropProvider, ProviderConfig, get_limiter
+from features.providers import PROVIDERS, FileDropProvider, ProviderConfig
 from features.providers.base import (
     NOT_FOUND,
     RATE_LIMITED,
     BadResponseError,
     BudgetExceededError,
     CallRecord,
-    DailyBudget,
     HttpProvider,
     NotFoundError,
     PriceProvider,
     ProviderError,
+    SharedBudget,
     UpdateResult,
+    budget_message,
     update_prices,
 )
 from features.providers.http import HttpResponse
 from features.providers.polygon import PolygonProvider, dividend_adjusted_close
-from features.providers.ratelimit import RateLimiter
 from features.services.ingestion import MAX_REJECTED_ROWS_STORED, ensure_tickers, merge_bars
+from features.services.limits import shared_budget, shared_limiter
 from features.universe import load_universe, parse_symbol_directory
-from monitoring.selectors import api_calls_for_day, cost_for_day
+from monitoring.selectors import cost_for_day
 from monitoring.services import record_api_calls
 
 logger = logging.getLogger(__name__)
@@ -153,20 +154,6 @@ def provider_limits(name: str) -> dict[str, Any]:
     return limits
 
 
-def seed_daily_request_count(limiter: RateLimiter, used: int) -> None:
-    """Count the requests already made today (by earlier runs) against the limiter's per-day limit.
-
-    The limiter only counts what this process sent; today's cost records know about every run.
-    """
-    if limiter.per_day is None or used <= 0:
-        return
-    with limiter._lock:  # no public seeding API on RateLimiter (features/providers/ratelimit.py)
-        today = limiter._today()
-        if limiter._day != today:
-            limiter._day, limiter._day_count = today, 0
-        limiter._day_count = max(limiter._day_count, used)
-
-
 def build_provider(*, name: str, today: date | None = None) -> PriceProvider:
     """A configured provider: ``files`` (``ML_DATA_PATH/prices``), ``files:<folder>``, or an HTTP one
     with ``<NAME>_BASE_URL`` / ``<NAME>_API_KEY`` from the environment and limits from the config."""
@@ -181,8 +168,9 @@ def build_provider(*, name: str, today: date | None = None) -> PriceProvider:
     config = ProviderConfig.from_env(key, provider_limits(key))
     if key in KEYED_PROVIDERS and not config.api_key:  # every request would fail: say so once
         raise ValueError(f"{key.upper()}_API_KEY is not set")
-    limiter = get_limiter(key, config.requests_per_minute or None, config.requests_per_day)
-    seed_daily_request_count(limiter, api_calls_for_day(day=timezone.localdate(), source=key))
+    # counted where every worker sees it (Redis or the database), seeded from today's cost records
+    limiter = shared_limiter(provider=key, per_minute=config.requests_per_minute or None,
+                             per_day=config.requests_per_day)
     kwargs: dict[str, Any] = {"limiter": limiter}
     if today is not None:
         kwargs["today"] = lambda: today
@@ -562,22 +550,21 @@ def _update_http(provider: HttpProvider, symbols: list[str], last: dict[str, dat
 
 
 def _stale_and_budget(provider: HttpProvider, symbols: list[str], last: dict[str, date], as_of: date,
-                      summary: UpdateSummary, progress: Progress | None) -> tuple[list[str], DailyBudget | None]:
+                      summary: UpdateSummary, progress: Progress | None) -> tuple[list[str], SharedBudget | None]:
     """The tickers behind ``as_of`` and today's budget (None: nothing to do, or no budget left)."""
     stale = [s for s in symbols if not (s in last and last[s] >= as_of)]
     summary.tickers_fresh = len(symbols) - len(stale)
-    spent = float(cost_for_day(day=timezone.localdate()))
-    limit = float(settings.ML_DAILY_COST_LIMIT_USD)
-    budget = DailyBudget(limit, spent)
+    budget = shared_budget()
+    spent = budget.other_usd + max(budget.api_before_usd, budget.store.value(budget.key))
+    limit = budget.limit_usd
     summary.spent_today_usd, summary.limit_usd = spent, limit
     _log(progress, f"{provider.name}: {len(symbols)} tickers, {summary.tickers_fresh} already up to date with "
          f"{as_of}, {len(stale)} to update; ${spent:.2f} of ${limit:.2f} spent today")
     if not stale:
         return stale, None
-    try:
-        budget.check(provider.config.cost_per_call_usd)
-    except BudgetExceededError as exc:
-        _stop(summary, str(exc), stale, budget=True)
+    cost = provider.config.cost_per_call_usd
+    if round(spent + cost, 9) > round(limit, 9):  # a look only: ``budget.check`` would reserve the cost
+        _stop(summary, budget_message(spent + cost, limit), stale, budget=True)
         return stale, None
     return stale, budget
 
@@ -809,8 +796,7 @@ def download_symbol_directory(*, files: Iterable[str] = SYMBOL_DIRECTORY_FILES,
     config = ProviderConfig.from_env("nasdaqtrader", limits)
     records: list[CallRecord] = []
     day = timezone.localdate()
-    budget = DailyBudget(float(settings.ML_DAILY_COST_LIMIT_USD), float(cost_for_day(day=day)))
-    downloader = SymbolDirectoryDownloader(config, on_call=records.append, budget=budget)
+    downloader = SymbolDirectoryDownloader(config, on_call=records.append, budget=shared_budget(day=day))
     contents = []
     try:
         for filename in files:
@@ -939,7 +925,6 @@ __all__ = [
     "is_trading_day",
     "last_completed_trading_day",
     "provider_limits",
-    "seed_daily_request_count",
     "sync_universe",
     "trading_holidays",
     "update_market_data",

@@ -22,29 +22,26 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from features.models import IngestionRun, NewsItem, Ticker
-from features.providers import PROVIDERS, ProviderConfig, get_limiter
+from features.providers import PROVIDERS, ProviderConfig
 from features.providers.base import (
     BudgetExceededError,
     CallRecord,
-    DailyBudget,
     ProviderError,
 )
 from features.sentiment import aggregate_daily, score_many
 from features.services.ingestion import ensure_tickers
+from features.services.limits import shared_budget, shared_limiter
 from features.services.market_updates import (
     KEYED_PROVIDERS,
     MARKET_TZ,
     provider_limits,
-    seed_daily_request_count,
     trading_holidays,
 )
-from monitoring.selectors import api_calls_for_day, cost_for_day
 from monitoring.services import record_api_calls
 
 logger = logging.getLogger(__name__)
@@ -351,10 +348,9 @@ def update_news(*, provider: str = "alphavantage", tickers: list[str] | None = N
     config = ProviderConfig.from_env(key, provider_limits(key))
     if key in KEYED_PROVIDERS and not config.api_key:
         raise ValueError(f"{key.upper()}_API_KEY is not set")
-    limiter = get_limiter(key, config.requests_per_minute or None, config.requests_per_day)
-    seed_daily_request_count(limiter, api_calls_for_day(day=day, source=key))
-    budget = DailyBudget(float(settings.ML_DAILY_COST_LIMIT_USD), float(cost_for_day(day=day)))
-    source = cls(config, on_call=records.append, budget=budget, limiter=limiter)
+    limiter = shared_limiter(provider=key, per_minute=config.requests_per_minute or None,
+                             per_day=config.requests_per_day, day=day)
+    source = cls(config, on_call=records.append, budget=shared_budget(day=day), limiter=limiter)
     stored = NewsItem.objects.filter(provider=key)
     if len(symbols) <= 500:
         stored = stored.filter(ticker__symbol__in=symbols)
