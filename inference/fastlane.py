@@ -11,6 +11,11 @@ request_finished did.
 
 Whatever ``fast_predict`` declines (no or bad token, other methods, wrong content type, throttled,
 too large) goes to the full Django application, unchanged, as does every other path.
+
+As in Django, the Host header is checked against ALLOWED_HOSTS (``request.get_host()``) and every
+exception of a layer becomes the response Django would give (``convert_exception_to_response``): a
+bad host is Django's 400 (also where the HTTPS redirect reads the host first), never an exception
+out of the WSGI callable; the database down is the API's 503 (``investml.errors``).
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ import logging
 import time
 from typing import Any
 
+from django.core.handlers.exception import convert_exception_to_response
 from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 
 from inference.views import DECLINED, fast_predict, json_response
+from investml.errors import DATABASE_ERRORS, database_unavailable_response
 from monitoring.request_metrics import record_request
 
 logger = logging.getLogger("django.request")
@@ -37,9 +44,22 @@ class _Declined(HttpResponse):
     """Marks a request the fast lane hands to Django."""
 
 
+def _check_host(get_response: Any) -> Any:
+    """What Django's CommonMiddleware does for every request: ``get_host()`` raises DisallowedHost
+    (a 400 once converted) for a Host header that ALLOWED_HOSTS does not list."""
+
+    def check(request: WSGIRequest) -> HttpResponse:
+        request.get_host()
+        return get_response(request)
+
+    return check
+
+
 def _handle(request: WSGIRequest) -> HttpResponse:
     try:
         return fast_predict(request) or _Declined()
+    except DATABASE_ERRORS as exc:  # the database down: 503 with the reason, as on every API route
+        return database_unavailable_response(exc, request.path)
     except Exception:  # as Django's handler: log it, answer 500 (no details in the body)
         logger.exception("Internal Server Error: %s", request.path)
         return json_response({"detail": "internal server error"}, 500)
@@ -48,7 +68,9 @@ def _handle(request: WSGIRequest) -> HttpResponse:
 class PredictFastLane:
     def __init__(self, application: Any) -> None:
         self.application = application
-        self.chain = SecurityMiddleware(XFrameOptionsMiddleware(_handle))
+        # each layer wrapped as Django's handler wraps its middleware
+        self.chain = convert_exception_to_response(SecurityMiddleware(convert_exception_to_response(
+            XFrameOptionsMiddleware(convert_exception_to_response(_check_host(_handle))))))
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "POST":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import date
 from typing import Any
 
@@ -34,23 +35,58 @@ def cache_stats() -> dict[str, Any]:
     }
 
 
+HEALTH_PROBE_KEY = "health:probe"
+
+
+def cache_state() -> str:
+    """``ok`` when the shared cache (Redis, or the disk cache) takes a write and reads it back."""
+    from django.core.cache import cache
+
+    token = uuid.uuid4().hex
+    try:
+        cache.set(HEALTH_PROBE_KEY, token, 60)
+        if cache.get(HEALTH_PROBE_KEY) != token:
+            return "error: the cache did not return what was written"
+    except Exception as exc:  # noqa: BLE001 - the probe reports, it must not crash
+        return f"error: {exc.__class__.__name__}"
+    return "ok"
+
+
+def broker_state() -> str:
+    """``ok`` when the Celery broker accepts a connection (within 2 seconds)."""
+    from investml.celery import app
+
+    try:
+        with app.connection_for_write(connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
+    except Exception as exc:  # noqa: BLE001 - the probe reports, it must not crash
+        return f"error: {exc.__class__.__name__}"
+    return "ok"
+
+
 def health() -> tuple[dict[str, Any], int]:
     """The ``/health`` body and HTTP status: ``unhealthy`` (503) when the database is down,
-    ``degraded`` (200) when an active model cannot be served or none is active, else ``healthy``."""
+    ``degraded`` (200) when an active model cannot be served (failed, or not loaded in this worker),
+    none is active, or the cache or the broker cannot be reached; else ``healthy``. ``checks`` has
+    the state of each service. The body is for staff: ``/health`` shows anonymous callers the status only."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         database = "ok"
     except Exception as exc:  # noqa: BLE001 - the probe reports, it must not crash
         database = f"error: {exc.__class__.__name__}"
+    checks = {"database": database, "cache": cache_state(), "broker": broker_state()}
+    service_reasons = [f"{name} unreachable: {state[len('error: '):]}" for name, state in checks.items()
+                       if name != "database" and state != "ok"]
     body: dict[str, Any] = {
         "timestamp": timezone.now(),
         "database": database,
+        "checks": checks,
         "cache": cache_stats(),
         "prediction_log": prediction_log.stats(),
     }
     if database != "ok":
-        body.update(status="unhealthy", models_loaded=0, models=[], reasons=["database unreachable"],
+        body.update(status="unhealthy", models_loaded=0, models=[], reasons=["database unreachable", *service_reasons],
                     active_versions={}, unloaded=[], loaded_versions=[])
         return body, 503
     manager = get_manager()
@@ -61,7 +97,7 @@ def health() -> tuple[dict[str, Any], int]:
         body.update(status="unhealthy", models_loaded=0, models=[], active_versions={}, unloaded=[],
                     loaded_versions=[], reasons=[f"cannot read the model registry: {exc} (run manage.py migrate)"])
         return body, 503
-    reasons: list[str] = []
+    reasons: list[str] = list(service_reasons)
     served_names, active_versions, unloaded = [], {}, []
     for name, info in state["models"].items():
         version = info["active"]
@@ -79,6 +115,9 @@ def health() -> tuple[dict[str, Any], int]:
             served_names.append(name)
             if serving.version_id != version.pk:
                 reasons.append(f"{name}: serving {serving.label} while {name}@{version.version} is not loaded")
+        elif not info["error"]:  # e.g. promoted after this worker started: nothing serves it yet
+            reasons.append(f"{name}@{version.version} is active but not loaded in this worker (it loads on its "
+                           f"first prediction, or POST /models/{name}/load)")
     if not active_versions:
         reasons.append("no active model versions: train and promote one (python manage.py retrain --sync)")
     body.update(

@@ -279,18 +279,28 @@ class CacheStatsSerializer(serializers.Serializer):
     all_workers = SharedCacheStatsSerializer(help_text="Every worker's totals, as of their last log flush")
 
 
+class HealthChecksSerializer(serializers.Serializer):
+    database = serializers.CharField(help_text="`ok` or `error: <kind>`")
+    cache = serializers.CharField(help_text="The shared cache: `ok` or `error: <kind>`")
+    broker = serializers.CharField(help_text="The Celery broker: `ok` or `error: <kind>`")
+
+
 class HealthSerializer(serializers.Serializer):
+    """Everything but ``status`` is for staff only (anonymous and non-staff callers get ``status``)."""
+
     status = serializers.ChoiceField(choices=["healthy", "degraded", "unhealthy"])
-    timestamp = serializers.DateTimeField()
-    models_loaded = serializers.IntegerField(help_text="Active models this worker serves")
-    models = serializers.ListField(child=serializers.CharField())
-    reasons = serializers.ListField(child=serializers.CharField(), help_text="Why degraded or unhealthy")
-    database = serializers.CharField()
-    active_versions = serializers.DictField(child=serializers.CharField())
-    loaded_versions = serializers.ListField(child=serializers.CharField())
-    unloaded = serializers.ListField(child=serializers.CharField())
-    cache = CacheStatsSerializer()
-    prediction_log = serializers.DictField(child=serializers.IntegerField())
+    timestamp = serializers.DateTimeField(required=False)
+    models_loaded = serializers.IntegerField(required=False, help_text="Active models this worker serves")
+    models = serializers.ListField(child=serializers.CharField(), required=False)
+    reasons = serializers.ListField(child=serializers.CharField(), required=False,
+                                    help_text="Why degraded or unhealthy")
+    database = serializers.CharField(required=False)
+    checks = HealthChecksSerializer(required=False)
+    active_versions = serializers.DictField(child=serializers.CharField(), required=False)
+    loaded_versions = serializers.ListField(child=serializers.CharField(), required=False)
+    unloaded = serializers.ListField(child=serializers.CharField(), required=False)
+    cache = CacheStatsSerializer(required=False)
+    prediction_log = serializers.DictField(child=serializers.IntegerField(), required=False)
 
 
 class ModelInfoSerializer(serializers.Serializer):

@@ -13,6 +13,7 @@ import functools
 from typing import Any
 
 import orjson
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions as drf_exceptions
@@ -144,23 +145,40 @@ PREDICT_EXAMPLES = [
 
 
 class HealthView(APIView):
-    """Liveness and model status; public so load balancers and compose can probe it."""
+    """Liveness and model status; public so load balancers and compose can probe it. Anonymous (and
+    non-staff) callers get the status only: the details name artifact paths, versions and errors."""
 
     permission_classes = [AllowAny]
-    authentication_classes: list = []
     throttle_classes: list = []
+    # the default authentication classes, tried only to tell staff apart (see _is_staff)
+
+    def perform_authentication(self, request):
+        pass  # lazy: a probe with no token, a bad one or the database down still gets its answer
+
+    @staticmethod
+    def _is_staff(request) -> bool:
+        try:
+            user = request.user
+        except (drf_exceptions.APIException, DatabaseError):
+            return False
+        return bool(user is not None and user.is_authenticated and user.is_staff)
 
     @extend_schema(
         tags=[TAG],
         summary="Health check",
-        description="`healthy`, `degraded` (an active model cannot be served: the reasons say why, e.g. "
-                    "`Failed to load model lstm_predictor@1.0.0: sha256 mismatch ...`; or no active model) or "
-                    "`unhealthy` (database down, 503). Also the prediction cache hit ratio.",
+        description="`healthy`, `degraded` (an active model cannot be served: failed to load, e.g. "
+                    "`Failed to load model lstm_predictor@1.0.0: sha256 mismatch ...`, or active but not loaded "
+                    "in the answering worker; no active model; the cache or the broker unreachable) or "
+                    "`unhealthy` (database down, 503). Anonymous and non-staff callers get `status` only; staff "
+                    "also get the reasons, the models, the state of each service (`checks`) and the prediction "
+                    "cache hit ratio.",
         responses={200: s.HealthSerializer, 503: s.HealthSerializer},
-        auth=[],
+        auth=[{"tokenAuth": []}, {"cookieAuth": []}, {}],
     )
     def get(self, request):
         body, code = selectors.health()
+        if not self._is_staff(request):
+            return Response({"status": body["status"]}, status=code)
         return Response(s.HealthSerializer(body).data, status=code)
 
 

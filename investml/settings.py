@@ -67,6 +67,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "monitoring.middleware.RequestMetricsMiddleware",
+    # a view that meets a database outage answers 503 (JSON on API routes), not Django's 500
+    "investml.errors.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -222,6 +224,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # DRF's, plus a database outage as 503 {"detail", "reason": "database unavailable"}
+    "EXCEPTION_HANDLER": "investml.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": [
         # counters per window, not DRF's list of every request time (O(requests) per request)
         "inference.throttling.FixedWindowUserThrottle",
@@ -272,6 +276,9 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="investml@localhost")
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+    # the health probe (compose, load balancers) speaks plain HTTP to the container: a redirect there
+    # would read as healthy whatever the state, so /health answers itself
+    SECURE_REDIRECT_EXEMPT = [r"^health$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)

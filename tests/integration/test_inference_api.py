@@ -105,8 +105,10 @@ def _error_names(response, field):
 # the spec's endpoints
 
 
-def test_health_is_public_and_reports_the_loaded_models(served):
+def test_health_is_public_and_reports_the_loaded_models(served, staff):
     response = APIClient().get("/health")
+    assert response.status_code == 200 and response.json() == {"status": "healthy"}  # anonymous: status only
+    response = staff.get("/health")
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "healthy" and body["reasons"] == []
@@ -322,7 +324,7 @@ def test_unload_then_load(staff, client, served):
     assert gone.status_code == 503 and "/models/xgboost_classifier/load" in gone.json()["detail"]
     statuses = {m["name"]: m["status"] for m in client.get("/models").json()}
     assert statuses["xgboost_classifier"] == "unloaded"
-    assert "xgboost_classifier" in APIClient().get("/health").json()["unloaded"]
+    assert "xgboost_classifier" in staff.get("/health").json()["unloaded"]
     loaded = staff.post("/models/xgboost_classifier/load")
     assert loaded.status_code == 200 and loaded.json()["model_version"] == "1.0.0"
     assert client.post("/predict", body, format="json").status_code == 200
@@ -353,7 +355,7 @@ def test_tampered_artifact_degrades_health_and_gives_503(client, staff, served):
     path.write_bytes(bytes(data))
     get_manager().reset()
 
-    health = APIClient().get("/health").json()
+    health = staff.get("/health").json()
     assert health["status"] == "degraded"
     assert any(r.startswith("Failed to load model lstm_predictor@1.0.0") and "sha256" in r for r in health["reasons"])
     assert "lstm_predictor" not in health["models"]
@@ -445,15 +447,15 @@ def test_promotion_under_concurrent_requests_never_fails_one(served, settings, m
     assert switch > 0 and len(seen) > switch
 
 
-def test_cache_hit_ratio_grows_and_predictions_are_logged(client, served, settings):
+def test_cache_hit_ratio_grows_and_predictions_are_logged(client, staff, served, settings):
     settings.ML_PREDICTION_CACHE_VECTOR_BATCHES = True
-    assert APIClient().get("/health").json()["cache"]["hits"] == 0
+    assert staff.get("/health").json()["cache"]["hits"] == 0
     for _ in range(3):
         assert client.post("/predict", {"ticker": "MSFT", "model_name": "ensemble"}, format="json").status_code == 200
     vectors = [_vector(served, "xgboost_classifier", t) for t in served.tickers]
     for _ in range(2):
         client.post("/predict/batch", {"model_name": "xgboost_classifier", "instances": vectors}, format="json")
-    cache = APIClient().get("/health").json()["cache"]
+    cache = staff.get("/health").json()["cache"]
     assert cache["hits"] == 2 + len(vectors) and cache["misses"] == 1 + len(vectors)
     assert cache["hit_ratio"] > 0.5
     written = services.flush_prediction_log()
@@ -465,7 +467,7 @@ def test_cache_hit_ratio_grows_and_predictions_are_logged(client, served, settin
     assert all(len(r.input_hash) == 64 and r.latency_ms >= 0 and r.feature_date for r in rows)
     assert len({r.input_hash for r in rows}) == 1
     # counters reach the shared totals with the flush
-    assert APIClient().get("/health").json()["cache"]["all_workers"]["hits"] == cache["hits"]
+    assert staff.get("/health").json()["cache"]["all_workers"]["hits"] == cache["hits"]
 
 
 def test_lru_cap(client, served, settings):

@@ -266,6 +266,8 @@ def test_max_training_hours_fails_the_run_cleanly(sent, monkeypatch, settings):
 
 
 def test_seeding_the_schedules_twice_leaves_one_task_per_schedule(sent, settings):
+    assert PeriodicTask.objects.filter(name__in=SEEDED).count() == len(SEEDED)  # migrate seeded them
+    PeriodicTask.objects.filter(name__in=SEEDED).delete()
     first = {row["name"]: row["action"] for row in seed_schedules()}
     assert set(first) == SEEDED and set(first.values()) == {"created"}
     crontabs = CrontabSchedule.objects.count()

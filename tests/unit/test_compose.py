@@ -1,5 +1,8 @@
 """docker-compose.yml parses and names the spec's services (no Docker engine runs here)."""
 
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
@@ -32,3 +35,54 @@ def test_compose_has_no_default_secret_key():
     for name, service in compose["services"].items():
         key = (service.get("environment") or {}).get("DJANGO_SECRET_KEY")
         assert key in (None, "${DJANGO_SECRET_KEY:-}", "${DJANGO_SECRET_KEY}"), (name, key)
+
+
+def _run_healthcheck(test: list[str], url: str) -> int:
+    """Run a compose healthcheck ``test`` (CMD or CMD-SHELL form) with its URL pointed at ``url``."""
+    kind, *args = test
+    args = [a.replace("$$", "$").replace("http://127.0.0.1:8001", url) for a in args]  # compose unescapes $$
+    command = ["sh", "-c", args[0]] if kind == "CMD-SHELL" else args
+    return subprocess.run(command, capture_output=True, timeout=30).returncode
+
+
+def test_api_healthcheck_fails_on_anything_but_a_2xx():
+    """curl -f counts a 301 (production's HTTPS redirect) as success: the check must not."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    test = compose["services"]["ml-api"]["healthcheck"]["test"]
+    assert "http://127.0.0.1:8001/health" in " ".join(test)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            code = int(self.path.strip("/").split("/")[0])
+            self.send_response(code)
+            if 300 <= code < 400:
+                self.send_header("Location", "https://127.0.0.1/health")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        results = {code: _run_healthcheck(test, f"{base}/{code}") for code in (200, 301, 302, 404, 503)}
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert results[200] == 0, results
+    assert all(results[code] != 0 for code in (301, 302, 404, 503)), results
+
+
+def test_compose_migrates_then_creates_the_first_admin():
+    """The one-shot migrate service (which also seeds the beat schedules, by post_migrate) creates
+    the first admin: ensure_admin says where its password is."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    command = compose["services"]["migrate"]["command"]
+    text = " ".join(command) if isinstance(command, list) else command
+    assert "manage.py migrate" in text and "manage.py ensure_admin" in text
+    assert text.index("manage.py migrate") < text.index("manage.py ensure_admin")
+    assert "&&" in text  # no admin without a migrated database, and a failed migrate fails the service
