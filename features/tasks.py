@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from celery import group, shared_task
+from celery import shared_task
 
-from features.services.feature_store import DEFAULT_CHUNK_SIZE, build_features
+from features.services.feature_store import build_features
 
 
 @shared_task(name="features.build_features")
@@ -21,13 +21,3 @@ def build_features_chunk_task(tickers: list[str], feature_set: str | None = None
     by the store's lock, so chunks may run on several workers at once)."""
     return build_features(feature_set=feature_set, start=start, end=end, tickers=tickers, full=full,
                           chunk_size=max(len(tickers), 1)).as_dict()
-
-
-def fan_out_build(*, tickers: list[str], feature_set: str | None = None, start: str | None = None,
-                  end: str | None = None, full: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE):
-    """Dispatch one ``build_features_chunk`` task per chunk of ``tickers``; returns the group result."""
-    chunks = [tickers[i : i + chunk_size] for i in range(0, len(tickers), chunk_size)]
-    return group(
-        build_features_chunk_task.s(chunk, feature_set=feature_set, start=start, end=end, full=full)
-        for chunk in chunks
-    ).apply_async()

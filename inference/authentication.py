@@ -1,60 +1,149 @@
-"""DRF token authentication with a short per-process memory of recent tokens.
+"""DRF token authentication with a short per-process memory of recent tokens, invalidated through the
+shared cache, and failed authentication throttled per client address.
 
 DRF's ``TokenAuthentication`` runs one database query per request (token joined to its user): on the
 embedded SQLite that was about a sixth of a ``POST /predict``'s server time. Here a token seen in
 the last ``ML_API_TOKEN_CACHE_SECONDS`` (default 30; 0 turns the memory off) is answered from memory.
 
-What that costs: a token deleted, or a user deactivated, in another process (admin, another gunicorn
-worker) keeps working in this worker for at most that many seconds. In the process that deletes the
-token or saves the user, the memory is cleared at once (signals below).
+Invalidation: saving or deleting a user (a deactivation, a removed staff flag, a new password) or a
+token bumps a version key in the shared Django cache (at once and again when the transaction
+commits); every worker reads that key on each request and forgets everything it remembered when it
+changed. So such a change is seen by the next request in every worker, not up to 30 s later. Only a
+change that sends no signal (``QuerySet.update``, raw SQL) waits for the memory's expiry; a cache that
+cannot be read turns the memory off. The memory answers "who is this token's user", never "may they":
+staff actions re-read the user and its permissions from the database (``investml.permissions``).
+
+Before a token that is not remembered is looked up, the client's address is checked against its
+failed authentications (``inference.throttling.FailedAuthThrottle``): over the limit, 429.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save
-from rest_framework.authentication import TokenAuthentication
+from django.utils.translation import gettext_lazy as _
+from rest_framework import exceptions
+from rest_framework.authentication import TokenAuthentication, get_authorization_header
 from rest_framework.authtoken.models import Token
 
-from inference import conf
+from inference import conf, throttling
 
 MAX_REMEMBERED = 10_000
+VERSION_KEY = "auth:credentials-version"  # in the shared cache: changes whenever a user or token does
 
 _lock = threading.Lock()
 _remembered: OrderedDict[str, tuple[float, Any, Any]] = OrderedDict()  # key -> (expires, user, token)
+_UNSEEN = object()
+_seen: dict[str, Any] = {"version": _UNSEEN}  # the shared version this process's memory belongs to
+_UNREADABLE = object()
+
+
+def _shared_version() -> Any:
+    try:
+        return cache.get(VERSION_KEY)
+    except Exception:  # noqa: BLE001 - no shared cache: no memory either (every request asks the database)
+        return _UNREADABLE
+
+
+def remembered(key: str) -> tuple[Any, Any] | None:
+    """The (user, token) this process remembers for ``key``, if that memory is still valid: not
+    expired, and no user or token changed anywhere since it was taken."""
+    version = _shared_version()
+    now = time.monotonic()
+    with _lock:
+        if version is _UNREADABLE or version != _seen["version"]:
+            _remembered.clear()
+            _seen["version"] = _UNSEEN if version is _UNREADABLE else version
+            return None
+        hit = _remembered.get(key)
+        if hit is None or hit[0] <= now:
+            return None
+        _remembered.move_to_end(key)
+        return hit[1], hit[2]
 
 
 class CachedTokenAuthentication(TokenAuthentication):
-    def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
+    def authenticate(self, request):
+        """DRF's header parsing (its messages), then ``authenticate_credentials`` with the request."""
+        auth = get_authorization_header(request).split()
+        if not auth or auth[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(auth) == 1:
+            throttling.refuse_failed_auth(request)
+            raise exceptions.AuthenticationFailed(_("Invalid token header. No credentials provided."))
+        if len(auth) > 2:
+            throttling.refuse_failed_auth(request)
+            raise exceptions.AuthenticationFailed(_("Invalid token header. Token string should not contain spaces."))
+        try:
+            key = auth[1].decode()
+        except UnicodeError:
+            throttling.refuse_failed_auth(request)
+            raise exceptions.AuthenticationFailed(
+                _("Invalid token header. Token string should not contain invalid characters.")
+            ) from None
+        return self.authenticate_credentials(key, request=request)
+
+    def authenticate_credentials(self, key: str, request: Any = None) -> tuple[Any, Any]:
+        """The token's (user, token); raises ``AuthenticationFailed``, or ``Throttled`` when
+        ``request``'s address has used up its failures and the token is not remembered."""
         ttl = conf.token_cache_seconds()
-        if ttl <= 0:
-            return super().authenticate_credentials(key)
-        now = time.monotonic()
-        with _lock:
-            hit = _remembered.get(key)
-            if hit is not None and hit[0] > now:
-                _remembered.move_to_end(key)
-                return hit[1], hit[2]
+        if ttl > 0:
+            hit = remembered(key)
+            if hit is not None:
+                return hit
+        if request is not None:
+            throttling.refuse_failed_auth(request)
+        version = _seen["version"]
         user, token = super().authenticate_credentials(key)  # raises AuthenticationFailed
-        with _lock:
-            _remembered[key] = (now + ttl, user, token)
-            while len(_remembered) > MAX_REMEMBERED:
-                _remembered.popitem(last=False)
+        if ttl > 0:
+            with _lock:
+                if _seen["version"] is version and version is not _UNSEEN:  # nothing changed meanwhile
+                    _remembered[key] = (time.monotonic() + ttl, user, token)
+                    while len(_remembered) > MAX_REMEMBERED:
+                        _remembered.popitem(last=False)
         return user, token
 
 
 def forget_all(**_: Any) -> None:
+    """Forget every remembered token in this process (tests; other processes use ``invalidate``)."""
     with _lock:
         _remembered.clear()
 
 
+def _bump() -> None:
+    try:
+        cache.set(VERSION_KEY, uuid.uuid4().hex, None)
+    except Exception:  # noqa: BLE001 - workers that cannot read the cache remember nothing anyway
+        pass
+
+
+def invalidate(**_: Any) -> None:
+    """A user or token changed: every worker forgets its remembered tokens on its next request. The
+    version is bumped now and again after the commit, so a worker that read the old rows in between
+    does not keep them."""
+    forget_all()
+    _bump()
+    transaction.on_commit(_bump)
+
+
+def _user_saved(sender: Any, update_fields: Any = None, **kwargs: Any) -> None:
+    if update_fields is not None and set(update_fields) <= {"last_login"}:
+        return  # a sign-in: nothing a token's authentication depends on
+    invalidate()
+
+
 def connect() -> None:
-    """Clear the memory when a token is deleted or a user changes in this process."""
-    post_delete.connect(forget_all, sender=Token, dispatch_uid="inference.authentication.token_deleted")
-    post_save.connect(forget_all, sender=get_user_model(), dispatch_uid="inference.authentication.user_saved")
-    post_delete.connect(forget_all, sender=get_user_model(), dispatch_uid="inference.authentication.user_deleted")
+    """Invalidate every worker's memory when a token or a user changes."""
+    user_model = get_user_model()
+    post_save.connect(invalidate, sender=Token, dispatch_uid="inference.authentication.token_saved")
+    post_delete.connect(invalidate, sender=Token, dispatch_uid="inference.authentication.token_deleted")
+    post_save.connect(_user_saved, sender=user_model, dispatch_uid="inference.authentication.user_saved")
+    post_delete.connect(invalidate, sender=user_model, dispatch_uid="inference.authentication.user_deleted")

@@ -15,7 +15,7 @@ change of the environment after the first read is not.
 | ``ML_PREDICTION_CACHE_LOCAL_ENTRIES`` | 50000 | predictions each worker keeps in memory (least recently used out) |
 | ``ML_PREDICTION_CACHE_VECTOR_BATCHES`` | false | also cache each vector of a batch (tickers always are) |
 | ``ML_SLOW_PREDICTION_MS`` | 1000 | a prediction call slower than this logs "Prediction latency exceeded ...ms" |
-| ``ML_API_TOKEN_CACHE_SECONDS`` | 30 | how long a worker remembers a checked API token (0: query every request) |
+| ``ML_API_TOKEN_CACHE_SECONDS`` | 30 | how long a worker remembers a checked API token (0: query every request); a user or token saved or deleted anywhere ends every worker's memory at once (``inference.authentication``) |
 | ``ML_PREDICTION_LOG_BATCH`` | 200 | buffered prediction-log rows written in one bulk insert |
 | ``ML_PREDICTION_LOG_MAX_AGE_SECONDS`` | 5.0 | oldest buffered row age that triggers a write |
 | ``ML_PREDICTION_LOG_MAX_BUFFER`` | 50000 | rows kept when the database is unreachable (oldest dropped) |

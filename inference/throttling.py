@@ -10,6 +10,9 @@ A process does not touch the shared counter on every request: it takes a block o
 from it. The total over every process never exceeds the rate; what a block costs is that a process
 may hold requests it does not use while another is already refused, at most one block per other
 process and window.
+
+``FailedAuthThrottle`` counts what these never see, as DRF refuses it before throttling: requests
+with a missing or bad token, per client address (``count_failed_auth``, ``refuse_failed_auth``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 import threading
 import time
 
+from rest_framework import exceptions
+from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
 from investml.cache_counters import incr_counter
@@ -85,3 +90,79 @@ class FixedWindowAnonThrottle(_FixedWindowThrottle):
         if request.user and request.user.is_authenticated:
             return None
         return f"throttle:fw:{self.scope}:{self.get_ident(request)}"
+
+
+# --------------------------------------------------------------------------------------------------
+# failed authentication, per client address
+
+DEFAULT_FAILED_AUTH_RATE = "30/minute"
+_FAILED = (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)
+
+
+class FailedAuthThrottle(SimpleRateThrottle):
+    """Requests with no, a malformed or a bad token, counted per client address in fixed windows
+    (``DEFAULT_THROTTLE_RATES["failed_auth"]``, ``API_THROTTLE_FAILED_AUTH``, default 30 a minute).
+
+    DRF authenticates (and refuses) before it throttles, so the anonymous throttle never sees these
+    requests. Once an address has used up its failures of the window, every request from it that
+    needs a token check is refused with 429 until the window ends, before the token is looked up (a
+    token its worker already accepted keeps working). The address is ``REMOTE_ADDR`` unless
+    ``API_NUM_PROXIES`` says how many proxies of this deployment append to ``X-Forwarded-For`` (a
+    client's own ``X-Forwarded-For`` is never trusted)."""
+
+    scope = "failed_auth"
+
+    def get_rate(self):
+        # read at every use, so settings changes (and tests' override_settings) apply
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope, DEFAULT_FAILED_AUTH_RATE) or None
+
+    def get_cache_key(self, request, view=None):
+        return f"throttle:fw:{self.scope}:{self.get_ident(request)}"
+
+    def _window(self, request) -> tuple[str, float]:
+        now = time.time()
+        window = int(now // self.duration)
+        return f"{self.get_cache_key(request)}:w{window}", (window + 1) * self.duration - now
+
+    def refusal(self, request) -> float | None:
+        """Seconds until this address may try again, or None while it has failures left."""
+        if self.rate is None:
+            return None
+        key, left = self._window(request)
+        try:
+            used = self.cache.get(key) or 0
+        except Exception:  # noqa: BLE001 - a cache outage must not refuse every request
+            return None
+        return max(left, 1.0) if used >= self.num_requests else None
+
+    def record(self, request) -> float | None:
+        """Count one failure; seconds to wait when it was over the limit, else None."""
+        if self.rate is None:
+            return None
+        key, left = self._window(request)
+        try:
+            used = incr_counter(key, 1, ttl=self.duration + 1, cache=self.cache)
+        except Exception:  # noqa: BLE001
+            return None
+        return max(left, 1.0) if used > self.num_requests else None
+
+
+def _throttled(wait: float) -> exceptions.Throttled:
+    return exceptions.Throttled(wait=wait, detail="Too many failed authentication attempts from this address.")
+
+
+def refuse_failed_auth(request) -> None:
+    """Raise ``Throttled`` (429) when ``request``'s address has used up its failed authentications of
+    this window: called before a token is looked up."""
+    wait = FailedAuthThrottle().refusal(request)
+    if wait is not None:
+        raise _throttled(wait)
+
+
+def count_failed_auth(request, exc: Exception) -> Exception:
+    """For an API view's exception: a failed authentication (401) is counted for the client's address,
+    and becomes ``Throttled`` (429) once the address is over its limit; anything else is unchanged."""
+    if not isinstance(exc, _FAILED):
+        return exc
+    wait = FailedAuthThrottle().record(request)
+    return _throttled(wait) if wait is not None else exc

@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
-from rest_framework.permissions import AllowAny, IsAdminUser, IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -28,7 +28,9 @@ from inference.authentication import CachedTokenAuthentication
 from inference.exceptions import InferenceError, NotFound, PayloadTooLarge
 from inference.model_manager import get_manager
 from inference.parsers import LenientJSONParser, parse_json_body
-from inference.throttling import FixedWindowAnonThrottle, FixedWindowUserThrottle
+from inference.throttling import FixedWindowAnonThrottle, FixedWindowUserThrottle, count_failed_auth
+from investml import permissions
+from investml.permissions import require
 
 TAG = "ML API"
 ERROR = OpenApiResponse(s.ErrorSerializer, description="Error with the offending field named")
@@ -36,7 +38,8 @@ AUTH_ERRORS = {
     401: OpenApiResponse(s.ErrorSerializer, description="No or invalid token"),
     429: OpenApiResponse(s.ErrorSerializer, description="Throttled"),
 }
-STAFF_ERRORS = {**AUTH_ERRORS, 403: OpenApiResponse(s.ErrorSerializer, description="Staff users only")}
+STAFF_ERRORS = {**AUTH_ERRORS, 403: OpenApiResponse(
+    s.ErrorSerializer, description="Needs staff status and the action's model permission (README, Permissions)")}
 BODY_ERRORS = {
     400: ERROR,
     413: OpenApiResponse(s.ErrorSerializer, description="Body or batch too large"),
@@ -96,6 +99,7 @@ class InferenceAPIView(APIView):
         get_manager().ensure_started()
 
     def handle_exception(self, exc):
+        exc = count_failed_auth(self.request, exc)  # a missing or bad token: 401, then 429 per address
         known = error_payload(exc)
         if known is not None:
             return Response(known[0], status=known[1])
@@ -266,9 +270,9 @@ def fast_predict(request: HttpRequest) -> HttpResponse | None:
     if scheme.lower() != "token" or not key or " " in key:
         return None
     try:
-        request.user, _ = _TOKEN_AUTH.authenticate_credentials(key)
-    except drf_exceptions.AuthenticationFailed:
-        return None
+        request.user, _ = _TOKEN_AUTH.authenticate_credentials(key, request=request)
+    except (drf_exceptions.AuthenticationFailed, drf_exceptions.Throttled):
+        return None  # the DRF view answers (and counts the failure for the address)
     if not all(p().has_permission(request, None) for p in PredictView.permission_classes):
         return None
     if not all(t().allow_request(request, None) for t in PredictView.throttle_classes):
@@ -320,11 +324,11 @@ class PredictBatchView(InferenceAPIView):
 
 
 class RetrainView(InferenceAPIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [require(permissions.RETRAIN)]
 
     @extend_schema(
         tags=[TAG],
-        summary="Trigger retraining (staff)",
+        summary="Trigger retraining (staff with training.add_pipelinerun)",
         request=s.RetrainRequestSerializer,
         responses={202: s.RetrainResponseSerializer, **BODY_ERRORS, **STAFF_ERRORS},
         examples=[OpenApiExample(
@@ -342,11 +346,11 @@ class RetrainView(InferenceAPIView):
 
 
 class ModelLoadView(InferenceAPIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [require(permissions.SERVE)]
 
     @extend_schema(
         tags=[TAG],
-        summary="Load a model (staff)",
+        summary="Load a model (staff with registry.change_registeredmodel)",
         description="Loads the model's active version in the answering worker (checksum verified) and lets every "
                     "worker serve it again after an unload.",
         request=None,
@@ -363,11 +367,11 @@ class ModelLoadView(InferenceAPIView):
 
 
 class ModelDetailView(InferenceAPIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [require(permissions.SERVE)]
 
     @extend_schema(
         tags=[TAG],
-        summary="Unload a model (staff)",
+        summary="Unload a model (staff with registry.change_registeredmodel)",
         description="Stops serving the model in every worker (within ML_ACTIVE_VERSION_CHECK_SECONDS) until "
                     "POST /models/{model_name}/load; predictions for it get 503 meanwhile.",
         parameters=[MODEL_NAME],

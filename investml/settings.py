@@ -6,6 +6,7 @@ file-based cache under ./var/. DATABASE_URL and REDIS_URL switch to PostgreSQL a
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -63,6 +64,7 @@ INSTALLED_APPS = [
     "training",
     "inference",
     "monitoring",
+    "axes",  # failed sign-in limits (investml.login_limits)
 ]
 
 MIDDLEWARE = [
@@ -77,6 +79,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # last, as django-axes asks: turns a locked-out sign-in into its 429 page
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "investml.urls"
@@ -234,7 +238,12 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "user": env.str("API_THROTTLE_USER", default="100000/minute"),
         "anon": env.str("API_THROTTLE_ANON", default="600/minute"),
+        # requests with a missing or bad token, per address (inference.throttling.FailedAuthThrottle)
+        "failed_auth": env.str("API_THROTTLE_FAILED_AUTH", default="30/minute"),
     },
+    # the client address of the throttles is REMOTE_ADDR; behind N proxies of your own that append to
+    # X-Forwarded-For, set API_NUM_PROXIES=N (a client's own X-Forwarded-For is never trusted)
+    "NUM_PROXIES": env.int("API_NUM_PROXIES", default=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "InvestML ML API",
@@ -251,6 +260,28 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "/admin/login/"
+
+# Failed sign-ins on the dashboard and the admin (django-axes, records in the database; see
+# investml/login_limits.py): LOGIN_FAILURE_LIMIT failures for one account from one address, or
+# LOGIN_FAILURE_LIMIT_PER_ADDRESS from one address over all accounts, lock out for LOGIN_COOLOFF_MINUTES.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out sign-in before any password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_FAILURE_LIMIT_PER_ADDRESS = env.int("LOGIN_FAILURE_LIMIT_PER_ADDRESS", default=20)
+LOGIN_COOLOFF_MINUTES = env.int("LOGIN_COOLOFF_MINUTES", default=15)
+for _name, _value in {"LOGIN_FAILURE_LIMIT": LOGIN_FAILURE_LIMIT, "LOGIN_COOLOFF_MINUTES": LOGIN_COOLOFF_MINUTES,
+                      "LOGIN_FAILURE_LIMIT_PER_ADDRESS": LOGIN_FAILURE_LIMIT_PER_ADDRESS}.items():
+    if _value < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1 (got {_value})")
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # what a success resets; the address limit is the handler's
+AXES_RESET_ON_SUCCESS = True
+AXES_HANDLER = "investml.login_limits.LoginLimitHandler"
+AXES_LOCKOUT_CALLABLE = "investml.login_limits.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "investml.login_limits.client_address"  # the API throttles' address, same proxies rule
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -294,7 +325,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # urllib3's DEBUG lines quote request URLs: webhook paths and provider API keys are secrets
+        "urllib3": {"level": "INFO"},
+        "axes.apps": {"level": "WARNING"},  # its start-up line names only the per-account limit
+    },
 }
 
 for _path in (VAR_DIR, ML_MODELS_PATH, ML_LOGS_PATH, ML_REGISTRY_PATH, ML_FEATURES_PATH, STATIC_ROOT):

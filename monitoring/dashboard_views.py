@@ -1,15 +1,14 @@
 """The monitoring dashboard: server-rendered pages over ``monitoring.selectors`` (reads) and a few
-POST actions over services (acknowledge and resolve alerts; promote and roll back, staff only)."""
+POST actions over services (acknowledge and resolve alerts; promote and roll back), each for staff
+holding its model permission (``investml.permissions``)."""
 
 from __future__ import annotations
 
-from functools import wraps
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse, reverse_lazy
@@ -17,6 +16,8 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from investml import permissions
+from investml.permissions import permission_required
 from monitoring import charts, config, selectors, services
 from monitoring.models import Alert, CostRecord
 
@@ -28,14 +29,14 @@ def dashboard_view(func):
     return login_required(login_url=LOGIN_URL)(func)
 
 
-def staff_required(func):
-    @wraps(func)
-    def wrapper(request, *args, **kwargs):
-        if not request.user.is_staff:
-            raise PermissionDenied("staff only")
-        return func(request, *args, **kwargs)
+def operator_view(perm: str):
+    """Login required, then staff status and the model permission ``perm`` (``investml.permissions``),
+    read from the database: 403 without them."""
 
-    return dashboard_view(wrapper)
+    def decorator(func):
+        return dashboard_view(permission_required(perm)(func))
+
+    return decorator
 
 
 class LoginView(auth_views.LoginView):
@@ -132,7 +133,7 @@ def alerts(request):
 
 
 @require_POST
-@dashboard_view
+@operator_view(permissions.ACKNOWLEDGE_ALERTS)
 def acknowledge(request, alert_id: int):
     get_object_or_404(Alert, pk=alert_id)
     alert = services.acknowledge_alert(alert_id=alert_id, user=request.user.get_username())
@@ -141,7 +142,7 @@ def acknowledge(request, alert_id: int):
 
 
 @require_POST
-@dashboard_view
+@operator_view(permissions.ACKNOWLEDGE_ALERTS)
 def resolve(request, alert_id: int):
     get_object_or_404(Alert, pk=alert_id)
     alert = services.resolve_alert(alert_id=alert_id, user=request.user.get_username())
@@ -227,7 +228,7 @@ def model_detail(request, name: str):
 
 
 @require_POST
-@staff_required
+@operator_view(permissions.PROMOTE)
 def promote(request, name: str, version_id: int):
     from registry.models import ModelVersion
     from registry.services import RegistryError
@@ -249,7 +250,7 @@ def promote(request, name: str, version_id: int):
 
 
 @require_POST
-@staff_required
+@operator_view(permissions.PROMOTE)
 def rollback(request, name: str):
     from registry.services import RegistryError
     from registry.services import rollback as rollback_model

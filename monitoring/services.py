@@ -23,6 +23,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -209,6 +210,31 @@ def _should_notify(alert: Alert, *, now: datetime, cooldown: float) -> bool:
     return (now - alert.last_notified_at).total_seconds() >= cooldown
 
 
+def redacted_url(url: str) -> str:
+    """``scheme://host[:port]/[redacted]``: what a log may say about a URL that carries a secret in its
+    path, query or user info (a Slack-style webhook)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a malformed port
+        port = ""
+    return f"{parts.scheme or '?'}://{host}{port}/[redacted]"
+
+
+def scrub_url(text: str, url: str) -> str:
+    """``text`` (an error message that may quote ``url``) with the URL's path, query and user info
+    replaced by ``[redacted]``."""
+    parts = urlsplit(url)
+    path_query = parts.path + (f"?{parts.query}" if parts.query else "")
+    secrets_ = {url, path_query, parts.path, parts.query, parts.username or "", parts.password or ""}
+    for secret in sorted((s for s in secrets_ if len(s) > 1), key=len, reverse=True):
+        text = text.replace(secret, "[redacted]")
+    return text
+
+
 def notify_alert(*, alert: Alert, now: datetime | None = None) -> bool:
     """Email ``ALERT_EMAILS`` and POST ``ALERT_WEBHOOK_URL`` about ``alert`` if it is due: on its first
     occurrence, when its severity rises, then at most once per cooldown (none while acknowledged).
@@ -244,12 +270,15 @@ def notify_alert(*, alert: Alert, now: datetime | None = None) -> bool:
             "message": alert.message, "count": alert.count, "details": alert.details,
             "first_seen": alert.first_seen.isoformat(), "last_seen": alert.last_seen.isoformat(),
         }
+        shown = redacted_url(cfg.webhook_url)  # the path and query may hold the secret (Slack-style URLs)
         try:
             response = requests.post(cfg.webhook_url, json=payload, timeout=cfg.webhook_timeout_seconds)
             if response.status_code >= 400:
-                logger.warning("alert webhook answered HTTP %s for %s/%s", response.status_code, alert.kind, alert.key)
+                logger.warning("alert webhook answered HTTP %s for %s/%s (%s)", response.status_code,
+                               alert.kind, alert.key, shown)
         except requests.RequestException as exc:
-            logger.warning("alert webhook failed for %s/%s: %s", alert.kind, alert.key, exc)
+            logger.warning("alert webhook failed for %s/%s (%s): %s: %s", alert.kind, alert.key, shown,
+                           type(exc).__name__, scrub_url(str(exc), cfg.webhook_url))
     return True
 
 

@@ -20,9 +20,18 @@ FEATURES = ["rsi_14", "ret_5", "ret_20", "vol_20", "vol_60", "close_to_sma_50", 
 
 
 def users():
+    """A viewer (signed in, nothing more) and an operator: staff with the operator permissions
+    (investml.permissions: acknowledge and resolve alerts, promote and roll back, load, retrain)."""
+    from django.contrib.auth.models import Permission
+
+    from investml.permissions import OPERATOR_PERMISSIONS
+
     model = get_user_model()
     viewer = model.objects.create_user("viewer", "viewer@example.com", PASSWORD)
     staff = model.objects.create_user("operator", "operator@example.com", PASSWORD, is_staff=True)
+    for perm in OPERATOR_PERMISSIONS:
+        app_label, codename = perm.split(".")
+        staff.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
     return viewer, staff
 
 

@@ -1,5 +1,6 @@
 """The dashboard through Django's test client: login required, every page renders with data and
-empty, alert actions by POST with CSRF, staff-only promote and rollback, the plotly static file."""
+empty, alert actions by POST with CSRF, promote and rollback for operators only (staff with the model
+permissions, tests/integration/test_operator_permissions.py has the full table), the plotly static file."""
 
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ def test_every_page_renders_with_data_and_charts(people):
 
 def test_alert_filters_acknowledge_and_resolve(people):
     seed()
-    client = login(people[0])
+    client = login(people[1])  # the operator: staff with monitoring.change_alert
     html = client.get("/dashboard/alerts/?severity=critical").content.decode()
     assert "<strong>run_failed</strong>" in html and "<strong>high_latency</strong>" not in html
     assert "<strong>high_resource_usage</strong>" not in client.get("/dashboard/alerts/").content.decode()  # resolved
@@ -113,7 +114,7 @@ def test_alert_filters_acknowledge_and_resolve(people):
     response = client.post(reverse("dashboard:acknowledge", args=[alert.pk]), {"next": "/dashboard/alerts/?kind=high_latency"})
     assert response.status_code == 302 and response["Location"] == "/dashboard/alerts/?kind=high_latency"
     alert.refresh_from_db()
-    assert alert.acknowledged and alert.acknowledged_by == "viewer"
+    assert alert.acknowledged and alert.acknowledged_by == "operator"
     response = client.post(reverse("dashboard:resolve", args=[alert.pk]), {"next": "https://evil.example/"})
     assert response["Location"] == "/dashboard/alerts/"  # no open redirect
     alert.refresh_from_db()
@@ -123,7 +124,7 @@ def test_alert_filters_acknowledge_and_resolve(people):
 def test_alert_actions_need_the_csrf_token(people):
     seed()
     client = Client(enforce_csrf_checks=True)
-    client.force_login(people[0])
+    client.force_login(people[1])
     alert = Alert.objects.get(kind="data_drift")
     assert client.post(reverse("dashboard:resolve", args=[alert.pk])).status_code == 403
     page = client.get("/dashboard/alerts/")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -27,6 +28,7 @@ from inference.inputs import clear_caches
 from inference.model_manager import get_manager
 from inference.models import PredictionLog
 from inference.testing import build_served_registry, register, trained_artifacts
+from investml.permissions import OPERATOR_PERMISSIONS
 
 pytestmark = [pytest.mark.django_db]
 
@@ -65,8 +67,13 @@ def served(settings, tmp_path):
 
 
 def make_token(*, staff: bool) -> str:
+    """A token of a plain user, or of staff holding the operator permissions (investml.permissions)."""
     user = get_user_model().objects.create_user(f"{'staff' if staff else 'user'}-{uuid.uuid4().hex[:6]}",
                                                 is_staff=staff)
+    if staff:
+        for perm in OPERATOR_PERMISSIONS:
+            app_label, codename = perm.split(".")
+            user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
     return Token.objects.create(user=user).key
 
 
