@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from monitoring.budget import MonthProjection, monthly_limit_message, projection_message
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -18,6 +20,7 @@ class Thresholds:
     resource_usage: float = 0.85  # ">85% CPU or memory utilization"
     accuracy: float = 0.80  # "Low Accuracy: <80% prediction accuracy"
     daily_cost_usd: float = 10.0
+    monthly_cost_usd: float = 50.0  # the spec's "operational costs under $50/month"
     drift_share: float = 0.3
     min_requests: int = 20  # an error rate over 3 requests is noise, not an outage
 
@@ -90,6 +93,21 @@ def check_daily_cost(*, day: str, spent_usd: float, t: Thresholds) -> list[Alert
         return []
     return [AlertCondition("cost_limit_exceeded", day, "critical", cost_limit_message(spent_usd, t.daily_cost_usd),
                            {"spent_usd": spent_usd, "limit_usd": t.daily_cost_usd})]
+
+
+def check_monthly_cost(projection: MonthProjection) -> list[AlertCondition]:
+    """The month's cost against ``ML_MONTHLY_COST_LIMIT_USD``: ``cost_limit_exceeded`` (key: the month,
+    critical) once the month-to-date passes the limit, else ``cost_projection`` (warning) while the
+    projected month-end cost does. Keyed by month: one open alert per month."""
+    details = projection.to_dict()
+    if projection.month_to_date_over_limit:
+        return [AlertCondition("cost_limit_exceeded", projection.month, "critical",
+                               monthly_limit_message(projection.month_to_date_usd, projection.limit_usd),
+                               {**details, "spent_usd": projection.month_to_date_usd})]
+    if projection.over_limit:
+        return [AlertCondition("cost_projection", projection.month, "warning", projection_message(projection),
+                               details)]
+    return []
 
 
 def check_drift(drift_share_by_model: Mapping[str, float], t: Thresholds) -> list[AlertCondition]:

@@ -96,6 +96,7 @@ def load() -> MonitoringConfig:
         resource_usage=value("MONITORING_RESOURCE_USAGE_THRESHOLD", 0.85, config_key="resource_usage_threshold"),
         accuracy=float(getattr(settings, "MODEL_PERFORMANCE_THRESHOLD", 0.75)),
         daily_cost_usd=float(getattr(settings, "ML_DAILY_COST_LIMIT_USD", 10.0)),
+        monthly_cost_usd=monthly_cost_limit(),
         drift_share=float(getattr(settings, "DATA_DRIFT_THRESHOLD", 0.3)),
         min_requests=value("MONITORING_MIN_REQUESTS", 20, kind=int),
     )
@@ -123,6 +124,15 @@ def load() -> MonitoringConfig:
         storage_usd_per_gb_month=value("ML_STORAGE_USD_PER_GB_MONTH", 0.023),
         auto_retrain=bool(getattr(settings, "ENABLE_AUTO_RETRAINING", True)),
     )
+
+
+def monthly_cost_limit() -> float:
+    """``ML_MONTHLY_COST_LIMIT_USD`` (a setting, else the environment, else 50: the spec's "operational
+    costs under $50/month")."""
+    limit = value("ML_MONTHLY_COST_LIMIT_USD", 50.0)
+    if limit < 0:
+        raise ValueError(f"ML_MONTHLY_COST_LIMIT_USD must not be negative (got {limit})")
+    return limit
 
 
 def performance_floor(*, cfg: MonitoringConfig, validated: float | None) -> float | None:

@@ -157,7 +157,7 @@ def costs(request):
     limit = selectors.daily_cost_limit()
     today = timezone.localdate()
     total = sum(row["total"] for row in series)
-    month = [row for row in series if row["day"].month == today.month and row["day"].year == today.year]
+    projection = selectors.month_projection(day=today)
     return _render(request, "dashboard/costs.html", "costs", {
         "limit": limit,
         "series": list(reversed(series)),
@@ -165,7 +165,9 @@ def costs(request):
         "chart": charts.cost_chart(series, limit=limit, categories=_cost_categories()) if total else None,
         "total": total,
         "average": total / days,
-        "month_to_date": sum(row["total"] for row in month),
+        "month_to_date": projection.month_to_date_usd,
+        "projection": projection,
+        "monthly_limit": projection.limit_usd,
         "days_over": sum(1 for row in series if row["total"] > limit),
         "today": today,
         "today_total": float(selectors.cost_for_day(day=today)),

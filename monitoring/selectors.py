@@ -19,7 +19,7 @@ from django.core.cache import cache
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
-from monitoring import request_metrics
+from monitoring import budget, request_metrics
 from monitoring.drift import DriftReport as DriftResult
 from monitoring.drift import compare_to_profile, normalize_profile
 from monitoring.models import Alert, CostRecord, DriftReport, PerformanceRecord
@@ -86,6 +86,71 @@ def cost_by_source(*, day: date) -> list[dict[str, Any]]:
 
 def daily_cost_limit() -> float:
     return float(getattr(settings, "ML_DAILY_COST_LIMIT_USD", 10.0))
+
+
+def monthly_cost_limit() -> float:
+    from monitoring import config
+
+    return config.monthly_cost_limit()
+
+
+def cost_between(*, start: date, end: date) -> Decimal:
+    """Total tracked cost of the days ``start``..``end`` (both included), all categories."""
+    total = CostRecord.objects.filter(day__gte=start, day__lte=end).aggregate(total=Sum("cost_usd"))["total"]
+    return total if total is not None else ZERO
+
+
+def cost_for_month(*, day: date) -> Decimal:
+    """Month-to-date: the tracked cost of ``day``'s month through ``day`` (what the monthly limit is
+    checked against)."""
+    return cost_between(start=budget.month_start(day), end=day)
+
+
+def month_projection(*, day: date | None = None) -> budget.MonthProjection:
+    """Month-to-date and the projected month-end cost on ``day`` (today), against
+    ``ML_MONTHLY_COST_LIMIT_USD`` (method: ``monitoring.budget``)."""
+    day = day or timezone.localdate()
+    first = CostRecord.objects.filter(day__lte=day).order_by("day").values_list("day", flat=True).first()
+    window = budget.rate_window(day, first_recorded=first)
+    recent: list[float] = []
+    if window is not None:
+        start, end = window
+        by_day = dict(CostRecord.objects.filter(day__gte=start, day__lte=end).values("day")
+                      .annotate(total=Sum("cost_usd")).values_list("day", "total"))
+        recent = [float(by_day.get(start + timedelta(days=i)) or 0) for i in range((end - start).days + 1)]
+    return budget.project_month_end(
+        day=day, month_to_date_usd=float(cost_for_month(day=day)), today_usd=float(cost_for_day(day=day)),
+        recent_daily_usd=recent, limit_usd=monthly_cost_limit(),
+    )
+
+
+@dataclass(frozen=True)
+class CostBreach:
+    """A cost limit passed: ``period`` "daily" (key: the day) or "monthly" (key: the month)."""
+
+    period: str
+    key: str
+    spent_usd: float
+    limit_usd: float
+    message: str
+
+
+def cost_limit_breach(*, day: date | None = None, daily_limit: float | None = None) -> CostBreach | None:
+    """The limit that stops paid work now, if any: today's cost over ``ML_DAILY_COST_LIMIT_USD``
+    (checked first, the spec's message), else the month-to-date over ``ML_MONTHLY_COST_LIMIT_USD``."""
+    from monitoring.alert_rules import cost_limit_message
+
+    day = day or timezone.localdate()
+    daily_limit = daily_cost_limit() if daily_limit is None else float(daily_limit)
+    spent = float(cost_for_day(day=day))
+    if spent > daily_limit:
+        return CostBreach("daily", day.isoformat(), spent, daily_limit, cost_limit_message(spent, daily_limit))
+    monthly_limit = monthly_cost_limit()
+    month = float(cost_for_month(day=day))
+    if month > monthly_limit:
+        return CostBreach("monthly", budget.month_key(day), month, monthly_limit,
+                          budget.monthly_limit_message(month, monthly_limit))
+    return None
 
 
 def directory_bytes(path: Path | str) -> int:

@@ -9,7 +9,9 @@ Public API (keyword-only): ``record_cost``, ``record_api_calls``, ``record_stora
 Every metered cost is one ``CostRecord`` row: an HTTP request to a data provider (category
 ``data_api``, one row per request, retries included), compute seconds of a run, storage. The daily
 budget (``ML_DAILY_COST_LIMIT_USD``) is checked against their total for the day
-(``monitoring.selectors.cost_for_day``).
+(``monitoring.selectors.cost_for_day``), the monthly one (``ML_MONTHLY_COST_LIMIT_USD``) against the
+month-to-date (``cost_for_month``); ``evaluate_alerts`` also warns (``cost_projection``, one per
+month) when the projected month-end cost (``monitoring.budget``) passes the monthly limit.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from monitoring.alert_rules import (
     check_failed_runs,
     check_latency,
     check_model_loading,
+    check_monthly_cost,
     check_performance,
     check_resources,
 )
@@ -614,10 +617,24 @@ def evaluate_alerts(*, now: datetime | None = None) -> Evaluation:
         cpu, memory = selectors.system_utilization()
         return check_resources(cpu=cpu, memory=memory, t=t)
 
+    projection: list[Any] = []  # computed once, by whichever of the two cost rules runs first
+
+    def month() -> Any:
+        if not projection:
+            projection.append(selectors.month_projection(day=timezone.localdate(now)))
+        return projection[0]
+
     def cost() -> list[AlertCondition]:
         today = timezone.localdate(now)
         spent = float(selectors.cost_for_day(day=today))
         found = check_daily_cost(day=today.isoformat(), spent_usd=spent, t=t)
+        found += [c for c in check_monthly_cost(month()) if c.kind == "cost_limit_exceeded"]
+        for condition in found:
+            logger.warning(condition.message)
+        return found
+
+    def cost_projection() -> list[AlertCondition]:
+        found = [c for c in check_monthly_cost(month()) if c.kind == "cost_projection"]
         for condition in found:
             logger.warning(condition.message)
         return found
@@ -638,8 +655,8 @@ def evaluate_alerts(*, now: datetime | None = None) -> Evaluation:
         return check_model_loading({m: str(v.get("error", "")) for m, v in selectors.model_load_failures().items()})
 
     rules = [("high_latency", latency), ("high_error_rate", errors), ("high_resource_usage", resources),
-             ("cost_limit_exceeded", cost), ("data_drift", drift), ("run_failed", runs),
-             ("model_load_failed", loading)]
+             ("cost_limit_exceeded", cost), ("cost_projection", cost_projection), ("data_drift", drift),
+             ("run_failed", runs), ("model_load_failed", loading)]
     for kind, rule in rules:
         try:
             raised = apply_conditions(kind=kind, conditions=rule(), now=now)

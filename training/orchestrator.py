@@ -26,7 +26,9 @@ Guarantees:
   decided under a row lock (``OrchestratorLock``; SQLite serializes write transactions); the others
   wait queued, FIFO, and the run that finishes starts the next (plus the periodic dispatcher);
 * **cost limit**: a run about to start while today's tracked cost is above
-  ``ML_DAILY_COST_LIMIT_USD`` is skipped with the reason and a ``cost_limit_exceeded`` alert;
+  ``ML_DAILY_COST_LIMIT_USD``, or the month-to-date above ``ML_MONTHLY_COST_LIMIT_USD``, is skipped
+  with the reason (``Daily cost limit exceeded: ...`` / ``Monthly cost limit exceeded: ...``) and a
+  ``cost_limit_exceeded`` alert (keyed by the day, or by the month);
 * **retries**: transient errors (database or broker unavailable, provider 5xx/timeouts, out of
   memory) are retried with exponential backoff and jitter up to ``orchestrator.max_retries`` times
   per stage, every attempt recorded; permanent errors fail the run at once with what to do;
@@ -442,8 +444,9 @@ class Claim:
 
 def _claim(*, run_id: int | None, mode: str) -> Claim:
     """Take a slot for ``run_id`` (or the oldest queued Celery run when None), under the slot lock.
-    Runs that would start while today's cost is over the limit are skipped instead."""
-    from monitoring.selectors import cost_for_day
+    Runs that would start while today's cost is over the daily limit, or the month-to-date over the
+    monthly one, are skipped instead."""
+    from monitoring.selectors import cost_limit_breach
 
     cfg = orchestrator_settings()
     claim = Claim(run=None)
@@ -454,11 +457,9 @@ def _claim(*, run_id: int | None, mode: str) -> Claim:
             queued = PipelineRun.objects.select_for_update().filter(status=PipelineRun.Status.QUEUED)
             queued = queued.filter(pk=run_id) if run_id is not None else queued.filter(mode=mode)
             for run in queued.order_by("created_at", "id"):
-                spent = float(cost_for_day(day=timezone.localdate()))
-                if spent > cfg.cost_limit_daily_usd:
-                    from monitoring.alert_rules import cost_limit_message
-
-                    message = cost_limit_message(spent, cfg.cost_limit_daily_usd)
+                breach = cost_limit_breach(day=timezone.localdate(), daily_limit=cfg.cost_limit_daily_usd)
+                if breach is not None:
+                    message = breach.message
                     run.status, run.status_reason, run.finished_at = PipelineRun.Status.SKIPPED, message, now
                     run.save(update_fields=["status", "status_reason", "finished_at"])
                     claim.skipped.append(run.pk)
@@ -484,17 +485,21 @@ def _claim(*, run_id: int | None, mode: str) -> Claim:
 
 def _alert_cost_limit(*, run_id: int) -> None:
     from monitoring.alert_rules import AlertCondition
-    from monitoring.selectors import cost_for_day
+    from monitoring.selectors import cost_for_day, cost_limit_breach
     from monitoring.services import raise_alert
 
     cfg = orchestrator_settings()
     run = PipelineRun.objects.get(pk=run_id)
     day = timezone.localdate()
-    spent = float(cost_for_day(day=day))
+    breach = cost_limit_breach(day=day, daily_limit=cfg.cost_limit_daily_usd)
+    if breach is None:  # costs were corrected since: alert on what the run was skipped for
+        key, spent, limit = day.isoformat(), float(cost_for_day(day=day)), cfg.cost_limit_daily_usd
+    else:  # the daily alert is keyed by the day, the monthly one by the month
+        key, spent, limit = breach.key, breach.spent_usd, breach.limit_usd
     logger.warning("%s: pipeline run %s skipped", run.status_reason, run_id)
     raise_alert(condition=AlertCondition(
-        "cost_limit_exceeded", day.isoformat(), "critical", run.status_reason,
-        {"spent_usd": spent, "limit_usd": cfg.cost_limit_daily_usd, "skipped_pipeline_run": run_id},
+        "cost_limit_exceeded", key, "critical", run.status_reason,
+        {"spent_usd": spent, "limit_usd": limit, "skipped_pipeline_run": run_id},
     ))
 
 

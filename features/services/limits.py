@@ -19,6 +19,7 @@ from django.utils import timezone
 from features.models import SharedCounter
 from features.providers.base import SharedBudget
 from features.providers.ratelimit import CounterStore, RedisCounterStore, SharedRateLimiter
+from features.services.monthly_budget import MonthlyBudget, with_monthly_limit
 from monitoring.selectors import api_calls_for_day, costs_by_category
 
 KEEP_DAYS = 7  # day-keyed rows older than this are deleted as new days begin
@@ -86,11 +87,14 @@ def shared_limiter(*, provider: str, per_minute: float | None, per_day: int | No
                              used_before=api_calls_for_day(day=day, source=provider), today=lambda: day)
 
 
-def shared_budget(*, day: date | None = None) -> SharedBudget:
+def shared_budget(*, day: date | None = None) -> MonthlyBudget:
     """Today's API budget (``ML_DAILY_COST_LIMIT_USD``) over the shared store: the day's non-API
-    costs from the cost records, the API spend from the shared counter (seeded from the records)."""
+    costs from the cost records, the API spend from the shared counter (seeded from the records);
+    behind the monthly limit (``ML_MONTHLY_COST_LIMIT_USD``, ``features.services.monthly_budget``),
+    checked first. The ``SharedBudget``'s attributes are read through the wrapper."""
     day = day or timezone.localdate()
     costs = {category: float(usd) for category, usd in costs_by_category(day=day).items()}
     api = costs.pop("data_api", 0.0)
-    return SharedBudget(limit_usd=float(settings.ML_DAILY_COST_LIMIT_USD), store=counter_store(),
-                        key=f"spend:data_api:{day.isoformat()}", other_usd=sum(costs.values()), api_before_usd=api)
+    daily = SharedBudget(limit_usd=float(settings.ML_DAILY_COST_LIMIT_USD), store=counter_store(),
+                         key=f"spend:data_api:{day.isoformat()}", other_usd=sum(costs.values()), api_before_usd=api)
+    return with_monthly_limit(daily, day=day)

@@ -1,4 +1,4 @@
-"""``manage.py monitor_status``: health, open alerts, today's costs, drift, performance and runs."""
+"""``manage.py monitor_status``: health, open alerts, today's and the month's costs, drift, performance and runs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from monitoring import config, selectors
 
 
 class Command(BaseCommand):
-    help = "One terminal summary: health, open alerts, today's costs against the limit, drift per model, runs."
+    help = ("One terminal summary: health, open alerts, today's costs against the daily limit, the month's "
+            "against the monthly one (with the projected month-end cost), drift per model, runs.")
 
     def add_arguments(self, parser):
         parser.add_argument("--alerts", type=int, default=10, help="Open alerts listed (default 10)")
@@ -73,6 +74,14 @@ class Command(BaseCommand):
         self.stdout.write(self.style.ERROR(line + " (EXCEEDED)") if spent > cost_limit else line)
         for category, usd in selectors.costs_by_category(day=today).items():
             self.stdout.write(f"    {category:<10} ${float(usd):.4f}")
+
+        self._h("Costs this month")
+        month = selectors.month_projection(day=today)
+        line = f"  month to date ${month.month_to_date_usd:.2f} of ${month.limit_usd:.2f} monthly limit"
+        self.stdout.write(self.style.ERROR(line + " (EXCEEDED)") if month.month_to_date_over_limit else line)
+        line = f"  projected month-end ${month.projected_usd:.2f}"
+        self.stdout.write(self.style.WARNING(line + " (OVER THE LIMIT)") if month.over_limit else line)
+        self.stdout.write(f"    method: {month.method}")
 
         self._h("Models: performance and drift")
         versions = selectors.active_versions()
