@@ -27,6 +27,8 @@ change of the environment after the first read is not.
 | ``ML_RECOMMENDATION_BUY_FRACTION`` | 0.2 | top share by expected return that can be BUY |
 | ``ML_RECOMMENDATION_SELL_FRACTION`` | 0.2 | bottom share that can be SELL |
 | ``ML_RECOMMENDATION_MODELS`` | ensemble, lstm_predictor, xgboost_classifier, prophet_forecaster | preference order |
+| ``ML_PREDICTION_LOG_RETENTION_DAYS`` | 90 | prediction-log rows older than this are deleted daily (0: kept) |
+| ``ML_COMPLIANCE_RETENTION_DAYS`` | 1827 (5 years) | compliance records older than this are deleted daily, whole chain prefixes (0: kept) |
 """
 
 from __future__ import annotations
@@ -182,3 +184,11 @@ def recommendation_models() -> list[str]:
     else:
         names = ["ensemble", "lstm_predictor", "xgboost_classifier", "prophet_forecaster"]
     return names
+
+
+def prediction_log_retention_days() -> int:
+    return _int("ML_PREDICTION_LOG_RETENTION_DAYS", 90, minimum=0)
+
+
+def compliance_retention_days() -> int:
+    return _int("ML_COMPLIANCE_RETENTION_DAYS", 5 * 365 + 2, minimum=0)

@@ -4,9 +4,11 @@
 ``bulk_create`` when it holds ``ML_PREDICTION_LOG_BATCH`` rows or its oldest row is
 ``ML_PREDICTION_LOG_MAX_AGE_SECONDS`` old; that check runs on Django's ``request_finished`` signal,
 i.e. after the response has been handed to the server, so the request that triggers a write does
-not wait for it. ``flush()`` writes now (tests, management commands) and runs at process exit
-(``atexit``). When the database is unreachable the rows stay buffered (at most
-``ML_PREDICTION_LOG_MAX_BUFFER``, oldest dropped and counted) and are retried on the next trigger.
+not wait for it. The same transaction appends the rows that carry a ticker, in order, to the
+compliance records' hash chain (``inference.compliance``); requesters are stored as pseudonyms.
+``flush()`` writes now (tests, management commands) and runs at process exit (``atexit``). When
+the database is unreachable the rows stay buffered (at most ``ML_PREDICTION_LOG_MAX_BUFFER``,
+oldest dropped and counted) and are retried on the next trigger.
 """
 
 from __future__ import annotations
@@ -46,7 +48,15 @@ def record(
     created_at: datetime,
     ticker: str = "",
     feature_date: date | None = None,
+    requester_id: int | None = None,
+    model_version: str = "",
+    prob_up: float | None = None,
+    prediction_type: str = "",
+    horizon_days: int | None = None,
 ) -> None:
+    """Buffer one served prediction. ``requester_id``: the API user's id (stored as their pseudonym);
+    ``model_version``, ``prob_up``, ``prediction_type`` and ``horizon_days`` go to the compliance
+    record of a prediction with a ticker."""
     global _oldest
     row = {
         "model_name": model_name,
@@ -60,6 +70,11 @@ def record(
         "created_at": created_at,
         "ticker": ticker or "",
         "feature_date": feature_date,
+        "requester_id": requester_id,
+        "model_version": model_version,
+        "prob_up": prob_up,
+        "prediction_type": prediction_type,
+        "horizon_days": horizon_days,
     }
     with _lock:
         _buffer.append(row)
@@ -125,12 +140,15 @@ def flush() -> int:
 
 
 _COLUMNS = ("model_name", "model_version_id", "input_hash", "prediction", "expected_return", "confidence",
-            "latency_ms", "cached", "created_at", "ticker", "feature_date")
+            "latency_ms", "cached", "created_at", "ticker", "feature_date", "requester")
 
 
 def _insert(rows: list[dict[str, Any]]) -> None:
     """One multi-row INSERT per batch (``executemany``): ``bulk_create`` compiled every row through the
-    ORM, a noticeable share of a busy API worker's time."""
+    ORM, a noticeable share of a busy API worker's time. In the same transaction, the rows with a
+    ticker are appended, in order, to the compliance records' hash chain (``inference.compliance``);
+    requesters are stored as their pseudonyms."""
+    from inference import compliance
     from inference.models import PredictionLog
 
     ops = connection.ops
@@ -138,9 +156,14 @@ def _insert(rows: list[dict[str, Any]]) -> None:
     columns = ", ".join(ops.quote_name(c) for c in _COLUMNS)
     sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
     adapt = {"created_at": ops.adapt_datetimefield_value, "feature_date": ops.adapt_datefield_value}
-    values = [tuple(adapt[c](row[c]) if c in adapt else row[c] for c in _COLUMNS) for row in rows]
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.executemany(sql, values)
+    with transaction.atomic():
+        pseudonyms = compliance.pseudonyms_for(row.get("requester_id") for row in rows)
+        for row in rows:
+            row["requester"] = pseudonyms.get(row.get("requester_id"), "")
+        values = [tuple(adapt[c](row[c]) if c in adapt else row[c] for c in _COLUMNS) for row in rows]
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, values)
+        compliance.append_records(compliance.prediction_entries(rows))
 
 
 def discard() -> None:

@@ -106,8 +106,10 @@ def _serve(
     feature_dates: list[date | None],
     started: float,
     use_cache: bool = True,
+    requester: Any = None,
 ) -> list[dict[str, Any]]:
-    """Cached outputs where present, one model call for the rest, one log row per prediction."""
+    """Cached outputs where present, one model call for the rest, one log row per prediction (and,
+    for a ticker, its compliance record, when the log is written). ``requester``: the API user."""
     manager = get_manager()
     cached = prediction_cache.get_many(served.version_id, hashes) if use_cache else {}
     missing = [i for i, h in enumerate(hashes) if h not in cached]
@@ -133,6 +135,7 @@ def _serve(
         logger.warning("Prediction latency exceeded %.0fms: %s took %.0f ms for %d row(s)", slow_ms, served.label,
                        latency_ms, len(hashes))
     per_row_ms = latency_ms / max(len(hashes), 1)
+    requester_id = getattr(requester, "pk", None) if getattr(requester, "is_authenticated", False) else None
     out = []
     log_rows = []
     for i, h in enumerate(hashes):
@@ -165,6 +168,11 @@ def _serve(
             "created_at": now,
             "ticker": ticker,
             "feature_date": feature_dates[i],
+            "requester_id": requester_id,
+            "model_version": served.version,
+            "prob_up": prob,
+            "prediction_type": "price" if has_price else "return",
+            "horizon_days": served.horizon_days,
         })
     prediction_log.record_many(log_rows)
     return out
@@ -190,8 +198,10 @@ def predict(
     features: list[float] | None = None,
     ticker: str | None = None,
     reference_price: float | None = None,
+    requester: Any = None,
 ) -> dict[str, Any]:
-    """One prediction, from a feature vector or from a ticker's latest features."""
+    """One prediction, from a feature vector or from a ticker's latest features. ``requester``: the
+    API user (kept, as a pseudonym, in the prediction log and the compliance records)."""
     started = time.perf_counter()
     if (features is None) == (ticker is None):
         raise InvalidInput('send exactly one of "features" (a feature vector) or "ticker"', field="features")
@@ -201,12 +211,12 @@ def predict(
         source = VectorSource(x, served.feature_columns, reference_prices=[reference_price])
         hashes = [prediction_cache.vector_hash(x[0])]
         rows = _serve(served, source, hashes, field="features", reference_prices=[reference_price],
-                      feature_dates=[None], started=started)
+                      feature_dates=[None], started=started, requester=requester)
     else:
         symbol = normalize_ticker(ticker, field="ticker")
         source, hashes, dates, prices = _ticker_request(served, [symbol], field="ticker")
         rows = _serve(served, source, hashes, field="ticker", reference_prices=prices, feature_dates=dates,
-                      started=started)
+                      started=started, requester=requester)
     return {
         **rows[0],
         "model_name": served.name,
@@ -216,7 +226,7 @@ def predict(
     }
 
 
-def predict_batch(*, model_name: str, instances: Sequence[Any]) -> dict[str, Any]:
+def predict_batch(*, model_name: str, instances: Sequence[Any], requester: Any = None) -> dict[str, Any]:
     """Many predictions in one vectorized model call: ``instances`` are all feature vectors or all
     ticker symbols."""
     started = time.perf_counter()
@@ -238,7 +248,7 @@ def predict_batch(*, model_name: str, instances: Sequence[Any]) -> dict[str, Any
         symbols = [normalize_ticker(t, field=f"instances[{i}]") for i, t in enumerate(instances)]
         source, hashes, dates, prices = _ticker_request(served, symbols, field="instances")
         rows = _serve(served, source, hashes, field="instances", reference_prices=prices, feature_dates=dates,
-                      started=started)
+                      started=started, requester=requester)
     else:
         x = _check_vectors(served, list(instances), field="instances", batch=True)
         source = VectorSource(x, served.feature_columns, reference_prices=[None] * len(x))
@@ -247,7 +257,8 @@ def predict_batch(*, model_name: str, instances: Sequence[Any]) -> dict[str, Any
         # (1,000 entries ~150 ms on the disk cache, xgboost on 1,000 rows ~2 ms): opt in with
         # ML_PREDICTION_CACHE_VECTOR_BATCHES.
         rows = _serve(served, source, hashes, field="instances", reference_prices=[None] * len(x),
-                      feature_dates=[None] * len(x), started=started, use_cache=conf.cache_vector_batches())
+                      feature_dates=[None] * len(x), started=started, use_cache=conf.cache_vector_batches(),
+                      requester=requester)
     return {
         "model_name": served.name,
         "model_version": served.version,
@@ -353,6 +364,26 @@ def _max_length(served: ServedModel, manager: Any) -> int:
     return length
 
 
+def _recommendation_entries(served: ServedModel, day: date, symbols: list[str], objs: list[Any]) -> list[Any]:
+    """The compliance records of a day's recommendations (input: the ticker's features of ``day``)."""
+    from inference.records_chain import Entry, canonical_output
+
+    now = timezone.now()
+    entries = []
+    for symbol, obj in zip(symbols, objs, strict=True):
+        output = {"date": day, "recommendation": obj.recommendation, "rank": obj.rank,
+                  "expected_return": obj.expected_return, "prob_up": obj.prob_up, "confidence": obj.confidence,
+                  "predicted_price": obj.predicted_price, "horizon_days": obj.horizon_days}
+        entries.append(Entry(
+            kind="recommendation", created_at=now, model_name=served.name, model_version=served.version,
+            model_version_ref=served.version_id, ticker=symbol,
+            input_hash=prediction_cache.ticker_hash(ticker=symbol, feature_date=day.isoformat(),
+                                                    feature_set_version_id=served.feature_set_version_id),
+            output=canonical_output(output), requester="system:batch_predict",
+        ))
+    return entries
+
+
 def batch_predict(
     *,
     as_of: date | None = None,
@@ -363,10 +394,12 @@ def batch_predict(
 
     ``as_of`` is the feature date (default: the latest date in the offline store); the universe is
     every ticker with features on that date (or ``tickers``). Rows are upserted per (date, ticker,
-    model version) with rank and recommendation (see the module docstring).
+    model version) with rank and recommendation (see the module docstring). Each recommendation is
+    also appended to the compliance records (``inference.compliance``), in the same transaction.
     """
     from features.models import Ticker
     from features.selectors import feature_store_for, training_frame
+    from inference import compliance
     from inference.inputs import feature_set_version
     from inference.models import DailyPrediction
 
@@ -455,6 +488,7 @@ def batch_predict(
                 update_fields=["horizon_days", "expected_return", "prob_up", "confidence", "predicted_price",
                                "recommendation", "rank"],
             )
+            compliance.append_records(_recommendation_entries(served, day, [universe[i] for i in keep], objs))
         counts = {label: labels.count(label) for label in ("BUY", "HOLD", "SELL")}
         result["models"][name] = {
             "version": served.version,

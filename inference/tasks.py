@@ -1,4 +1,6 @@
-"""Celery entry point of the daily batch prediction (for the orchestrator's daily pipeline)."""
+"""Celery entry points of inference: the daily batch prediction (for the orchestrator's daily pipeline)
+and the daily retention of the prediction log and the compliance records (beat, seeded by
+``manage.py seed_schedules``)."""
 
 from __future__ import annotations
 
@@ -15,3 +17,10 @@ def batch_predict_task(as_of: str | None = None, model_names: list[str] | None =
     result = batch_predict(as_of=date.fromisoformat(as_of) if as_of else None, model_names=model_names,
                            tickers=tickers)
     return result
+
+
+@shared_task(name="inference.apply_retention")
+def apply_retention_task() -> dict:
+    from inference.compliance import apply_retention
+
+    return apply_retention()

@@ -224,7 +224,7 @@ class PredictView(InferenceAPIView):
         examples=PREDICT_EXAMPLES,
     )
     def post(self, request):
-        return json_response(_predict(request.data))
+        return json_response(_predict(request.data, request.user))
 
     @classmethod
     def as_view(cls, **initkwargs):
@@ -244,13 +244,13 @@ _TOKEN_AUTH = CachedTokenAuthentication()
 DECLINED = "investml.fast_predict_declined"  # set in the WSGI environ by inference.fastlane
 
 
-def _predict(data: Any) -> dict[str, Any]:
+def _predict(data: Any, user: Any = None) -> dict[str, Any]:
     if isinstance(data, dict) and "instances" in data:
         raise drf_exceptions.ValidationError({"instances": ["send batches to POST /predict/batch"]})
     checked = s.predict_request(data)
     return services.predict(
         model_name=checked["model_name"], features=checked.get("features"), ticker=checked.get("ticker"),
-        reference_price=checked.get("reference_price"),
+        reference_price=checked.get("reference_price"), requester=user,
     )
 
 
@@ -288,7 +288,7 @@ def fast_predict(request: HttpRequest) -> HttpResponse | None:
         return json_response({"detail": str(exc.detail)}, 400)
     try:
         get_manager().ensure_started()
-        return json_response(_predict(data))
+        return json_response(_predict(data, request.user))
     except (InferenceError, drf_exceptions.ValidationError) as exc:
         body, code = error_payload(exc)
         return json_response(body, code)
@@ -319,7 +319,8 @@ class PredictBatchView(InferenceAPIView):
     )
     def post(self, request):
         data = self.validated(s.BatchPredictRequestSerializer, request.data)
-        result = services.predict_batch(model_name=data["model_name"], instances=data["instances"])
+        result = services.predict_batch(model_name=data["model_name"], instances=data["instances"],
+                                        requester=request.user)
         return Response(s.BatchPredictionSerializer(result).data)
 
 

@@ -1433,6 +1433,11 @@ def schedule_specs() -> list[ScheduleSpec]:
                      every_seconds=60),
         ScheduleSpec("investml: dispatch queued pipeline runs", "training.pipeline.dispatch_queued",
                      "Start queued pipeline runs while slots are free.", False, every_seconds=60),
+        ScheduleSpec("investml: data retention", "inference.apply_retention",
+                     "Delete prediction-log rows older than ML_PREDICTION_LOG_RETENTION_DAYS and compliance records "
+                     "older than ML_COMPLIANCE_RETENTION_DAYS (whole chain prefixes, checkpointed), daily.", False,
+                     crontab={"minute": "40", "hour": "3", "day_of_week": "*", "day_of_month": "*",
+                              "month_of_year": "*"}),
     ]
 
 
