@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test bench lint install install-dev migrate sample serve clean
+.PHONY: run test browser bench lint install install-dev migrate sample serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,15 @@ run: sample
 	$(BIN)/honcho start -f Procfile
 
 # Tests keep their own var/ (broker folder, files) so a running `make run` is never disturbed.
-test: install-dev
+# The dashboard's browser test drives headless Chromium: installed here when missing and root may
+# (as CI does), else the exact command is printed and the target stops.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get update -qq && apt-get install -y -qq chromium chromium-driver; } || \
+	  { echo "make test needs Chromium and its driver for tests/browser: sudo apt-get install -y chromium chromium-driver (Debian/Ubuntu), or set CHROMIUM_BINARY and CHROMEDRIVER_BINARY" >&2; exit 1; }
+
+test: install-dev browser
 	INVESTML_VAR_DIR=$(CURDIR)/var/test $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install-dev

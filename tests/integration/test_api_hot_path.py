@@ -18,6 +18,7 @@ from inference import prediction_log, throttling
 from inference.models import PredictionLog
 from monitoring import request_metrics
 from tests.integration.test_inference_api import _vector, make_client, make_token, served_registry
+from tests.wsgi import call_wsgi
 
 pytestmark = [pytest.mark.django_db]
 
@@ -30,22 +31,10 @@ def served(settings, tmp_path, keep_test_connection):
 def wsgi_call(method: str, path: str, *, body: object = None, token: str | None = None,
               content_type: str = "application/json") -> tuple[int, dict[str, str], bytes]:
     """One request through ``investml.wsgi.application`` (the fast lane in front of Django)."""
-    from investml.wsgi import application
-
     extra = {"HTTP_AUTHORIZATION": f"Token {token}"} if token else {}
     data = body if isinstance(body, bytes | str) else json.dumps(body) if body is not None else ""
     environ = RequestFactory().generic(method, path, data=data, content_type=content_type, **extra).environ
-    answer: dict = {}
-
-    def start_response(status, headers, exc_info=None):
-        answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
-
-    response = application(environ, start_response)
-    try:
-        content = b"".join(response)
-    finally:
-        response.close()  # as the server does: request_finished (the prediction-log flush check)
-    return answer["status"], answer["headers"], content
+    return call_wsgi(environ)
 
 
 def test_fast_lane_answers_like_the_drf_view(served):

@@ -18,6 +18,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from inference import authentication, throttling
+from tests.wsgi import call_wsgi
 
 pytestmark = pytest.mark.django_db
 
@@ -53,22 +54,10 @@ def client_from(address: str, token: str | None = None, **extra) -> APIClient:
 
 def wsgi_predict(address: str, token: str | None) -> tuple[int, dict, bytes]:
     """POST /predict through ``investml.wsgi.application``: the fast lane first, Django behind it."""
-    from investml.wsgi import application
-
     extra = {"HTTP_AUTHORIZATION": f"Token {token}"} if token else {}
     environ = RequestFactory().generic("POST", "/predict", data=json.dumps({"ticker": "AAPL"}),
                                        content_type="application/json", REMOTE_ADDR=address, **extra).environ
-    answer: dict = {}
-
-    def start_response(status, headers, exc_info=None):
-        answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
-
-    response = application(environ, start_response)
-    try:
-        content = b"".join(response)
-    finally:
-        response.close()
-    return answer["status"], answer["headers"], content
+    return call_wsgi(environ)
 
 
 def test_bad_tokens_from_one_address_get_429_after_the_limit():

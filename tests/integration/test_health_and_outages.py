@@ -24,6 +24,7 @@ from rest_framework.test import APIClient
 from inference import authentication, selectors
 from inference.model_manager import get_manager
 from tests.integration.test_inference_api import _vector, make_client, make_token, served_registry
+from tests.wsgi import call_wsgi
 
 pytestmark = [pytest.mark.django_db]
 
@@ -46,17 +47,7 @@ def call(application, method: str, path: str, *, body: object = None, token: str
         extra["HTTP_COOKIE"] = cookie
     data = json.dumps(body) if body is not None else ""
     environ = RequestFactory().generic(method, path, data=data, content_type="application/json", **extra).environ
-    answer: dict = {}
-
-    def start_response(status, headers, exc_info=None):
-        answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
-
-    response = application(environ, start_response)
-    try:
-        content = b"".join(response)
-    finally:
-        response.close()
-    return answer["status"], answer["headers"], content
+    return call_wsgi(environ, application)
 
 
 def wsgi(method: str, path: str, **kwargs) -> tuple[int, dict[str, str], bytes]:

@@ -198,7 +198,8 @@ class LSTMLearner:
         assert self.feature_columns is not None
         order = ticker_date_order(frame)
         x = frame[self.feature_columns].to_numpy(dtype=np.float64)[order]
-        x = (x - self._state["mean"]) / self._state["std"]
+        with np.errstate(over="ignore"):  # a huge finite input scales past float64: clipped below
+            x = (x - self._state["mean"]) / self._state["std"]
         x = np.clip(np.nan_to_num(x, nan=0.0, posinf=_CLIP, neginf=-_CLIP), -_CLIP, _CLIP)
         codes = pd.factorize(frame["ticker"].to_numpy()[order])[0]
         return order, _Windows(x.astype(np.float32), codes, self.params["sequence_length"])

@@ -379,10 +379,13 @@ class XGBoostLearner:
         no frame and no DMatrix; up to ``TABLE_MAX_ROWS`` rows through the verified tree table."""
         if self.booster is None or self.feature_columns is None:
             raise NotFittedError("xgboost_classifier is not fitted")
-        x = np.array(x, dtype=np.float32, ndmin=2)
+        x = np.array(x, dtype=np.float64, ndmin=2)
         if x.shape[1] != len(self.feature_columns):
             raise ValueError(f"expected {len(self.feature_columns)} columns, got {x.shape[1]}")
         x[~np.isfinite(x)] = np.nan
+        # a finite value past float32's range stays past every split instead of becoming inf
+        limit = float(np.finfo(np.float32).max)
+        x = np.clip(x, -limit, limit).astype(np.float32)
         table = self.tree_table() if len(x) <= TABLE_MAX_ROWS else None
         margin = table.margin(x) if table is not None else self._booster_margin(x)
         return self._predictions(np.clip(apply_calibration(self.calibration, margin), 0.0, 1.0))
