@@ -173,6 +173,17 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TRACK_STARTED = True
 CELERY_TIMEZONE = "UTC"
+# Short periodic work (alert rules, the reaper, the dispatcher, retention, storage cost) has its own
+# queue and worker (Procfile "maintenance", compose "maintenance-worker"), so it never waits behind a
+# training task; the default queue ("celery") carries the pipeline. A worker started without
+# --queues consumes both, so a one-worker deployment still runs the maintenance tasks.
+MAINTENANCE_QUEUE = "maintenance"
+CELERY_TASK_QUEUES = {"celery": {}, MAINTENANCE_QUEUE: {}}
+CELERY_TASK_ROUTES = {
+    name: {"queue": MAINTENANCE_QUEUE}
+    for name in ("monitoring.evaluate_alerts", "monitoring.record_storage_cost", "training.pipeline.reap_stale",
+                 "training.pipeline.dispatch_queued", "inference.apply_retention")
+}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 

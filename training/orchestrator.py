@@ -1391,6 +1391,9 @@ class ScheduleSpec:
     automatic: bool  # switched off by orchestrator.enable_scheduling = false
     crontab: dict[str, str] | None = None
     every_seconds: int | None = None
+    # a message not started within this many seconds is dropped: a stopped worker must not find a
+    # backlog of every-minute runs when it comes back
+    expire_seconds: int | None = None
 
 
 def _crontab(schedule: dict[str, Any], *, where: str) -> dict[str, str]:
@@ -1423,16 +1426,16 @@ def schedule_specs() -> list[ScheduleSpec]:
                      "Realized accuracy of the stored predictions (training.drift_schedule, UTC); a newly "
                      "opened low-accuracy alert requests a retrain.", True, crontab=drift),
         ScheduleSpec("investml: evaluate alerts", "monitoring.evaluate_alerts",
-                     "Every alert rule, every minute.", False, every_seconds=60),
+                     "Every alert rule, every minute.", False, every_seconds=60, expire_seconds=55),
         ScheduleSpec("investml: storage cost", "monitoring.record_storage_cost",
                      "The day's storage cost, once a day.", False,
                      crontab={"minute": "55", "hour": "23", "day_of_week": "*", "day_of_month": "*",
                               "month_of_year": "*"}),
         ScheduleSpec("investml: reap stale pipeline runs", "training.pipeline.reap_stale",
                      "Pipeline runs whose worker is gone: fail the attempt, queue them again.", False,
-                     every_seconds=60),
+                     every_seconds=60, expire_seconds=55),
         ScheduleSpec("investml: dispatch queued pipeline runs", "training.pipeline.dispatch_queued",
-                     "Start queued pipeline runs while slots are free.", False, every_seconds=60),
+                     "Start queued pipeline runs while slots are free.", False, every_seconds=60, expire_seconds=55),
         ScheduleSpec("investml: data retention", "inference.apply_retention",
                      "Delete prediction-log rows older than ML_PREDICTION_LOG_RETENTION_DAYS and compliance records "
                      "older than ML_COMPLIANCE_RETENTION_DAYS (whole chain prefixes, checkpointed), daily.", False,
@@ -1500,6 +1503,7 @@ def seed_schedules(*, force: bool = False) -> list[dict[str, Any]]:
                 task = PeriodicTask(name=spec.name)
             task.task, task.crontab, task.interval, task.solar, task.clocked = spec.task, crontab, interval, None, None
             task.enabled, task.one_off = enabled, False
+            task.expire_seconds = spec.expire_seconds
             task.description = f"{spec.description}\n{SEED_MARK}{_schedule_signature(task)}"
             task.save()
             after = _schedule_signature(task)

@@ -84,6 +84,8 @@ def test_configuration_is_safe_for_redelivery():
 
 
 def test_worker_runs_a_task_through_the_broker(worker):
+    banner = worker.read_text()
+    assert ".> celery" in banner and ".> maintenance" in banner  # without --queues: every queue
     result = ping.delay()
     assert result.get(timeout=60) == {"pong": True, "database": connection.vendor, "db_ok": True}
     # the worker logs "succeeded" just after storing the result: wait for the line, don't race it
@@ -104,3 +106,19 @@ def test_beat_sends_a_database_scheduled_task_that_the_worker_runs(worker, tmp_p
         _stop(beat)
     task.refresh_from_db()
     assert task.total_run_count >= 1
+
+
+def test_maintenance_tasks_run_on_their_own_queue_and_worker(tmp_path):
+    """The every-minute work is routed to the "maintenance" queue, which a worker started with
+    --queues=maintenance (the Procfile's and compose's second worker) serves alone."""
+    app.control.purge()
+    log = tmp_path / "maintenance.log"
+    maintenance = _start(["worker", "--queues=maintenance", "--loglevel=INFO", "--concurrency=1",
+                          "--without-gossip", "--without-mingle", "--hostname", f"maint-{os.getpid()}@%h"], log)
+    try:
+        assert _wait_for(lambda: "ready." in log.read_text() or maintenance.poll() is not None, 60), log.read_text()
+        result = app.send_task("training.pipeline.dispatch_queued")
+        assert _wait_for(lambda: f"Task training.pipeline.dispatch_queued[{result.id}] succeeded" in log.read_text(),
+                         60), log.read_text()
+    finally:
+        _stop(maintenance)

@@ -282,6 +282,15 @@ def test_seeding_the_schedules_twice_leaves_one_task_per_schedule(sent, settings
     assert daily.task == "training.pipeline.run_daily" and daily.enabled
     assert (daily.crontab.minute, daily.crontab.hour, daily.crontab.day_of_week, str(daily.crontab.timezone)) == (
         "0", "2", "*", "UTC")
+    # the every-minute tasks expire instead of piling up, and run on the maintenance queue's worker
+    from investml.celery import app
+
+    every_minute = PeriodicTask.objects.filter(name__in=SEEDED, interval__isnull=False)
+    assert every_minute.count() == 3 and {t.expire_seconds for t in every_minute} == {55}
+    assert daily.expire_seconds is None
+    for task in [*every_minute, PeriodicTask.objects.get(name="investml: data retention")]:
+        assert app.amqp.router.route({}, task.task)["queue"].name == "maintenance", task.task
+    assert app.amqp.router.route({}, daily.task)["queue"].name == "celery"
 
     # edited in the admin: kept; --force resets it
     daily.crontab = CrontabSchedule.objects.create(minute="30", hour="4", timezone="UTC")

@@ -22,6 +22,10 @@ def test_compose_services_share_one_image_and_have_healthchecks():
         assert services[name]["healthcheck"]["test"], name
     assert "/health" in " ".join(services["ml-api"]["healthcheck"]["test"])
     assert "worker" in services["worker"]["command"] and "beat" in services["beat"]["command"]
+    # maintenance tasks have their own worker (never queued behind a training task); the main
+    # worker takes every queue, so a deployment without the second one still runs them
+    assert not any(arg.startswith("--queues") for arg in services["worker"]["command"])
+    assert "--queues=maintenance" in services["maintenance-worker"]["command"]
     mounted = {v.split(":")[1] for v in services["worker"]["volumes"]}
     env = services["worker"]["environment"]
     assert {env["ML_MODELS_PATH"], env["ML_LOGS_PATH"], env["ML_REGISTRY_PATH"]} <= mounted
