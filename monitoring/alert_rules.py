@@ -23,6 +23,7 @@ class Thresholds:
     monthly_cost_usd: float = 50.0  # the spec's "operational costs under $50/month"
     drift_share: float = 0.3
     min_requests: int = 20  # an error rate over 3 requests is noise, not an outage
+    disk_usage: float = 0.90  # a full volume stops artifact and feature-store commits
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,21 @@ def check_resources(*, cpu: float | None, memory: float | None, t: Thresholds) -
                 "high_resource_usage", name, "warning",
                 f"{name.upper()} utilization {value:.0%} > {t.resource_usage:.0%}",
                 {"utilization": value, "threshold": t.resource_usage},
+            ))
+    return out
+
+
+def check_disk(usage_by_volume: Mapping[str, tuple[float, float]], t: Thresholds) -> list[AlertCondition]:
+    """``usage_by_volume``: path -> (used fraction in [0, 1], free bytes) of the volumes holding the
+    model artifacts and the feature store."""
+    out = []
+    for path, (used, free) in sorted(usage_by_volume.items()):
+        if used > t.disk_usage:
+            severity = "critical" if used > (1.0 + t.disk_usage) / 2 else "warning"
+            out.append(AlertCondition(
+                "disk_space", path, severity,
+                f"Disk {used:.0%} full at {path} ({free / 1e9:.1f} GB free) > {t.disk_usage:.0%}",
+                {"used": used, "free_bytes": free, "threshold": t.disk_usage},
             ))
     return out
 

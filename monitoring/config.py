@@ -99,6 +99,7 @@ def load() -> MonitoringConfig:
         monthly_cost_usd=monthly_cost_limit(),
         drift_share=float(getattr(settings, "DATA_DRIFT_THRESHOLD", 0.3)),
         min_requests=value("MONITORING_MIN_REQUESTS", 20, kind=int),
+        disk_usage=value("MONITORING_DISK_USAGE_THRESHOLD", 0.90),
     )
     return MonitoringConfig(
         thresholds=thresholds,

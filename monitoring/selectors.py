@@ -423,6 +423,27 @@ def system_utilization() -> tuple[float | None, float | None]:
     return cpu, memory
 
 
+def disk_usage() -> dict[str, tuple[float, float]]:
+    """(used fraction, free bytes) of each distinct local volume holding ``ML_MODELS_PATH`` or
+    ``ML_FEATURES_PATH``, keyed by the first of those paths on it."""
+    import os
+    import shutil
+
+    out: dict[str, tuple[float, float]] = {}
+    seen: set[int] = set()
+    for path in (settings.ML_MODELS_PATH, settings.ML_FEATURES_PATH):
+        try:
+            device = os.stat(path).st_dev
+            usage = shutil.disk_usage(path)
+        except OSError:  # not created yet: nothing stored there to fill
+            continue
+        if device in seen or not usage.total:
+            continue
+        seen.add(device)
+        out[str(path)] = (usage.used / usage.total, float(usage.free))
+    return out
+
+
 def request_window(*, minutes: int = 5) -> dict[str, request_metrics.EndpointWindow]:
     return {k: v for k, v in request_metrics.window(minutes=minutes).items() if v.requests}
 

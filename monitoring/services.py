@@ -41,6 +41,7 @@ from monitoring import config, performance, selectors
 from monitoring.alert_rules import (
     AlertCondition,
     check_daily_cost,
+    check_disk,
     check_error_rate,
     check_failed_runs,
     check_latency,
@@ -617,6 +618,9 @@ def evaluate_alerts(*, now: datetime | None = None) -> Evaluation:
         cpu, memory = selectors.system_utilization()
         return check_resources(cpu=cpu, memory=memory, t=t)
 
+    def disk() -> list[AlertCondition]:
+        return check_disk(selectors.disk_usage(), t)
+
     projection: list[Any] = []  # computed once, by whichever of the two cost rules runs first
 
     def month() -> Any:
@@ -655,6 +659,7 @@ def evaluate_alerts(*, now: datetime | None = None) -> Evaluation:
         return check_model_loading({m: str(v.get("error", "")) for m, v in selectors.model_load_failures().items()})
 
     rules = [("high_latency", latency), ("high_error_rate", errors), ("high_resource_usage", resources),
+             ("disk_space", disk),
              ("cost_limit_exceeded", cost), ("cost_projection", cost_projection), ("data_drift", drift),
              ("run_failed", runs), ("model_load_failed", loading)]
     for kind, rule in rules:

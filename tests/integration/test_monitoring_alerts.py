@@ -123,6 +123,24 @@ class Resources(Rule):
         ctx.setattr(selectors, "system_utilization", lambda: (0.30, 0.40))
 
 
+class DiskSpace(Rule):
+    """The real volume of the models folder, against a threshold below and above its real usage."""
+
+    kind = "disk_space"
+
+    @property
+    def key(self):
+        from django.conf import settings
+
+        return str(settings.ML_MODELS_PATH)
+
+    def trip(self, ctx):
+        ctx.settings.MONITORING_DISK_USAGE_THRESHOLD = 0.0  # any used byte is over it
+
+    def clear(self, ctx):
+        ctx.settings.MONITORING_DISK_USAGE_THRESHOLD = 1.0
+
+
 class Accuracy(Rule):
     kind, key = "low_accuracy", "xgboost_classifier"
 
@@ -212,7 +230,7 @@ class ModelLoad(Rule):
         services.clear_model_load_failure(model="lstm_predictor")
 
 
-RULES = [Latency, ErrorRate, Resources, Accuracy, Cost, Drift, FailedRun, FailedPipelineRun, ModelLoad]
+RULES = [Latency, ErrorRate, Resources, DiskSpace, Accuracy, Cost, Drift, FailedRun, FailedPipelineRun, ModelLoad]
 
 
 @pytest.mark.parametrize("rule_class", RULES, ids=[r.kind for r in RULES])

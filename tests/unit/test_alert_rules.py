@@ -4,6 +4,7 @@ from monitoring.alert_rules import (
     Thresholds,
     check_accuracy,
     check_daily_cost,
+    check_disk,
     check_drift,
     check_error_rate,
     check_failed_runs,
@@ -35,6 +36,14 @@ def test_cpu_or_memory_over_85_percent():
     assert check_resources(cpu=0.85, memory=0.5, t=T) == []
     alerts = check_resources(cpu=0.9, memory=0.95, t=T)
     assert [a.key for a in alerts] == ["cpu", "memory"]
+
+
+def test_disk_over_90_percent_names_the_volume():
+    assert check_disk({"/data/models": (0.90, 50e9)}, T) == []
+    (alert,) = check_disk({"/data/models": (0.93, 7e9), "/data/features": (0.5, 900e9)}, T)
+    assert (alert.kind, alert.key, alert.severity) == ("disk_space", "/data/models", "warning")
+    assert alert.message == "Disk 93% full at /data/models (7.0 GB free) > 90%"
+    assert check_disk({"/data/models": (0.99, 1e9)}, T)[0].severity == "critical"
 
 
 def test_accuracy_under_threshold():
