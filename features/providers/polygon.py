@@ -142,44 +142,38 @@ class PolygonProvider(HttpProvider):
             url, query = page.get("next_url") or None, None  # next_url carries the cursor and filters
         raise BadResponseError(f"Polygon {endpoint}: more than {MAX_PAGES} pages", symbol=symbol)
 
-    def fetch_splits(self, *, start: date, end: date, symbol: str | None = None) -> pd.DataFrame:
-        """Splits executed in [start, end]: SPLIT_COLUMNS (``split_from`` old shares -> ``split_to``)."""
+    def _reference(self, path: str, date_field: str, values: list[str], *, start: date, end: date,
+                   symbol: str | None) -> pd.DataFrame:
+        """Rows of a paginated reference endpoint dated in [start, end]: ticker, date, ``values``
+        (numeric); a row with an unreadable date or a value that is not > 0 (dividends: >= 0) is
+        refused with the count and the first such row."""
         self._require_key(symbol)
-        params: dict[str, Any] = {"execution_date.gte": start.isoformat(), "execution_date.lte": end.isoformat()}
+        params: dict[str, Any] = {f"{date_field}.gte": start.isoformat(), f"{date_field}.lte": end.isoformat()}
         if symbol:
             params["ticker"] = polygon_symbol(symbol)
-        rows = self._paged("/v3/reference/splits", params, endpoint="splits", symbol=symbol)
-        frame = pd.DataFrame(rows, columns=["ticker", "execution_date", "split_from", "split_to"])
-        out = pd.DataFrame({
-            "ticker": frame["ticker"].astype(str).map(polygon_symbol),
-            "date": pd.to_datetime(frame["execution_date"], errors="coerce"),
-            "split_from": pd.to_numeric(frame["split_from"], errors="coerce"),
-            "split_to": pd.to_numeric(frame["split_to"], errors="coerce"),
-        })
-        bad = out["date"].isna() | ~(out["split_from"] > 0) | ~(out["split_to"] > 0)
+        what = path.rsplit("/", 1)[1]
+        frame = pd.DataFrame(self._paged(path, params, endpoint=what, symbol=symbol),
+                             columns=["ticker", date_field, *values])
+        out = pd.DataFrame({"ticker": frame["ticker"].astype(str).map(polygon_symbol),
+                            "date": pd.to_datetime(frame[date_field], errors="coerce"),
+                            **{v: pd.to_numeric(frame[v], errors="coerce") for v in values}})
+        floor_ok = (out[values] >= 0) if what == "dividends" else (out[values] > 0)
+        bad = out["date"].isna() | ~floor_ok.all(axis=1)
         if bad.any():
-            first = frame.loc[bad].iloc[0].to_dict()
-            raise BadResponseError(f"Polygon splits: {int(bad.sum())} unreadable rows, e.g. {first}", symbol=symbol)
+            raise BadResponseError(f"Polygon {what}: {int(bad.sum())} unreadable rows, e.g. "
+                                   f"{frame.loc[bad].iloc[0].to_dict()}", symbol=symbol)
+        return out
+
+    def fetch_splits(self, *, start: date, end: date, symbol: str | None = None) -> pd.DataFrame:
+        """Splits executed in [start, end]: SPLIT_COLUMNS (``split_from`` old shares -> ``split_to``)."""
+        out = self._reference("/v3/reference/splits", "execution_date", ["split_from", "split_to"],
+                              start=start, end=end, symbol=symbol)
         return out.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
 
     def fetch_dividends(self, *, start: date, end: date, symbol: str | None = None) -> pd.DataFrame:
         """Cash dividends going ex in [start, end]: DIVIDEND_COLUMNS."""
-        self._require_key(symbol)
-        params: dict[str, Any] = {"ex_dividend_date.gte": start.isoformat(), "ex_dividend_date.lte": end.isoformat()}
-        if symbol:
-            params["ticker"] = polygon_symbol(symbol)
-        rows = self._paged("/v3/reference/dividends", params, endpoint="dividends", symbol=symbol)
-        frame = pd.DataFrame(rows, columns=["ticker", "ex_dividend_date", "cash_amount"])
-        out = pd.DataFrame({
-            "ticker": frame["ticker"].astype(str).map(polygon_symbol),
-            "date": pd.to_datetime(frame["ex_dividend_date"], errors="coerce"),
-            "cash_amount": pd.to_numeric(frame["cash_amount"], errors="coerce"),
-        })
-        bad = out["date"].isna() | ~(out["cash_amount"] >= 0)
-        if bad.any():
-            first = frame.loc[bad].iloc[0].to_dict()
-            raise BadResponseError(f"Polygon dividends: {int(bad.sum())} unreadable rows, e.g. {first}",
-                                   symbol=symbol)
+        out = self._reference("/v3/reference/dividends", "ex_dividend_date", ["cash_amount"],
+                              start=start, end=end, symbol=symbol)
         # two declarations of one ex-date (a special and a regular dividend) add up
         return out.groupby(["ticker", "date"], as_index=False)["cash_amount"].sum()
 

@@ -417,3 +417,13 @@ def test_polygon_bad_key_and_per_ticker_backfill(server, configure, monkeypatch)
     ratio = frame["adj_close"][ex] / frame["adj_close"][ex - 1]
     assert ratio == pytest.approx(frame["close"][ex] / (frame["close"][ex - 1] - 0.25))
     assert frame["adj_close"].iloc[-1] == frame["close"].iloc[-1]
+
+
+def test_polygon_refuses_an_unreadable_corporate_action_and_stores_nothing(server, configure):
+    Ticker.objects.create(symbol="AAPL", active=True)
+    polygon_market(server, ["AAPL"], [END])
+    server.polygon_splits = [{"ticker": "AAPL", "execution_date": "2024-06-28", "split_from": 1, "split_to": 0}]
+    configure("polygon")
+    summary = update_market_data(provider="polygon", now=SATURDAY)
+    assert "bad_response" in summary.warning and "splits: 1 unreadable rows" in summary.warning
+    assert summary.rows_added == 0 and not PriceBar.objects.exists() and summary.skipped == ["AAPL"]
