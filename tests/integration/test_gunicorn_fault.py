@@ -1,0 +1,104 @@
+"""A gunicorn worker killed with SIGKILL under load (issue 15, reliability): the master replaces it,
+the other worker keeps serving, and the failed requests are counted and few. A real gunicorn on a
+free port, against this test run's database, serving the project's WSGI application."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from tests.integration.test_celery_runtime import _subprocess_env
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _workers(master: psutil.Process) -> set[int]:
+    return {child.pid for child in master.children() if child.is_running()}
+
+
+def test_a_worker_killed_under_load_is_replaced_and_few_requests_fail(tmp_path):
+    port = _free_port()
+    log = (tmp_path / "gunicorn.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "investml.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+         "--timeout", "30", "--graceful-timeout", "5"],
+        cwd=REPO, env={**_subprocess_env(), "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost"},
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/metrics"  # cheap: the kill, not the database, is under test
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(url, timeout=10).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.3)
+        master = psutil.Process(server.pid)
+        assert _wait(lambda: len(_workers(master)) == 2, 30), (tmp_path / "gunicorn.log").read_text()[-3000:]
+        before = _workers(master)
+
+        results: list[int] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            with requests.Session() as session:
+                while not stop.is_set():
+                    try:
+                        results.append(session.get(url, timeout=10).status_code)
+                    except requests.RequestException:
+                        results.append(0)
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(2.0)
+        victim = sorted(before)[0]
+        os.kill(victim, signal.SIGKILL)
+        killed_at = len(results)
+        replaced = _wait(lambda: len(_workers(master)) == 2 and victim not in _workers(master), 30)
+        time.sleep(2.0)
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+
+        assert replaced and master.is_running(), (tmp_path / "gunicorn.log").read_text()[-3000:]
+        assert _workers(master) - before  # a new worker process
+        failed = sum(1 for code in results if code != 200)
+        assert len(results) > 50 and failed <= max(4, len(results) // 50), (failed, len(results))
+        after = results[killed_at + 20:]
+        assert after and all(code == 200 for code in after[-20:])  # serving again
+        print(f"{len(results)} requests, {failed} failed around the kill")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+
+
+def _wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
