@@ -86,6 +86,7 @@ DEFAULT_PROVIDER = "files"
 PROVIDER_ENV = "ML_MARKET_DATA_PROVIDER"
 KEYED_PROVIDERS = ("alphavantage", "tiingo", "polygon")  # Stooq needs no key
 CHUNK_TICKERS = 50
+BULK_MAX_GAP_DAYS = 31  # calendar days a ticker may lag the universe's newest bar in a bulk update
 MARKET_TZ = ZoneInfo("America/New_York")
 DATA_READY = dtime(18, 0)  # New York time from which a trading day's bar counts as final
 RESCALE_TOLERANCE = 1e-9
@@ -582,8 +583,17 @@ def _update_bulk(provider: PolygonProvider, symbols: list[str], last: dict[str, 
     stale, budget = _stale_and_budget(provider, symbols, last, as_of, summary, progress)
     if budget is None:
         return
+    # A ticker far behind the others (delisted, halted for weeks) would make every daily update
+    # fetch each day since its last bar: it is left to a per-ticker backfill instead.
     known = [last[s] for s in stale if s in last]
-    first = (min(known) + timedelta(days=1)) if known else as_of
+    horizon = (max(known) - timedelta(days=BULK_MAX_GAP_DAYS)) if known else as_of
+    behind = sorted(s for s in stale if s in last and last[s] < horizon)
+    if behind:
+        summary.skipped.extend(behind)
+        _log(progress, f"{provider.name}: {len(behind)} tickers more than {BULK_MAX_GAP_DAYS} days behind the "
+             f"others (e.g. {', '.join(behind[:5])}) are left to a per-ticker backfill")
+    stale = [s for s in stale if s not in set(behind)]
+    first = (min(last[s] for s in stale if s in last) + timedelta(days=1)) if any(s in last for s in stale) else as_of
     days = [d.date() for d in pd.date_range(first, as_of, freq="D") if is_trading_day(d.date())]
     wanted = set(stale)
     calls: list[CallRecord] = []

@@ -427,3 +427,17 @@ def test_polygon_refuses_an_unreadable_corporate_action_and_stores_nothing(serve
     summary = update_market_data(provider="polygon", now=SATURDAY)
     assert "bad_response" in summary.warning and "splits: 1 unreadable rows" in summary.warning
     assert summary.rows_added == 0 and not PriceBar.objects.exists() and summary.skipped == ["AAPL"]
+
+
+def test_polygon_leaves_a_ticker_far_behind_to_a_backfill(server, configure):
+    """A delisted ticker's old last bar must not make every daily update fetch each day since."""
+    Ticker.objects.bulk_create([Ticker(symbol=s, active=True) for s in ("AAPL", "GONE")])
+    polygon_market(server, ["GONE"], [date(2024, 3, 1)])
+    polygon_market(server, ["AAPL"], [date(2024, 6, 27), END])
+    configure("polygon")
+    update_market_data(provider="polygon", tickers=["GONE"], now=datetime(2024, 3, 1, 19, 0, tzinfo=NY))
+    update_market_data(provider="polygon", tickers=["AAPL"], now=datetime(2024, 6, 27, 19, 0, tzinfo=NY))
+    calls = len(server.requests)
+    summary = update_market_data(provider="polygon", now=SATURDAY)
+    assert summary.rows_added == 1 and summary.skipped == ["GONE"]
+    assert len(server.requests) - calls == 3  # splits, dividends, one grouped day: not one per day since March

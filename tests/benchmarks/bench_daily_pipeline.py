@@ -1,0 +1,116 @@
+"""Benchmark: the next day's daily pipeline at market scale, through the project's own commands.
+
+Run: .venv/bin/python tests/benchmarks/bench_daily_pipeline.py [--tickers 1500] [--years 4]
+
+In a scratch SQLite database under var/bench-daily-<tickers> (INVESTML_VAR_DIR):
+
+1. ``generate_market`` writes N synthetic tickers x Y years of bars ending on the last completed
+   NYSE trading day (today's calendar); every bar before that day is loaded with ``ingest_prices``
+   and ``build_features`` (timed: the "load");
+2. the last day's bars are served by a local stand-in of Polygon's bulk API
+   (``tests/fakes/provider_server.py``, the documented formats), and ``run_pipeline --sync --json``
+   runs the next day's pipeline with ``ML_MARKET_DATA_PROVIDER=polygon``: bulk update, incremental
+   features, training as configured (``config/pipeline.json``), batch predictions for every ticker,
+   drift.
+
+Printed: each stage's wall seconds and counts (from the run's own record), the pipeline's CPU
+seconds (the child process's rusage) and the peak memory of the largest command so far (rusage's
+maximum over the benchmark's children), and the requests the update made. Results go
+to bench-results/daily-pipeline-<tickers>.json. Figures are measured, never typed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import pandas as pd
+from scratch import REPO, last_json, manage, scratch_env
+
+sys.path.insert(0, str(REPO))
+from tests.fakes.provider_server import FakeProviderServer  # noqa: E402
+
+RESULTS = REPO / "bench-results"
+KEY = "BENCH-KEY-0001"
+
+
+def trading_days(env: dict[str, str]) -> tuple[str, str]:
+    """(the last completed NYSE trading day, the trading day before it), by the project's calendar."""
+    code = ("from datetime import timedelta\n"
+            "from features.services.market_updates import is_trading_day, last_completed_trading_day\n"
+            "d = last_completed_trading_day(); p = d - timedelta(days=1)\n"
+            "while not is_trading_day(p): p -= timedelta(days=1)\n"
+            "print(d.isoformat(), p.isoformat())")
+    out, _ = manage(["shell", "-c", code], env)
+    as_of, before = out.split()[-2:]
+    return as_of, before
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tickers", type=int, default=1500)
+    parser.add_argument("--years", type=float, default=4.0)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+
+    var = REPO / "var" / f"bench-daily-{args.tickers}"
+    env = scratch_env(var)
+    import shutil
+
+    shutil.rmtree(var, ignore_errors=True)
+    var.mkdir(parents=True)
+    manage(["migrate", "--noinput", "-v0"], env)
+    as_of, before = trading_days(env)
+    n_days = int(round(args.years * 252))
+    start = pd.bdate_range(end=pd.Timestamp(as_of), periods=n_days)[0].date().isoformat()
+    bars_path = var / "market.parquet"
+    _, gen_s = manage(["generate_market", "--tickers", str(args.tickers), "--years", str(args.years),
+                       "--seed", str(args.seed), "--start", start, "--out", str(bars_path)], env)
+    bars = pd.read_parquet(bars_path)
+    bars["date"] = pd.to_datetime(bars["date"])
+    last = bars[bars["date"] == pd.Timestamp(as_of)]
+    history = var / "history.parquet"
+    bars[bars["date"] < pd.Timestamp(as_of)].to_parquet(history, index=False)
+    print(f"generated {len(bars):,} bars of {args.tickers} tickers in {gen_s:.0f}s; history to {before}, "
+          f"next day {as_of} ({len(last):,} bars)", flush=True)
+    _, ingest_s = manage(["ingest_prices", str(history), "--json"], env)
+    out, build_s = manage(["build_features", "--json"], env, stream=True)
+    print(f"load: ingest_prices {ingest_s:.0f}s, build_features {build_s:.0f}s ({last_json(out).get('rows')} rows)",
+          flush=True)
+
+    with FakeProviderServer(api_keys=(KEY,)) as server:
+        server.polygon_bars = last[["ticker", "date", "open", "high", "low", "close", "volume"]].reset_index(drop=True)
+        run_env = {**env, "ML_MARKET_DATA_PROVIDER": "polygon", "POLYGON_BASE_URL": server.base_url,
+                   "POLYGON_API_KEY": KEY}
+        before_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        out, _ = manage(["run_pipeline", "--sync", "--json", "--reason", "bench_daily_pipeline"], run_env, stream=True)
+        wall = time.perf_counter() - started
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        requests_made = len(server.requests)
+    run = last_json(out)
+    cpu = (usage.ru_utime - before_usage.ru_utime) + (usage.ru_stime - before_usage.ru_stime)
+    lines = [f"Next day's pipeline ({as_of}), {args.tickers} tickers x {args.years:g} years, {os.cpu_count()} cores: "
+             f"status {run.get('status')}, wall {wall:.0f}s, CPU {cpu:.0f}s, peak RSS {usage.ru_maxrss / 1e6:.2f} GB, "
+             f"{requests_made} provider requests", "", "| stage | status | seconds | counts |", "| --- | --- | ---: | --- |"]
+    for stage in run.get("stages", []):
+        counts = ", ".join(f"{k}={v}" for k, v in (stage.get("counts") or {}).items()
+                           if not isinstance(v, dict | list))[:160]
+        lines.append(f"| {stage['name']} | {stage['status']} | {stage.get('seconds') or 0:.1f} | {counts} |")
+    table = "\n".join(lines)
+    print(table, flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"daily-pipeline-{args.tickers}.json").write_text(json.dumps({
+        "tickers": args.tickers, "years": args.years, "as_of": as_of, "generate_seconds": gen_s,
+        "ingest_seconds": ingest_s, "build_seconds": build_s, "pipeline_wall_seconds": wall,
+        "pipeline_cpu_seconds": cpu, "peak_rss_bytes": usage.ru_maxrss * 1024, "provider_requests": requests_made,
+        "run": run}, default=str))
+    (RESULTS / f"daily-pipeline-{args.tickers}.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
