@@ -87,6 +87,7 @@ PROVIDER_ENV = "ML_MARKET_DATA_PROVIDER"
 KEYED_PROVIDERS = ("alphavantage", "tiingo", "polygon")  # Stooq needs no key
 CHUNK_TICKERS = 50
 BULK_MAX_GAP_DAYS = 31  # calendar days a ticker may lag the universe's newest bar in a bulk update
+BULK_GAP_QUANTILE = 0.1  # the share of stale tickers that may lag and still set the bulk window
 MARKET_TZ = ZoneInfo("America/New_York")
 DATA_READY = dtime(18, 0)  # New York time from which a trading day's bar counts as final
 RESCALE_TOLERANCE = 1e-9
@@ -583,10 +584,15 @@ def _update_bulk(provider: PolygonProvider, symbols: list[str], last: dict[str, 
     stale, budget = _stale_and_budget(provider, symbols, last, as_of, summary, progress)
     if budget is None:
         return
-    # A ticker far behind the others (delisted, halted for weeks) would make every daily update
-    # fetch each day since its last bar: it is left to a per-ticker backfill instead.
-    known = [last[s] for s in stale if s in last]
-    horizon = (max(known) - timedelta(days=BULK_MAX_GAP_DAYS)) if known else as_of
+    # A few tickers far behind the others (delisted, halted) would make every daily update fetch
+    # each day since their last bar: the window starts at the last bar of the 10th percentile of
+    # the stale tickers (a gap most of the universe shares is filled; stragglers are not), never
+    # more than BULK_MAX_GAP_DAYS back, and the tickers before it are left to a per-ticker backfill.
+    known = sorted(last[s] for s in stale if s in last)
+    if known:
+        horizon = max(known[int(len(known) * BULK_GAP_QUANTILE)], known[-1] - timedelta(days=BULK_MAX_GAP_DAYS))
+    else:
+        horizon = as_of
     behind = sorted(s for s in stale if s in last and last[s] < horizon)
     if behind:
         summary.skipped.extend(behind)

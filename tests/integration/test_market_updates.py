@@ -441,3 +441,19 @@ def test_polygon_leaves_a_ticker_far_behind_to_a_backfill(server, configure):
     summary = update_market_data(provider="polygon", now=SATURDAY)
     assert summary.rows_added == 1 and summary.skipped == ["GONE"]
     assert len(server.requests) - calls == 3  # splits, dividends, one grouped day: not one per day since March
+
+
+def test_polygon_fills_a_gap_the_universe_shares_but_not_a_few_stragglers(server, configure):
+    symbols = [f"S{i:02d}" for i in range(20)]
+    Ticker.objects.bulk_create([Ticker(symbol=s, active=True) for s in symbols])
+    polygon_market(server, symbols, [date(2024, 6, 10), date(2024, 6, 14)])
+    configure("polygon")
+    update_market_data(provider="polygon", tickers=symbols[:1], now=datetime(2024, 6, 10, 19, 0, tzinfo=NY))  # lags
+    update_market_data(provider="polygon", tickers=symbols[1:], now=datetime(2024, 6, 14, 19, 0, tzinfo=NY))
+    polygon_market(server, symbols, [date(2024, 6, 17), date(2024, 6, 18), date(2024, 6, 20), date(2024, 6, 21),
+                                     date(2024, 6, 24), date(2024, 6, 25), date(2024, 6, 26), date(2024, 6, 27), END],
+                   seed=3)
+    calls = len(server.requests)
+    summary = update_market_data(provider="polygon", now=SATURDAY)  # 9 trading days behind, all 19 of them
+    assert summary.skipped == ["S00"] and summary.rows_added == 19 * 9
+    assert len(server.requests) - calls == 2 + 9  # the shared gap day by day, not from the straggler's June 10
