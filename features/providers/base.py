@@ -223,12 +223,16 @@ class SharedBudget:
     other_usd: float = 0.0
     api_before_usd: float = 0.0
 
+    @property
+    def spent_usd(self) -> float:
+        """Today's tracked cost: the other categories plus the API spend every worker reserved."""
+        return self.other_usd + max(self.store.value(self.key), self.api_before_usd)
+
     def check(self, cost_usd: float) -> None:
         room = self.limit_usd - self.other_usd
         taken = self.store.take(self.key, limit=room, amount=cost_usd, floor=self.api_before_usd)
         if taken is None:
-            spent = self.other_usd + max(self.store.value(self.key), self.api_before_usd)
-            raise BudgetExceededError(spent + cost_usd, self.limit_usd)
+            raise BudgetExceededError(self.spent_usd + cost_usd, self.limit_usd)
 
     def charge(self, cost_usd: float) -> None:  # reserved by ``check``
         return None

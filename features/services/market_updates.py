@@ -60,13 +60,13 @@ from features.providers.base import (
     BadResponseError,
     BudgetExceededError,
     CallRecord,
+    DailyBudget,
     HttpProvider,
     NotFoundError,
     PriceProvider,
     ProviderError,
     SharedBudget,
     UpdateResult,
-    budget_message,
     update_prices,
 )
 from features.providers.http import HttpResponse
@@ -557,16 +557,16 @@ def _stale_and_budget(provider: HttpProvider, symbols: list[str], last: dict[str
     stale = [s for s in symbols if not (s in last and last[s] >= as_of)]
     summary.tickers_fresh = len(symbols) - len(stale)
     budget = shared_budget()
-    spent = budget.other_usd + max(budget.api_before_usd, budget.store.value(budget.key))
-    limit = budget.limit_usd
+    spent, limit = budget.spent_usd, budget.limit_usd
     summary.spent_today_usd, summary.limit_usd = spent, limit
     _log(progress, f"{provider.name}: {len(symbols)} tickers, {summary.tickers_fresh} already up to date with "
          f"{as_of}, {len(stale)} to update; ${spent:.2f} of ${limit:.2f} spent today")
     if not stale:
         return stale, None
-    cost = provider.config.cost_per_call_usd
-    if round(spent + cost, 9) > round(limit, 9):  # a look only: ``budget.check`` would reserve the cost
-        _stop(summary, budget_message(spent + cost, limit), stale, budget=True)
+    try:  # a look only, on a copy: ``budget.check`` would reserve the cost
+        DailyBudget(limit, spent).check(provider.config.cost_per_call_usd)
+    except BudgetExceededError as exc:
+        _stop(summary, str(exc), stale, budget=True)
         return stale, None
     return stale, budget
 
@@ -594,11 +594,12 @@ def _update_bulk(provider: PolygonProvider, symbols: list[str], last: dict[str, 
     else:
         horizon = as_of
     behind = sorted(s for s in stale if s in last and last[s] < horizon)
+    left_behind = set(behind)
     if behind:
         summary.skipped.extend(behind)
         _log(progress, f"{provider.name}: {len(behind)} tickers more than {BULK_MAX_GAP_DAYS} days behind the "
              f"others (e.g. {', '.join(behind[:5])}) are left to a per-ticker backfill")
-    stale = [s for s in stale if s not in set(behind)]
+    stale = [s for s in stale if s not in left_behind]
     first = (min(last[s] for s in stale if s in last) + timedelta(days=1)) if any(s in last for s in stale) else as_of
     days = [d.date() for d in pd.date_range(first, as_of, freq="D") if is_trading_day(d.date())]
     wanted = set(stale)
