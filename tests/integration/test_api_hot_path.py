@@ -122,7 +122,7 @@ def test_throttle_is_enforced_on_the_fast_lane(served, monkeypatch):
 
 
 def test_leased_throttle_blocks_never_let_more_than_the_rate_through(served, monkeypatch):
-    """Two processes (two lease tables) alternating on one shared counter."""
+    """Two processes (two lease tables) alternating on one common counter."""
     from types import SimpleNamespace
 
     monkeypatch.setattr(throttling.FixedWindowUserThrottle, "THROTTLE_RATES", {"user": "1000/minute"})
@@ -155,12 +155,12 @@ def test_request_metrics_are_written_to_the_cache_at_most_once_a_second():
     assert (window.requests, window.errors, window.total_ms) == (2, 1, 12.0) and cache.get(key) == 2
 
 
-@pytest.mark.parametrize("shared", [False, True])
-def test_prediction_cache_is_local_or_shared(served, settings, shared):
-    settings.ML_PREDICTION_CACHE_SHARED = shared
+@pytest.mark.parametrize("cross_worker", [False, True])
+def test_prediction_cache_is_local_or_shared(served, settings, cross_worker):
+    settings.ML_PREDICTION_CACHE_SHARED = cross_worker
     client = make_client(staff=False)
     body = {"ticker": "JPM", "model_name": "xgboost_classifier"}
     assert client.post("/predict", body, format="json").json()["cached"] is False
     assert client.post("/predict", body, format="json").json()["cached"] is True  # memory
-    prediction_cache.clear_local()  # as another worker: only the shared level can answer
-    assert client.post("/predict", body, format="json").json()["cached"] is shared
+    prediction_cache.clear_local()  # as another worker: only the cross-worker level can answer
+    assert client.post("/predict", body, format="json").json()["cached"] is cross_worker
