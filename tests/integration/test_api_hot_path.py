@@ -156,7 +156,7 @@ def test_request_metrics_are_written_to_the_cache_at_most_once_a_second():
 
 
 @pytest.mark.parametrize("cross_worker", [False, True])
-def test_prediction_cache_is_local_or_shared(served, settings, cross_worker):
+def test_prediction_cache_is_per_worker_or_cross_worker(served, settings, cross_worker):
     settings.ML_PREDICTION_CACHE_SHARED = cross_worker
     client = make_client(staff=False)
     body = {"ticker": "JPM", "model_name": "xgboost_classifier"}
