@@ -114,10 +114,11 @@ class BudgetExceededError(ProviderError):
 
     reason = BUDGET_EXCEEDED
 
-    def __init__(self, spent_plus_cost: float, limit: float, *, symbol: str | None = None, provider: str | None = None):
+    def __init__(self, spent_plus_cost: float, limit: float, *, symbol: str | None = None, provider: str | None = None,
+                 message: str | None = None):
         self.spent_plus_cost = float(spent_plus_cost)
         self.limit = float(limit)
-        super().__init__(budget_message(spent_plus_cost, limit), symbol=symbol, provider=provider)
+        super().__init__(message or budget_message(spent_plus_cost, limit), symbol=symbol, provider=provider)
 
     def _message(self) -> str:
         return self.detail

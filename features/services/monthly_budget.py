@@ -21,7 +21,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from features.providers.base import Budget, BudgetExceededError, ProviderError
+from features.providers.base import Budget, BudgetExceededError
 from monitoring.budget import monthly_limit_message
 
 
@@ -30,9 +30,8 @@ class MonthlyLimitExceededError(BudgetExceededError):
 
     def __init__(self, spent_plus_cost: float, limit: float, *, symbol: str | None = None,
                  provider: str | None = None):
-        self.spent_plus_cost = float(spent_plus_cost)
-        self.limit = float(limit)
-        ProviderError.__init__(self, monthly_limit_message(spent_plus_cost, limit), symbol=symbol, provider=provider)
+        super().__init__(spent_plus_cost, limit, symbol=symbol, provider=provider,
+                         message=monthly_limit_message(spent_plus_cost, limit))
 
 
 @dataclass
