@@ -57,6 +57,8 @@ _TRAINING = {
     "feature_set": Field(str, default="default", choices=("default", "alpha158", "default_cs", "alpha158_cs")),
     "promotion_metric": Field(str, default="rank_ic"),
     "train_years": Field(_NUMBER, default=5, minimum=0),
+    # daily runs refit; the walk-forward evaluation runs when the last one is this many trading days old
+    "reevaluate_every_trading_days": Field(int, default=5, minimum=0),
 }
 
 _COMMON_MODEL = {

@@ -169,6 +169,21 @@ def latest_version(*, model_name: str) -> ModelVersion | None:
     return versions(model_name=model_name).first()
 
 
+def evaluation_source_id(*, version: ModelVersion) -> int:
+    """The pk of the version whose walk-forward evaluation ``version`` reports: its own, or, for a
+    daily refit, the evaluated version it carries the evaluation of."""
+    carried = (version.evaluation or {}).get("carried_from") or {}
+    return int(carried.get("id") or version.pk)
+
+
+def latest_evaluated_version(*, model_name: str) -> ModelVersion | None:
+    """The newest version of ``model_name`` that ran its own walk-forward evaluation (not a refit)."""
+    for version in versions(model_name=model_name).iterator(chunk_size=20):
+        if evaluation_source_id(version=version) == version.pk:
+            return version
+    return None
+
+
 def get_version(*, model_name: str, version: str | None = None) -> ModelVersion:
     """``model_name@version``; without a version the active one, else the newest.
 

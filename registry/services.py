@@ -62,6 +62,7 @@ from registry.selectors import (
     check_metric,
     common_window,
     daily_skill,
+    evaluation_source_id,
     is_better,
     metric_on_rows,
     rollback_target,
@@ -85,6 +86,7 @@ __all__ = [
     "load_version",
     "predict_version",
     "promote",
+    "promote_refit",
     "register_version",
     "rollback",
 ]
@@ -608,6 +610,52 @@ def promote(*, version: ModelVersion, actor: str, reason: str = "", force: bool 
         fresh.save(update_fields=["status", "status_reason", "gate", "activated_at", "previous_active"])
         _event(fresh, action="promote", from_status=from_status, to_status=ModelVersion.Status.ACTIVE, actor=actor,
                reason=decision.reason + (f" (requested: {reason})" if reason and not force else ""))
+    version.refresh_from_db()
+    return decision
+
+
+def promote_refit(*, version: ModelVersion, source: ModelVersion, actor: str) -> GateDecision:
+    """Make ``version``, a daily refit of ``source``'s procedure (same learner, hyperparameters,
+    features and target, fitted on the newer data; it carries ``source``'s out-of-sample evaluation),
+    active when the active version is ``source`` or another refit of it: the procedure the gate
+    accepted is unchanged, so the gate is not asked again (it would compare identical out-of-sample
+    tables). Otherwise it stays staging with the reason."""
+    label, source_label = version_label(version), version_label(source)
+    with transaction.atomic():
+        fresh, current = _lock(version)
+        passed = current is not None and evaluation_source_id(version=current) == source.pk
+        gate = dict(source.gate or {})
+        if passed:
+            why = (f"{label} activated as a refit of {source_label} on newer data (train end {version.train_end}); "
+                   f"it carries {source_label}'s out-of-sample evaluation, which passed the gate")
+        else:
+            why = (f"{label} stays staging: it refits {source_label}'s procedure, which is not the active one "
+                   f"(active: {version_label(current) if current else 'none'})")
+        decision = GateDecision(
+            passed=passed, reason=why, metric=str(gate.get("metric", "")), threshold=float(gate.get("threshold") or 0),
+            score_kind=str(gate.get("score_kind", "")), score=gate.get("score"), new_value=gate.get("new_value"),
+            active_value=gate.get("active_value"), active_version=version_label(current) if current else None,
+            window=dict(gate.get("window") or {}), details={"refit_of": source_label},
+        )
+        fresh.gate = decision.to_dict()
+        fresh.status_reason = why
+        if not passed:
+            fresh.save(update_fields=["status_reason", "gate"])
+            _event(fresh, action="gate_rejected", from_status=fresh.status, to_status=fresh.status, actor=actor,
+                   reason=why)
+        else:
+            from_status = fresh.status
+            current.status = ModelVersion.Status.DEPRECATED
+            current.status_reason = f"superseded by {label} (daily refit)"
+            current.save(update_fields=["status", "status_reason"])
+            _event(current, action="deprecate", from_status=ModelVersion.Status.ACTIVE,
+                   to_status=ModelVersion.Status.DEPRECATED, actor=actor, reason=f"superseded by {label} (daily refit)")
+            fresh.status = ModelVersion.Status.ACTIVE
+            fresh.activated_at = timezone.now()
+            fresh.previous_active = current
+            fresh.save(update_fields=["status", "status_reason", "gate", "activated_at", "previous_active"])
+            _event(fresh, action="promote", from_status=from_status, to_status=ModelVersion.Status.ACTIVE,
+                   actor=actor, reason=why)
     version.refresh_from_db()
     return decision
 

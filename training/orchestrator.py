@@ -341,7 +341,9 @@ def request_pipeline_run(
     ``sync``: run every stage in this process now (after waiting for a free slot) and return the
     finished run; else queue it on Celery. ``options``: ``models`` (learners to train, default every
     enabled one), ``noop_seconds`` (a smoke run: every stage only waits that long; for checking
-    workers, limits and schedules). ``progress`` receives one line per stage.
+    workers, limits and schedules), ``evaluation`` (``auto``, the default except for drift and
+    performance triggers: walk-forward evaluation weekly, refits in between; ``full``: every learner
+    evaluated; see ``training.services.plan_learner``). ``progress`` receives one line per stage.
     """
     return _request(trigger=trigger, reason=reason, requested_by=requested_by, tickers=tickers, sync=sync,
                     options=options, progress=progress)
@@ -349,9 +351,12 @@ def request_pipeline_run(
 
 def _check_options(options: dict[str, Any] | None) -> dict[str, Any]:
     options = dict(options or {})
-    unknown = sorted(set(options) - {"models", "noop_seconds"})
+    unknown = sorted(set(options) - {"models", "noop_seconds", "evaluation"})
     if unknown:
-        raise PipelineError(f"unknown pipeline option(s): {', '.join(unknown)} (known: models, noop_seconds)")
+        raise PipelineError(f"unknown pipeline option(s): {', '.join(unknown)} "
+                            "(known: models, noop_seconds, evaluation)")
+    if options.get("evaluation") not in (None, "auto", "full"):
+        raise PipelineError(f"evaluation must be 'auto' or 'full', not {options['evaluation']!r}")
     if options.get("models") is not None:
         from training.services import RetrainError, resolve_models
 
@@ -906,8 +911,11 @@ def build_feature_chunk(*, run_id: int, generation: int, chunk: int, tickers: li
 
 
 def _retrain_kwargs(run: PipelineRun) -> dict[str, Any]:
+    # A drift or degradation trigger questions the models' skill: those runs always re-evaluate.
+    auto = run.trigger not in (PipelineRun.Trigger.DRIFT, PipelineRun.Trigger.PERFORMANCE)
     return {"models": run.options.get("models"), "tickers": list(run.tickers) or None,
-            "trigger": run.trigger, "requested_by": f"pipeline run {run.pk}"}
+            "trigger": run.trigger, "requested_by": f"pipeline run {run.pk}",
+            "evaluation": run.options.get("evaluation") or ("auto" if auto else "full")}
 
 
 def start_training(*, run: PipelineRun, sync: bool) -> TrainingRun:

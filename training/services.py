@@ -30,6 +30,7 @@ sequences; 0 = all], ``ML_PROPHET_CHUNK_TICKERS`` [50], ``ML_COMPUTE_USD_PER_CPU
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -54,6 +55,8 @@ from registry import services as registry_services
 from registry.models import ModelVersion
 from registry.selectors import (
     active_version,
+    evaluation_source_id,
+    latest_evaluated_version,
     latest_version,
     metric_on_rows,
     version_label,
@@ -95,6 +98,7 @@ DRIFT_BINS = 10
 # days it trains ~3,500 rows/s on 2 cores, and early stopping runs at least 1 + patience epochs.
 LSTM_MAX_TRAIN_ROWS = 50_000
 PIPELINE_ACTOR = "training pipeline"
+EVALUATION_MODES = ("full", "auto")
 
 
 class RetrainError(ValueError):
@@ -416,9 +420,16 @@ def retrain(
     trigger: str = "manual",
     requested_by: str = "",
     sync: bool = False,
+    evaluation: str = "full",
 ) -> TrainingRun:
     """Create a training run for ``models`` (all enabled learners when None) on ``tickers`` (the
-    whole universe when None) and run it now (``sync``) or queue it on Celery."""
+    whole universe when None) and run it now (``sync``) or queue it on Celery.
+
+    ``evaluation``: ``full`` evaluates every learner walk-forward; ``auto`` (the daily pipeline) does
+    so only when a learner's last evaluation is older than ``training.reevaluate_every_trading_days``
+    or its procedure changed, and otherwise refits it or keeps it (see ``plan_learner``)."""
+    if evaluation not in EVALUATION_MODES:
+        raise RetrainError(f"evaluation must be one of {', '.join(EVALUATION_MODES)}, not {evaluation!r}")
     names = resolve_models(models)
     symbols = sorted({t.strip().upper() for t in (tickers or []) if t and t.strip()})
     horizon = horizon_days()
@@ -437,6 +448,8 @@ def retrain(
             "prophet_chunk_tickers": _env_int("ML_PROPHET_CHUNK_TICKERS", 50),
             "cpu_hour_usd": cpu_hour_usd(),
             "sync": bool(sync),
+            "evaluation": evaluation,
+            "reevaluate_every_trading_days": reevaluate_every_trading_days(),
         }),
     )
     scope = ", ".join(symbols[:10]) + (f" ... ({len(symbols)} tickers)" if len(symbols) > 10 else "")
@@ -500,12 +513,16 @@ def execute_run(*, run_id: int, distributed: bool = False) -> TrainingRun:
     try:
         ctx = _prepare(run)
         names = list(run.model_names)
-        if "prophet_forecaster" in names and distributed:
+        plans = {name: plan_learner(ctx, name) for name in names if name != ENSEMBLE}
+        if "prophet_forecaster" in plans and plans["prophet_forecaster"].action == "evaluate" and distributed:
             started = cpu_seconds_now()
             _dispatch_prophet(ctx)
             excluded += cpu_seconds_now() - started  # eager mode runs the chunks right here
         for name in names:
-            if name == ENSEMBLE or (name == "prophet_forecaster" and distributed):
+            if name == ENSEMBLE:
+                continue
+            plan = plans[name]
+            if plan.action == "keep" or (name == "prophet_forecaster" and distributed):
                 continue
             if time.perf_counter() - wall0 > max_seconds:
                 _record_failure(run_id, f"learner {name}", TimeoutError(
@@ -516,6 +533,8 @@ def execute_run(*, run_id: int, distributed: bool = False) -> TrainingRun:
             try:
                 if name == "prophet_forecaster":
                     _train_prophet_inprocess(ctx)
+                elif plan.action == "refit":
+                    _refit_learner(ctx, name, source=plan.source)
                 else:
                     _train_learner(ctx, name)
             except Exception as exc:  # noqa: BLE001 - one learner failing must not stop the others
@@ -639,24 +658,134 @@ def _train_learner(ctx: _Context, name: str) -> ModelVersion:
         summary = summarize_oof(table, horizon=horizon, folds=folds)
         rec.counts.update(folds=len(result.folds), oof_rows=int(len(table)),
                           rank_ic=round(summary["metrics"]["rank_ic"], 5))
-    with stage(run_id, f"fit:{name}") as rec:
-        learner = make()
-        report = learner.fit(frame, feature_columns=columns, horizon=horizon)
-        rec.counts.update(n_samples=report.n_samples, **{k: v for k, v in report.extra.items()
-                                                         if k in ("epochs_run", "best_epoch", "sampled_rows",
-                                                                  "calibration", "n_validation")})
-        learner = getattr(learner, "inner", learner)
+    learner, report = _final_fit(ctx, name, make)
     return _register_and_gate(ctx, name, learner=learner, table=table, summary=summary,
                               columns=_feature_columns_for(name, learner, columns),
                               cpu=cpu_seconds_now() - cpu0, wall=time.perf_counter() - wall0,
                               extra=report.extra)
 
 
+def _final_fit(ctx: _Context, name: str, make: Callable[[], Any], **counts: Any) -> tuple[Learner, Any]:
+    """The model on every labelled row of the window (the ``fit:<learner>`` stage)."""
+    with stage(ctx.run.pk, f"fit:{name}", **counts) as rec:
+        learner = make()
+        report = learner.fit(ctx.frame, feature_columns=ctx.feature_columns, horizon=ctx.horizon)
+        rec.counts.update(n_samples=report.n_samples, **{k: v for k, v in report.extra.items()
+                                                         if k in ("epochs_run", "best_epoch", "sampled_rows",
+                                                                  "calibration", "n_validation")})
+    return getattr(learner, "inner", learner), report
+
+
+# --------------------------------------------------------------------------------------------------
+# the daily plan: evaluate weekly, refit daily
+#
+# The walk-forward evaluation (3 folds: 3 fits per learner, plus Prophet's per-ticker fits) is most
+# of a run's cost, and one more day of data does not change what it measures: the skill of a
+# procedure (learner, hyperparameters, features, target). So with ``evaluation="auto"`` a learner is
+# re-evaluated when its last evaluation is ``training.reevaluate_every_trading_days`` old or its
+# procedure changed; in between, the procedure the gate accepted is refit on the newest data and
+# the refit carries the evaluation (``registry.promote_refit``); a procedure the gate rejected is
+# not refit until its next evaluation; Prophet (which forecasts ahead from its fit) is kept.
+
+
+@dataclass(frozen=True)
+class LearnerPlan:
+    action: str  # "evaluate" | "refit" | "keep"
+    reason: str
+    source: ModelVersion | None = None  # the evaluated version a refit carries the evaluation of
+
+
+def reevaluate_every_trading_days() -> int:
+    return int(settings.PIPELINE_CONFIG["training"].get("reevaluate_every_trading_days", 5))
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(jsonable(value), sort_keys=True)
+
+
+def _procedure_change(ctx: _Context, name: str, source: ModelVersion) -> str:
+    """What differs between ``source``'s evaluated procedure and this run's, or ''."""
+    learner = build_learner(name, model_config(name))
+    if source.horizon_days != ctx.horizon or source.target != target_for(name, ctx.horizon):
+        return "the target"
+    if source.feature_set_version_id != getattr(ctx.feature_set_version, "pk", None):
+        return "the feature set version"
+    if _canonical(source.hyperparameters) != _canonical(getattr(learner, "params", {})):
+        return "the hyperparameters"
+    if list(source.feature_columns or []) != _feature_columns_for(name, learner, ctx.feature_columns):
+        return "the feature columns"
+    if (source.evaluation or {}).get("walk_forward") != asdict(ctx.wf):
+        return "the walk-forward settings"
+    return ""
+
+
+def plan_learner(ctx: _Context, name: str) -> LearnerPlan:
+    """Evaluate, refit or keep ``name`` in this run (recorded as a ``plan:<learner>`` stage in
+    ``auto`` runs)."""
+    if ctx.run.options.get("evaluation", "full") != "auto":
+        return LearnerPlan("evaluate", "full evaluation requested")
+    plan = _plan_auto(ctx, name)
+    with stage(ctx.run.pk, f"plan:{name}", action=plan.action, reason=plan.reason):
+        pass
+    _append_log(ctx.run.pk, f"{name}: {plan.action} ({plan.reason})")
+    return plan
+
+
+def _plan_auto(ctx: _Context, name: str) -> LearnerPlan:
+    every = int(ctx.run.options.get("reevaluate_every_trading_days", reevaluate_every_trading_days()))
+    if every <= 0:
+        return LearnerPlan("evaluate", "training.reevaluate_every_trading_days is 0: every run evaluates")
+    source = latest_evaluated_version(model_name=name)
+    if source is None or source.train_end is None or ctx.train_end is None:
+        return LearnerPlan("evaluate", "no evaluated version yet")
+    label = version_label(source)
+    changed = _procedure_change(ctx, name, source)
+    if changed:
+        return LearnerPlan("evaluate", f"{changed} changed since {label} was evaluated")
+    age = int(np.busday_count(source.train_end, ctx.train_end))
+    if not 0 <= age < every:
+        return LearnerPlan("evaluate", f"{label}'s evaluation is {age} trading days old (every {every})")
+    due = f"next evaluation in {every - age} trading day(s)"
+    active = active_version(model_name=name)
+    if active is None or evaluation_source_id(version=active) != source.pk:
+        return LearnerPlan("keep", f"{label}'s procedure did not pass the gate; not refit before its next "
+                                   f"evaluation ({due})")
+    if name == "prophet_forecaster":
+        return LearnerPlan("keep", f"{version_label(active)} kept: Prophet forecasts ahead from its fit ({due})")
+    if active.training_data_hash == ctx.data_hash:
+        return LearnerPlan("keep", f"the training data is unchanged since {version_label(active)} ({due})")
+    return LearnerPlan("refit", f"refit of {label}'s procedure on data to {ctx.train_end} ({due})", source)
+
+
+def _refit_learner(ctx: _Context, name: str, *, source: ModelVersion) -> ModelVersion:
+    """Fit ``source``'s procedure on this run's data and register it with ``source``'s evaluation."""
+    cpu0, wall0 = cpu_seconds_now(), time.perf_counter()
+    make = _make_learner(name, max_rows=int(ctx.run.options.get("lstm_max_train_rows", 0)))
+    learner, report = _final_fit(ctx, name, make, refit_of=version_label(source))
+    return _register_and_gate(ctx, name, learner=learner, table=registry_services.load_oof(version=source),
+                              summary=_carried_summary(source), columns=list(source.feature_columns or []),
+                              cpu=cpu_seconds_now() - cpu0, wall=time.perf_counter() - wall0,
+                              extra=report.extra, carried_from=source)
+
+
+def _carried_summary(source: ModelVersion) -> dict[str, Any]:
+    evaluation = source.evaluation or {}
+    return {"metrics": dict(source.metrics or {}), "baselines": dict(source.baselines or {}),
+            "folds": list(evaluation.get("folds") or []),
+            "window": evaluation.get("window") or {"start": source.evaluation_start, "end": source.evaluation_end}}
+
+
 def _register_and_gate(ctx: _Context, name: str, *, learner: Learner, table: pd.DataFrame, summary: dict[str, Any],
                        columns: list[str], cpu: float, wall: float, extra: dict[str, Any] | None = None,
                        members: Sequence[ModelVersion] = (), data_hash: str | None = None,
-                       drift: dict[str, Any] | None = None, wf: WalkForward | None = None) -> ModelVersion:
+                       drift: dict[str, Any] | None = None, wf: WalkForward | None = None,
+                       carried_from: ModelVersion | None = None) -> ModelVersion:
+    """Register ``learner`` and gate it; ``carried_from``: a daily refit carrying that version's
+    out-of-sample evaluation (``table``, ``summary``), activated by ``registry.promote_refit``."""
     run_id, horizon = ctx.run.pk, ctx.horizon
+    carried = {} if carried_from is None else {"carried_from": {
+        "id": carried_from.pk, "version": version_label(carried_from),
+        "train_end": str(carried_from.train_end), "evaluated_at": carried_from.created_at.isoformat()}}
     rate = float(ctx.run.options.get("cpu_hour_usd", cpu_hour_usd()))
     with stage(run_id, f"register:{name}") as rec:
         window = summary["window"]
@@ -683,6 +812,7 @@ def _register_and_gate(ctx: _Context, name: str, *, learner: Learner, table: pd.
                 "folds": summary["folds"],
                 "window": window,
                 "final_fit": jsonable(extra or {}),
+                **carried,
             },
             tickers=ctx.n_tickers,
             data_sources=ctx.data_sources,
@@ -694,8 +824,12 @@ def _register_and_gate(ctx: _Context, name: str, *, learner: Learner, table: pd.
         rec.counts.update(version=version.version, artifact_bytes=version.artifact_bytes, cpu_seconds=round(cpu, 1))
     _set_run_metrics(run_id, name, summary["metrics"])
     with stage(run_id, f"gate:{name}") as rec:
-        decision = registry_services.promote(version=version, actor=f"{PIPELINE_ACTOR} (run {run_id})",
-                                             reason="automatic promotion after training")
+        actor = f"{PIPELINE_ACTOR} (run {run_id})"
+        if carried_from is not None:
+            decision = registry_services.promote_refit(version=version, source=carried_from, actor=actor)
+        else:
+            decision = registry_services.promote(version=version, actor=actor,
+                                                 reason="automatic promotion after training")
         rec.counts.update(promoted=decision.passed, metric=decision.metric,
                           score=None if decision.score is None else round(decision.score, 4))
         _append_log(run_id, decision.reason)
@@ -907,10 +1041,7 @@ def merge_prophet_chunks(*, run_id: int, results: Sequence[dict[str, Any]]) -> N
         for r in results:
             for suffix in (".bin", ".oof.npz"):
                 artifacts.remove(root=root, relpath=_scratch(run_id, r["chunk"], suffix))
-        try:
-            (settings.ML_MODELS_PATH / "_runs" / str(int(run_id))).rmdir()
-        except OSError:
-            pass
+        artifacts.remove_empty_folder(root=root, relpath=f"_runs/{int(run_id)}")
         _add_cpu(run_id, cpu_seconds_now() - cpu0)
         if _part_done(run_id, "prophet"):
             _finalize(run_id)
@@ -988,6 +1119,15 @@ def _train_ensemble(run: TrainingRun) -> ModelVersion | None:
         _append_log(run_id, f"ensemble skipped: needs two members with out-of-sample predictions, found "
                             f"{', '.join(version_label(m) for m in members) or 'none'}")
         return None
+    if run.options.get("evaluation") == "auto":
+        plan = _plan_ensemble(members, config=config)
+        with stage(run_id, f"plan:{ENSEMBLE}", action=plan.action, reason=plan.reason):
+            pass
+        _append_log(run_id, f"{ENSEMBLE}: {plan.action} ({plan.reason})")
+        if plan.action == "keep":
+            return None
+        if plan.action == "refit":
+            return _restack_ensemble(run, members=members, source=plan.source)
     cpu0, wall0 = cpu_seconds_now(), time.perf_counter()
     with stage(run_id, "evaluate:ensemble", members=", ".join(version_label(m) for m in members)) as rec:
         tables = {m.model.name: registry_services.load_oof(version=m) for m in members}
@@ -1013,6 +1153,46 @@ def _train_ensemble(run: TrainingRun) -> ModelVersion | None:
                               columns=ev.names, cpu=cpu_seconds_now() - cpu0, wall=time.perf_counter() - wall0,
                               extra={"weights": report.extra.get("weights")}, members=members,
                               data_hash=data_hash, drift=drift, wf=ev.wf)
+
+
+def _plan_ensemble(members: Sequence[ModelVersion], *, config: dict[str, Any]) -> LearnerPlan:
+    """The stack is fitted on its members' out-of-fold tables only: while every member carries the
+    evaluation the active stack was fitted on, restacking would reproduce it, so the active stack is
+    re-registered over the members' refits (or kept, when no member changed)."""
+    from training.learners.ensemble import EnsembleLearner
+
+    active = active_version(model_name=ENSEMBLE)
+    if active is None:
+        return LearnerPlan("evaluate", "no active ensemble")
+    source = ModelVersion.objects.select_related("model").get(pk=evaluation_source_id(version=active))
+    label = version_label(source)
+    params = EnsembleLearner.from_config({**config, "members": [m.model.name for m in members]}).params
+    if _canonical(source.hyperparameters) != _canonical(params):
+        return LearnerPlan("evaluate", f"the stack's configuration or members changed since {label}")
+    evaluated = {m.model.name: evaluation_source_id(version=m) for m in source.members.select_related("model")}
+    if {m.model.name: evaluation_source_id(version=m) for m in members} != evaluated:
+        return LearnerPlan("evaluate", f"a member was re-evaluated since {label} was stacked")
+    if {m.pk for m in members} == set(active.members.values_list("pk", flat=True)):
+        return LearnerPlan("keep", f"{version_label(active)} kept: its members are unchanged")
+    return LearnerPlan("refit", f"{label}'s stack over the members' refits", source)
+
+
+def _restack_ensemble(run: TrainingRun, *, members: Sequence[ModelVersion], source: ModelVersion) -> ModelVersion:
+    wall0, cpu0 = time.perf_counter(), cpu_seconds_now()
+    with stage(run.pk, f"fit:{ENSEMBLE}", refit_of=version_label(source),
+               members=", ".join(version_label(m) for m in members)):
+        learner = registry_services.load_version(version=source)
+    ctx = _Context(
+        run=run, horizon=source.horizon_days, wf=WalkForward(**source.evaluation["walk_forward"]), frame=None,
+        feature_columns=list(source.feature_columns), feature_set_version=members[0].feature_set_version,
+        n_tickers=source.tickers, labels=None, splits=[], folds=[], data_hash=source.training_data_hash, drift={},
+        train_start=source.train_start, train_end=source.train_end, data_sources=list(source.data_sources or []),
+    )
+    return _register_and_gate(ctx, ENSEMBLE, learner=learner, table=registry_services.load_oof(version=source),
+                              summary=_carried_summary(source), columns=ctx.feature_columns,
+                              cpu=cpu_seconds_now() - cpu0, wall=time.perf_counter() - wall0,
+                              extra={"weights": (source.evaluation.get("final_fit") or {}).get("weights")},
+                              members=members, drift=dict(source.drift_reference or {}), carried_from=source)
 
 
 def _finalize(run_id: int) -> None:

@@ -27,9 +27,12 @@ class Command(BaseCommand):
                             help="Do nothing if a run of the same scope has already succeeded (make run uses it)")
         parser.add_argument("--noop", type=float, metavar="SECONDS",
                             help="Smoke run: every stage only waits SECONDS (checks workers, limits, schedules)")
+        parser.add_argument("--evaluation", choices=("auto", "full"),
+                            help="auto (default): walk-forward evaluation every training.reevaluate_every_trading_days, "
+                                 "refits in between; full: evaluate every learner now")
         parser.add_argument("--json", action="store_true", help="End with one JSON line: the run")
 
-    def handle(self, *args, sync, tickers, models, reason, skip_if_succeeded, noop, **options):
+    def handle(self, *args, sync, tickers, models, reason, skip_if_succeeded, noop, evaluation, **options):
         symbols = [t.strip() for t in (tickers or "").split(",") if t.strip()]
         if skip_if_succeeded:
             done = last_succeeded_run(tickers=symbols)
@@ -40,7 +43,7 @@ class Command(BaseCommand):
                     self.stdout.write(jsonlib.dumps({**run_summary(done), "skipped_by_command": True}))
                 return
         run_options = {"models": [m.strip() for m in models.split(",") if m.strip()] if models else None,
-                       "noop_seconds": noop}
+                       "noop_seconds": noop, "evaluation": evaluation}
         try:
             run = request_pipeline_run(
                 trigger="command", requested_by="manage.py run_pipeline", tickers=symbols or None, sync=sync,
