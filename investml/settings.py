@@ -12,6 +12,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from features.storage import StorageError, storage_root
 from investml.pipeline_config import PipelineConfigError, load_pipeline_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -182,19 +183,47 @@ CELERY_TASK_QUEUES = {"celery": {}, MAINTENANCE_QUEUE: {}}
 CELERY_TASK_ROUTES = {
     name: {"queue": MAINTENANCE_QUEUE}
     for name in ("monitoring.evaluate_alerts", "monitoring.record_storage_cost", "training.pipeline.reap_stale",
-                 "training.pipeline.dispatch_queued", "inference.apply_retention")
+                 "training.pipeline.dispatch_queued", "inference.apply_retention", "inference.poll_quotes")
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# A restarted broker (Redis): workers reconnect for as long as it takes (at start too); a finished task
+# waits for the result backend (up to ~10 minutes) instead of being marked failed, which failed a chord's
+# chunk and so its learner; running tasks keep running (cancelling them would kill a training run).
+# Held and prefetched messages are put back on reconnect, and chain steps published patiently, by the
+# worker (investml/celery.py).
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_RESULT_BACKEND_ALWAYS_RETRY = True
+CELERY_RESULT_BACKEND_MAX_RETRIES = 120
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 
 # --- The spec's ML configuration --------------------------------------------------------------
-ML_MODELS_PATH = Path(env.str("ML_MODELS_PATH", default=str(VAR_DIR / "ml_models")))
+# ML_MODELS_PATH and ML_FEATURES_PATH: a local folder (a Path) or s3://bucket/prefix (a str) that
+# every machine shares (features.storage; endpoint and credentials from the standard AWS_* variables).
+
+
+def _storage_setting(name: str, default: Path) -> Path | str:
+    try:
+        return storage_root(env.str(name, default=str(default)))
+    except StorageError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from exc
+
+
+ML_MODELS_PATH = _storage_setting("ML_MODELS_PATH", VAR_DIR / "ml_models")
 ML_LOGS_PATH = Path(env.str("ML_LOGS_PATH", default=str(VAR_DIR / "ml_logs")))
 ML_REGISTRY_PATH = Path(env.str("ML_REGISTRY_PATH", default=str(VAR_DIR / "ml_registry")))
-ML_FEATURES_PATH = Path(env.str("ML_FEATURES_PATH", default=str(VAR_DIR / "features")))
+ML_FEATURES_PATH = _storage_setting("ML_FEATURES_PATH", VAR_DIR / "features")
 # Daily market-data provider (alphavantage, stooq, tiingo, files); empty = the local files under ML_DATA_PATH.
 ML_MARKET_DATA_PROVIDER = env.str("ML_MARKET_DATA_PROVIDER", default="")
 ML_DATA_PATH = Path(env.str("ML_DATA_PATH", default=str(BASE_DIR / "sample_data")))
+# Social-media posts (features.services.social): ML_SOCIAL_PROVIDER=stocktwits fetches each active ticker's
+# public stream in the pipeline's market-data stage, up to ML_SOCIAL_MAX_PAGES pages of 30 posts per ticker;
+# empty (the default) fetches nothing. Files load with `manage.py ingest_social` either way.
+ML_SOCIAL_PROVIDER = env.str("ML_SOCIAL_PROVIDER", default="").strip().lower()
+ML_SOCIAL_MAX_PAGES = env.int("ML_SOCIAL_MAX_PAGES", default=5)
+if ML_SOCIAL_MAX_PAGES < 1:
+    raise ImproperlyConfigured(f"ML_SOCIAL_MAX_PAGES must be at least 1 (got {ML_SOCIAL_MAX_PAGES})")
 
 ML_PIPELINE_CONFIG = Path(env.str("ML_PIPELINE_CONFIG", default=str(BASE_DIR / "config" / "pipeline.json")))
 try:
@@ -334,9 +363,18 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        # The training and pipeline log of every process (web, workers, beat, commands) in one file
+        # under ML_LOGS_PATH; WatchedFileHandler reopens it after logrotate and never rotates it
+        # itself, which several processes appending to one file could not do safely.
+        "pipeline_file": {"class": "logging.handlers.WatchedFileHandler", "formatter": "plain", "delay": True,
+                          "filename": str(ML_LOGS_PATH / "pipeline.log")},
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        **{app: {"handlers": ["pipeline_file"], "level": LOG_LEVEL}  # and the console, by propagation
+           for app in ("features", "registry", "training", "inference", "monitoring")},
         "django.db.backends": {"level": "WARNING"},
         # urllib3's DEBUG lines quote request URLs: webhook paths and provider API keys are secrets
         "urllib3": {"level": "INFO"},
@@ -345,7 +383,8 @@ LOGGING = {
 }
 
 for _path in (VAR_DIR, ML_MODELS_PATH, ML_LOGS_PATH, ML_REGISTRY_PATH, ML_FEATURES_PATH, STATIC_ROOT):
-    _path.mkdir(parents=True, exist_ok=True)
+    if isinstance(_path, Path):  # an s3:// root has no folder to make
+        _path.mkdir(parents=True, exist_ok=True)
 if not REDIS_URL:
     for _sub in ("queue", "processed", "control"):
         (CELERY_BROKER_DIR / _sub).mkdir(parents=True, exist_ok=True)

@@ -42,36 +42,39 @@ import platform
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from django.conf import settings
+from django.core import serializers
 from django.db import transaction
 from django.utils import timezone
 
-from registry import artifacts
+from features.common import env_number, jsonable
+from registry import artifacts, loaders
 from registry.artifacts import ArtifactIntegrityError
-from registry.models import DeploymentEvent, ModelVersion, RegisteredModel
-from registry.selectors import (
+from registry.gate import (
     LOWER_IS_BETTER,
-    active_version,
     check_metric,
     common_window,
     daily_skill,
-    evaluation_source_id,
     is_better,
     metric_on_rows,
-    rollback_target,
     skill_confidence,
-    version_label,
     window_summary,
 )
-from training.learners import ArtifactError, Learner, Predictions, load_learner
-from training.learners.base import jsonable
+from registry.models import DeploymentEvent, ModelVersion, RegisteredModel
+from registry.selectors import (
+    active_version,
+    evaluation_source_id,
+    rollback_target,
+    version_label,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +91,7 @@ __all__ = [
     "promote",
     "promote_refit",
     "register_version",
+    "registry_export",
     "rollback",
 ]
 
@@ -203,7 +207,7 @@ def _event(version: ModelVersion, *, action: str, from_status: str, to_status: s
 def register_version(
     *,
     model_name: str,
-    learner: Learner,
+    learner: loaders.StoredLearner,
     feature_set_version: Any = None,
     feature_columns: Sequence[str] = (),
     target: str,
@@ -322,16 +326,18 @@ def register_version(
     return version
 
 
-def load_version(*, version: ModelVersion) -> Learner:
-    """The version's learner, after checking its artifact's size and sha256 against the registry."""
+def load_version(*, version: ModelVersion) -> loaders.StoredLearner:
+    """The version's learner, after checking its artifact's size and sha256 against the registry
+    (loaded by training's loader, ``registry.loaders``)."""
     label = version_label(version)
     data = artifacts.read_verified(
         root=settings.ML_MODELS_PATH, relpath=version.artifact_path, sha256=version.artifact_sha256,
         size=version.artifact_bytes or None, label=label,
     )
+    load = loaders.installed()
     try:
-        return load_learner(data)
-    except ArtifactError as exc:  # pragma: no cover - the sha256 check catches changes first
+        return load.load_learner(data)
+    except load.artifact_error as exc:  # pragma: no cover - the sha256 check catches changes first
         raise ArtifactIntegrityError(f"ERROR: Failed to load model {label}: {exc}") from exc
 
 
@@ -346,8 +352,9 @@ def load_oof(*, version: ModelVersion) -> pd.DataFrame | None:
     return artifacts.oof_from_bytes(data)
 
 
-def predict_version(*, version: ModelVersion, frame: pd.DataFrame) -> Predictions:
-    """Predictions of ``version`` for ``frame``'s rows; an ensemble first asks its member versions."""
+def predict_version(*, version: ModelVersion, frame: pd.DataFrame) -> Any:
+    """Predictions of ``version`` for ``frame``'s rows (``training.learners.Predictions``); an
+    ensemble first asks its member versions."""
     learner = load_version(version=version)
     if getattr(learner, "name", "") == "ensemble":
         member_predictions = {
@@ -391,8 +398,8 @@ def gate_settings() -> dict[str, Any]:
         "metric": metric,
         "threshold": float(settings.MODEL_PERFORMANCE_THRESHOLD),
         "score_kind": kind,
-        "min_improvement": float(os.environ.get("ML_PROMOTION_MIN_IMPROVEMENT", "0") or 0),
-        "min_common_dates": int(os.environ.get("ML_PROMOTION_MIN_COMMON_DATES", "20") or 20),
+        "min_improvement": env_number("ML_PROMOTION_MIN_IMPROVEMENT", 0.0, cast=float, error=RegistryError),
+        "min_common_dates": env_number("ML_PROMOTION_MIN_COMMON_DATES", 20, cast=int, error=RegistryError),
     }
 
 
@@ -511,8 +518,6 @@ def _comparison_rows(*, new_oof: pd.DataFrame, active: ModelVersion, horizon: in
 
 def _replay(*, new_oof: pd.DataFrame, active: ModelVersion, horizon: int) -> pd.DataFrame | None:
     """The new version's out-of-sample rows the active version never saw, scored by the active one."""
-    from training import selectors as training_selectors  # training depends on the registry, not back
-
     if active.train_end is None:
         return None
     cutoff = np.busday_offset(np.datetime64(active.train_end, "D"), horizon, roll="forward")
@@ -521,7 +526,7 @@ def _replay(*, new_oof: pd.DataFrame, active: ModelVersion, horizon: int) -> pd.
     if rows.empty:
         return None
     start = pd.Timestamp(rows["date"].min()) - pd.Timedelta(days=150)  # sequence and momentum context
-    data = training_selectors.load_training_frame(
+    data = loaders.installed().load_training_frame(
         tickers=sorted(rows["ticker"].unique()), start=start.date(), end=pd.Timestamp(rows["date"].max()).date(),
         horizon=horizon, feature_set_version=active.feature_set_version,
     )
@@ -658,6 +663,21 @@ def promote_refit(*, version: ModelVersion, source: ModelVersion, actor: str) ->
                    actor=actor, reason=why)
     version.refresh_from_db()
     return decision
+
+
+def registry_export(*, now: datetime | None = None) -> dict[str, Any]:
+    """Write the registry's rows (models, versions with metrics, gate, lineage and members, deployment
+    events) in Django's fixture format to ``ML_REGISTRY_PATH/registry-<UTC time>.json``, atomically;
+    ``manage.py loaddata`` reads it back. Artifacts stay in ``ML_MODELS_PATH`` (their checksums are in
+    the rows). Returns the file's name, size, checksum and row counts."""
+    stamp = (now or timezone.now()).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    querysets = {"models": RegisteredModel.objects.order_by("pk"), "versions": ModelVersion.objects.order_by("pk"),
+                 "events": DeploymentEvent.objects.order_by("pk")}
+    rows = [row for qs in querysets.values() for row in json.loads(serializers.serialize("json", qs))]
+    data = json.dumps(rows, indent=1, sort_keys=True).encode()
+    stored = artifacts.write_atomic(root=settings.ML_REGISTRY_PATH, relpath=f"registry-{stamp}.json", data=data)
+    return {"path": str(Path(settings.ML_REGISTRY_PATH) / stored.relpath), "bytes": stored.size,
+            "sha256": stored.sha256, **{name: qs.count() for name, qs in querysets.items()}}
 
 
 def rollback(*, model_name: str, actor: str, reason: str = "") -> ModelVersion:

@@ -7,11 +7,17 @@ In a scratch SQLite database under var/bench-daily-<tickers> (INVESTML_VAR_DIR):
 1. ``generate_market`` writes N synthetic tickers x Y years of bars ending on the last completed
    NYSE trading day (today's calendar); every bar before that day is loaded with ``ingest_prices``
    and ``build_features`` (timed: the "load");
-2. the last day's bars are served by a local stand-in of Polygon's bulk API
+2. the weekly evaluation on that history: ``retrain --sync`` (walk-forward evaluation, final fit,
+   registry and gate of every learner, as configured in ``config/pipeline.json``; timed);
+3. the last day's bars are served by a local stand-in of Polygon's bulk API
    (``tests/fakes/provider_server.py``, the documented formats), and ``run_pipeline --sync --json``
    runs the next day's pipeline with ``ML_MARKET_DATA_PROVIDER=polygon``: bulk update, incremental
-   features, training as configured (``config/pipeline.json``), batch predictions for every ticker,
-   drift.
+   features, the daily plan (XGBoost and the LSTM refit, Prophet kept, the ensemble restacked; see
+   the README's "Daily and weekly runs"), batch predictions for every ticker, drift.
+
+Both run with ``MODEL_PERFORMANCE_THRESHOLD=0``: synthetic random walks hold no skill for the gate,
+and a learner the gate rejects is not refit on the following days, which would time a daily run with
+nothing to train rather than the worst case measured here.
 
 Printed: each stage's wall seconds and counts (from the run's own record), the pipeline's CPU
 seconds (the child process's rusage) and the peak memory of the largest command so far (rusage's
@@ -81,6 +87,16 @@ def main() -> None:
     out, build_s = manage(["build_features", "--json"], env, stream=True)
     print(f"load: ingest_prices {ingest_s:.0f}s, build_features {build_s:.0f}s ({last_json(out).get('rows')} rows)",
           flush=True)
+    env["MODEL_PERFORMANCE_THRESHOLD"] = "0"
+    weekly_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out, weekly_s = manage(["retrain", "--sync", "--json"], env, stream=True)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    weekly = last_json(out)
+    weekly_cpu = (usage.ru_utime - weekly_usage.ru_utime) + (usage.ru_stime - weekly_usage.ru_stime)
+    weekly_lines = [f"Weekly evaluation (retrain --sync) on the history to {before}: status {weekly.get('status')}, "
+                    f"wall {weekly_s:.0f}s, CPU {weekly_cpu:.0f}s", "", "| stage | seconds |", "| --- | ---: |"]
+    weekly_lines += [f"| {st['name']} | {st.get('seconds') or 0:.1f} |" for st in weekly.get("stages", [])]
+    print("\n".join(weekly_lines), flush=True)
 
     with FakeProviderServer(api_keys=(KEY,)) as server:
         server.polygon_bars = last[["ticker", "date", "open", "high", "low", "close", "volume"]].reset_index(drop=True)
@@ -102,12 +118,13 @@ def main() -> None:
         counts = ", ".join(f"{k}={v}" for k, v in (stage.get("counts") or {}).items()
                            if not isinstance(v, dict | list))[:160]
         lines.append(f"| {stage['name']} | {stage['status']} | {stage.get('seconds') or 0:.1f} | {counts} |")
-    table = "\n".join(lines)
+    table = "\n".join([*lines, "", *weekly_lines])
     print(table, flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"daily-pipeline-{args.tickers}.json").write_text(json.dumps({
         "tickers": args.tickers, "years": args.years, "as_of": as_of, "generate_seconds": gen_s,
-        "ingest_seconds": ingest_s, "build_seconds": build_s, "pipeline_wall_seconds": wall,
+        "ingest_seconds": ingest_s, "build_seconds": build_s, "weekly_wall_seconds": weekly_s,
+        "weekly_cpu_seconds": weekly_cpu, "weekly": weekly, "pipeline_wall_seconds": wall,
         "pipeline_cpu_seconds": cpu, "peak_rss_bytes": usage.ru_maxrss * 1024, "provider_requests": requests_made,
         "run": run}, default=str))
     (RESULTS / f"daily-pipeline-{args.tickers}.md").write_text(table + "\n")

@@ -4,6 +4,7 @@ promotion gate on the same out-of-sample window, rollback, and the deployment hi
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from django.core.management import CommandError, call_command
 from features.models import FeatureSet, FeatureSetVersion
 from registry import artifacts, services
 from registry.artifacts import ArtifactIntegrityError
+from registry.gate import daily_skill, skill_confidence
 from registry.models import DeploymentEvent, ModelVersion
-from registry.selectors import daily_skill, get_version, skill_confidence
+from registry.selectors import get_version
 from training import selectors as training_selectors
 from training.learners import build_learner
 from training.learners.ensemble import EnsembleLearner
@@ -370,6 +372,26 @@ def test_commands_promote_rollback_and_errors():
         call_command("promote", "ensemble", "1.2.0", stdout=io.StringIO())
     with pytest.raises(CommandError, match="no active version"):
         call_command("rollback", "lstm_predictor", stdout=io.StringIO())
+
+
+def test_export_registry_writes_a_fixture_that_loaddata_restores(settings, tmp_path):
+    settings.ML_REGISTRY_PATH = tmp_path / "ml_registry"
+    register(oof=oof_for(0.15, seed=4), data_hash="a")
+    call_command("promote", "ensemble", "1.0.0", stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("export_registry", "--json", stdout=out)
+    summary = json.loads(out.getvalue().strip().splitlines()[-1])
+    exported = Path(summary["path"])
+    assert exported.parent == settings.ML_REGISTRY_PATH and exported.name.startswith("registry-")
+    assert summary["models"] == 1 and summary["versions"] == 1 and summary["events"] == DeploymentEvent.objects.count()
+    assert not [p for p in exported.parent.iterdir() if p.name.endswith(".tmp")]  # written atomically
+    version = ModelVersion.objects.get()
+    expected = (version.artifact_sha256, version.status, version.gate["passed"])
+    ModelVersion.objects.all().delete()
+    call_command("loaddata", str(exported), stdout=io.StringIO())
+    restored = ModelVersion.objects.get()
+    assert (restored.artifact_sha256, restored.status, restored.gate["passed"]) == expected
+    assert services.load_version(version=restored) is not None  # the rows point at the same verified artifact
 
 
 def test_admin_actions_record_the_user(admin_client, admin_user):
