@@ -1,13 +1,18 @@
+import logging
 import os
 import uuid
 from time import monotonic
+from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
+from celery.signals import celeryd_init
+from celery.worker import state as worker_state
 from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "investml.settings")
+logger = logging.getLogger(__name__)
 
 
 def _atomic_filesystem_put(self, queue, payload, **kwargs):
@@ -28,3 +33,55 @@ filesystem.Channel._put = _atomic_filesystem_put
 app = Celery("investml")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# A chain's next step is published by the worker that ran the step before it. Celery's default policy
+# gives up after 0.6 s, and a broker restart then failed the pipeline run through the chain's error
+# callback: workers retry for about five minutes (the web process keeps the short default).
+WORKER_PUBLISH_RETRY_POLICY = {"max_retries": 60, "interval_start": 0, "interval_step": 1, "interval_max": 5}
+
+
+@celeryd_init.connect
+def _patient_publishing_in_workers(conf: Any = None, **kwargs: Any) -> None:
+    conf.task_publish_retry_policy = dict(WORKER_PUBLISH_RETRY_POLICY)
+
+
+class RequeueHeldMessages(bootsteps.StartStopStep):
+    """When the broker connection is lost, Celery drops the messages the worker held but had not
+    started (countdown/ETA tasks, prefetched ones): "they can't be acked anyway". On Redis they stay
+    in the unacked hash until the visibility timeout (26 h here), so a pipeline's training poll or a
+    stage's retry would wait for the reaper's heartbeat timeout, which restarts the training. Once
+    reconnected, this step puts them back on their queues (a message acked or restored meanwhile is
+    left alone). The tasks running at the loss keep running and are acked as usual."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.held: set[str] = set()
+        close = parent.on_close
+
+        def remember_then_close() -> None:  # Consumer.start calls it before dropping them
+            running = set(worker_state.active_requests)
+            for request in (*worker_state.scheduled_requests, *worker_state.reserved_requests):
+                tag = getattr(request.message, "delivery_tag", None)
+                if request not in running and tag:
+                    self.held.add(str(tag))
+            close()
+
+        parent.on_close = remember_then_close
+
+    def start(self, parent: Any) -> None:
+        if not self.held or parent.connection is None:
+            return
+        restore = getattr(getattr(parent.connection.default_channel, "qos", None), "restore_by_tag", None)
+        if restore is None:  # brokers with real acknowledgements redeliver on their own
+            self.held.clear()
+            return
+        count = len(self.held)
+        for tag in sorted(self.held):
+            restore(tag)  # a connection error here: the next reconnect tries the rest
+            self.held.discard(tag)
+        logger.warning("broker connection restored: %d message(s) this worker held put back on their queues", count)
+
+
+app.steps["consumer"].add(RequeueHeldMessages)

@@ -101,8 +101,14 @@ def finish_task(run_id: int, generation: int) -> dict[str, Any]:
 
 @shared_task(name="training.pipeline.failed")
 def pipeline_failed_task(request: Any, exc: Any, traceback: Any, run_id: int, generation: int) -> None:
-    """Error callback of the chain: an unexpected exception in a task fails the run."""
+    """Error callback of the chain: an unexpected exception in a task fails the run. The broker or
+    database unreachable around a task (a step that could not be published, a result that could not
+    be stored) is not the run's fault: the reaper queues it again once its heartbeat is stale."""
     orchestrator = _orchestrator()
+    if orchestrator.is_transient(exc):
+        logger.warning("pipeline run %s: %s: %s; left to the reaper (it queues the run again)", run_id,
+                       getattr(request, "task", "a task"), exc)
+        return
     message = orchestrator.failure_message(
         run_id=run_id, stage=str(getattr(request, "task", "") or "a task").rsplit(".", 1)[-1],
         message=f"{type(exc).__name__}: {exc}", hints=["Check the worker log (docker-compose logs -f worker)"],
