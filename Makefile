@@ -59,6 +59,7 @@ test: install-dev browser
 
 lint: install-dev
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports  # the architecture contracts in pyproject.toml (README, "Layout")
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 bench: install-dev

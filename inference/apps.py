@@ -11,3 +11,8 @@ class InferenceConfig(AppConfig):
 
         prediction_log.connect()
         authentication.connect()
+        # the pipeline's batch_predict stage is this app's (the orchestrator, in training, cannot import it)
+        from inference.services import batch_predict
+        from training.orchestrator import register_stage_hook
+
+        register_stage_hook(stage="batch_predict", work=batch_predict)

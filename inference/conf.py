@@ -33,11 +33,12 @@ change of the environment after the first read is not.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
+
+from investml.env import setting_or_env
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -49,7 +50,7 @@ def _raw(name: str) -> Any:
     try:
         return _read[name]
     except KeyError:
-        value = getattr(settings, name) if hasattr(settings, name) else os.environ.get(name)
+        value = setting_or_env(name)
         _read[name] = value
         return value
 

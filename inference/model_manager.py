@@ -34,7 +34,7 @@ import numpy as np
 from django.core.cache import cache
 from django.utils import timezone
 
-from inference import conf
+from inference import conf, signals
 from inference.exceptions import Conflict, ModelUnavailable, NotFound
 
 logger = logging.getLogger(__name__)
@@ -258,16 +258,14 @@ def _maybe_quantize(learner: Any) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------
-# monitoring: load failures open the ``model_load_failed`` alert, a later good load resolves it
+# load failures are signalled (monitoring opens the ``model_load_failed`` alert), a later good load too
 
 _reported: set[str] = set()
 
 
 def _report_failure(name: str, message: str) -> None:
     try:
-        from monitoring.services import record_model_load_failure
-
-        record_model_load_failure(model=name, error=message)
+        signals.model_load_failed.send(sender=ModelManager, model=name, error=message)
         _reported.add(name)
     except Exception as exc:  # noqa: BLE001 - monitoring must never break serving
         logger.warning("could not record the load failure of %s: %s", name, exc)
@@ -277,9 +275,7 @@ def _report_recovery(name: str) -> None:
     if name not in _reported:  # nothing to resolve (and no database access on the hot path)
         return
     try:
-        from monitoring.services import clear_model_load_failure
-
-        clear_model_load_failure(model=name)
+        signals.model_load_recovered.send(sender=ModelManager, model=name)
         _reported.discard(name)
     except Exception as exc:  # noqa: BLE001
         logger.warning("could not clear the load failure of %s: %s", name, exc)

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from monitoring.budget import MonthProjection, monthly_limit_message, projection_message
+from features.providers.base import budget_message, monthly_limit_message
+from monitoring.budget import MonthProjection, projection_message
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,6 @@ class AlertCondition:
     severity: str
     message: str
     details: dict[str, Any] = field(default_factory=dict)
-
-
-def cost_limit_message(spent: float, limit: float) -> str:
-    return f"Daily cost limit exceeded: ${spent:.2f} > ${limit:.2f}"
 
 
 def check_latency(avg_ms_by_endpoint: Mapping[str, float], t: Thresholds) -> list[AlertCondition]:
@@ -107,7 +104,7 @@ def check_accuracy(accuracy_by_model: Mapping[str, float | None], t: Thresholds)
 def check_daily_cost(*, day: str, spent_usd: float, t: Thresholds) -> list[AlertCondition]:
     if spent_usd <= t.daily_cost_usd:
         return []
-    return [AlertCondition("cost_limit_exceeded", day, "critical", cost_limit_message(spent_usd, t.daily_cost_usd),
+    return [AlertCondition("cost_limit_exceeded", day, "critical", budget_message(spent_usd, t.daily_cost_usd),
                            {"spent_usd": spent_usd, "limit_usd": t.daily_cost_usd})]
 
 

@@ -47,10 +47,6 @@ def rate_window(day: date, *, first_recorded: date | None, days: int = RATE_DAYS
     return start, end
 
 
-def monthly_limit_message(spent: float, limit: float) -> str:
-    return f"Monthly cost limit exceeded: ${spent:.2f} > ${limit:.2f}"
-
-
 def projection_message(projection: MonthProjection) -> str:
     return (f"Projected month-end cost ${projection.projected_usd:.2f} > monthly limit "
             f"${projection.limit_usd:.2f} ({projection.month}: ${projection.month_to_date_usd:.2f} so far, "

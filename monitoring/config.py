@@ -20,12 +20,12 @@ In relative mode a version without a validated value of the metric is tracked bu
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 
+from investml.env import setting_or_env
 from monitoring.alert_rules import Thresholds
 
 PERFORMANCE_METRICS = ("accuracy", "precision", "recall", "f1", "mae", "ic", "rank_ic")
@@ -37,15 +37,9 @@ def _monitoring_section() -> dict[str, Any]:
     return dict(config.get("monitoring", {}) or {})
 
 
-def _raw(name: str) -> Any:
-    if hasattr(settings, name):
-        return getattr(settings, name)
-    return os.environ.get(name)
-
-
 def value(name: str, default: Any, *, config_key: str | None = None, kind: type = float) -> Any:
     """``name`` from settings, else the environment, else ``monitoring.<config_key>``, else ``default``."""
-    raw = _raw(name)
+    raw = setting_or_env(name)
     if raw is None or raw == "":
         section = _monitoring_section()
         raw = section.get(config_key, default) if config_key else default

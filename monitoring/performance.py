@@ -4,12 +4,12 @@ A prediction made with the features of date ``t`` for horizon ``h`` is scored ag
 return ``adj_close[t+h] / adj_close[t] - 1``, where ``t+h`` is the ``h``-th trading bar of the same
 ticker after ``t``; until that bar exists the prediction is not scored.
 
-Metrics over a window of prediction dates (definitions shared with ``training.metrics``, so live
+Metrics over a window of prediction dates (definitions shared with ``registry.metrics``, so live
 numbers compare with the walk-forward ones a version was validated with):
 
 * direction: ``accuracy``, ``precision``, ``recall``, ``f1`` of "beats the day's median" (the
   forecast above the day's median forecast against the return above the day's median return, as
-  in ``training.metrics``; dates with fewer than 5 scored tickers left out);
+  in ``registry.metrics``; dates with fewer than 5 scored tickers left out);
 * ``mae``: mean absolute error of the **return** forecast, ``|expected_return - realized|`` (a
   fraction: 0.02 = 2 percentage points). Returns, not prices, so tickers of every price level weigh
   the same (``ModelVersion.metrics["mae"]`` is in price units and is not compared with it);
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.metrics import MIN_CROSS_SECTION, daily_ic, relative_direction_metrics
+from registry.metrics import MIN_CROSS_SECTION, daily_ic, relative_direction_metrics
 
 METRICS = ("accuracy", "precision", "recall", "f1", "mae", "ic", "rank_ic")
 

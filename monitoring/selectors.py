@@ -6,7 +6,6 @@ Nothing here writes. The dashboard, the commands and ``monitoring.services`` rea
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -19,6 +18,8 @@ from django.core.cache import cache
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
+from features.providers.base import budget_message, monthly_limit_message
+from investml.ledger import CostBreach
 from monitoring import budget, request_metrics
 from monitoring.drift import DriftReport as DriftResult
 from monitoring.drift import compare_to_profile, normalize_profile
@@ -124,32 +125,19 @@ def month_projection(*, day: date | None = None) -> budget.MonthProjection:
     )
 
 
-@dataclass(frozen=True)
-class CostBreach:
-    """A cost limit passed: ``period`` "daily" (key: the day) or "monthly" (key: the month)."""
-
-    period: str
-    key: str
-    spent_usd: float
-    limit_usd: float
-    message: str
-
-
 def cost_limit_breach(*, day: date | None = None, daily_limit: float | None = None) -> CostBreach | None:
     """The limit that stops paid work now, if any: today's cost over ``ML_DAILY_COST_LIMIT_USD``
     (checked first, the spec's message), else the month-to-date over ``ML_MONTHLY_COST_LIMIT_USD``."""
-    from monitoring.alert_rules import cost_limit_message
-
     day = day or timezone.localdate()
     daily_limit = daily_cost_limit() if daily_limit is None else float(daily_limit)
     spent = float(cost_for_day(day=day))
     if spent > daily_limit:
-        return CostBreach("daily", day.isoformat(), spent, daily_limit, cost_limit_message(spent, daily_limit))
+        return CostBreach("daily", day.isoformat(), spent, daily_limit, budget_message(spent, daily_limit))
     monthly_limit = monthly_cost_limit()
     month = float(cost_for_month(day=day))
     if month > monthly_limit:
         return CostBreach("monthly", budget.month_key(day), month, monthly_limit,
-                          budget.monthly_limit_message(month, monthly_limit))
+                          monthly_limit_message(month, monthly_limit))
     return None
 
 
@@ -192,10 +180,6 @@ def alerts(*, kind: str | None = None, severity: str | None = None, state: str |
 
 def open_alerts() -> QuerySet[Alert]:
     return alerts(state="open")
-
-
-def open_alert(*, kind: str, key: str) -> Alert | None:
-    return Alert.objects.filter(kind=kind, key=key, resolved=False).first()
 
 
 def open_alert_counts() -> dict[str, int]:
@@ -446,8 +430,3 @@ def disk_usage() -> dict[str, tuple[float, float]]:
 
 def request_window(*, minutes: int = 5) -> dict[str, request_metrics.EndpointWindow]:
     return {k: v for k, v in request_metrics.window(minutes=minutes).items() if v.requests}
-
-
-def severities_of(alert_list: Iterable[Alert]) -> str:
-    worst = max((SEVERITY_RANK.get(a.severity, 0) for a in alert_list), default=-1)
-    return {-1: "ok", 0: "info", 1: "warning", 2: "critical"}[worst]

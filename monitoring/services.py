@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import calendar
 import logging
-import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
@@ -37,6 +36,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
+from features.common import jsonable
 from monitoring import config, performance, selectors
 from monitoring.alert_rules import (
     AlertCondition,
@@ -53,6 +53,7 @@ from monitoring.alert_rules import (
 from monitoring.alert_rules import check_drift as check_drift_rule
 from monitoring.drift import compare_to_profile
 from monitoring.models import Alert, CostRecord, DriftReport, PerformanceRecord
+from training import orchestrator
 
 if TYPE_CHECKING:
     from features.providers.base import CallRecord
@@ -122,23 +123,6 @@ RETRAIN_ON = {"data_drift": ("drift", "data_drift"), "low_accuracy": ("performan
 MODEL_LOAD_FAILURE_TTL = 7 * 24 * 3600
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (bool, str)) or value is None:
-        return value
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating, Decimal)):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    return str(value)
-
-
 @dataclass(frozen=True)
 class RaisedAlert:
     alert: Alert
@@ -152,7 +136,7 @@ def raise_alert(*, condition: AlertCondition, now: datetime | None = None) -> Ra
     """
     now = now or timezone.now()
     kind, key = condition.kind[:40], condition.key[:200]
-    details = _jsonable(dict(condition.details))
+    details = jsonable(dict(condition.details), default=str)
     for attempt in range(3):
         try:
             with transaction.atomic():
@@ -289,8 +273,8 @@ def notify_alert(*, alert: Alert, now: datetime | None = None) -> bool:
 def _request_retrain(*, trigger: str, reason: str, tickers: list[str] | None = None) -> Any:
     """The one place monitoring asks for a retrain (``trigger``: "drift" or "performance").
 
-    Uses the orchestrator's ``training.orchestrator.request_retrain`` when it exists, else queues a
-    plain ``training.services.retrain``. Never raises: a failed request is logged.
+    Through the orchestrator (``training.orchestrator.request_retrain``). Never raises: a failed
+    request is logged.
     """
     label = "data_drift" if trigger == "drift" else "performance_degradation"
     if not config.load().auto_retrain:
@@ -298,15 +282,7 @@ def _request_retrain(*, trigger: str, reason: str, tickers: list[str] | None = N
         return None
     logger.info("Retraining trigger activated: %s threshold exceeded", label)
     try:
-        try:
-            from training.orchestrator import request_retrain
-        except ImportError:
-            request_retrain = None
-        if request_retrain is not None:
-            return request_retrain(trigger=trigger, reason=reason, requested_by="monitoring", tickers=tickers)
-        from training.services import retrain
-
-        return retrain(trigger=trigger, requested_by="monitoring", sync=False, tickers=tickers)
+        return orchestrator.request_retrain(trigger=trigger, reason=reason, requested_by="monitoring", tickers=tickers)
     except Exception:  # noqa: BLE001 - monitoring keeps running when the trigger fails
         logger.exception("retrain request (%s) failed: %s", trigger, reason)
         return None
@@ -558,7 +534,7 @@ def check_drift(*, model_name: str | None = None, window_days: int | None = None
         report = DriftReport.objects.create(
             model_version=version, window_start=win.start, window_end=win.end,
             drift_detected=result.drift_detected, drift_share=result.drift_share, threshold=result.threshold,
-            features=_jsonable({**{n: asdict(f) for n, f in result.features.items()}}),
+            features=jsonable({**{n: asdict(f) for n, f in result.features.items()}}, default=str),
         )
         reports.append(report)
         checked.append(version.model.name)

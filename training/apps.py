@@ -45,3 +45,10 @@ class TrainingConfig(AppConfig):
     def ready(self):
         post_migrate.connect(seed_schedules_after_migrate, sender=self,
                              dispatch_uid="training.seed_schedules_after_migrate")
+        # the registry loads and replays learners through these (it sits below training)
+        from registry import loaders
+        from training.learners import ArtifactError, load_learner
+        from training.selectors import load_training_frame
+
+        loaders.install(loaders.Loaders(load_learner=load_learner, artifact_error=ArtifactError,
+                                        load_training_frame=load_training_frame))

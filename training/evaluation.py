@@ -40,8 +40,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.learners.base import Learner, jsonable
-from training.metrics import METRIC_KEYS, MIN_CROSS_SECTION, compute_metrics
+from features.common import jsonable
+from registry.metrics import METRIC_KEYS, MIN_CROSS_SECTION, compute_metrics
+from training.learners.base import Learner
 
 OOF_COLUMNS = ["ticker", "date", "expected_return", "prob_up", "confidence"]
 BASELINES = ("zero", "momentum_20", "reversal_5")

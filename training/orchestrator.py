@@ -10,7 +10,8 @@ A pipeline run goes through these stages, each attempt recorded as a ``PipelineS
 ``evaluate``            walk-forward evaluation of every learner (recorded from the training run);
 ``promote``             registration and the promotion gate (recorded from the training run);
 ``batch_predict``       ``inference.services.batch_predict``: daily predictions and recommendations;
-``check_drift``         ``monitoring.services.check_drift`` on the active models.
+``check_drift``         ``monitoring.services.check_drift`` on the active models (both registered by
+                        their apps, ``register_stage_hook``: training does not import them).
 
 Entry points (writes): ``request_retrain`` (monitoring's drift/performance triggers and the API's
 ``POST /retrain``), ``request_pipeline_run`` (schedule, command, admin), ``dispatch_queued_runs``,
@@ -60,13 +61,17 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import redis.exceptions
+import requests
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
-from training.envvars import env_number
+from features.common import chunked, env_number, jsonable
+from investml import ledger
 from training.models import OrchestratorLock, PipelineRun, PipelineStage, RetrainTrigger, TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -192,27 +197,12 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+_CONNECTION_ERRORS = (ConnectionError, KombuOperationalError, redis.exceptions.ConnectionError,
+                      redis.exceptions.TimeoutError, requests.ConnectionError, requests.Timeout)
+
+
 def _is_connection_error(exc: BaseException) -> bool:
-    kinds: list[type] = [ConnectionError]
-    try:
-        from kombu.exceptions import OperationalError as KombuOperationalError
-
-        kinds.append(KombuOperationalError)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import redis.exceptions
-
-        kinds += [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import requests
-
-        kinds += [requests.ConnectionError, requests.Timeout]
-    except ImportError:  # pragma: no cover
-        pass
-    return isinstance(exc, tuple(kinds))
+    return isinstance(exc, _CONNECTION_ERRORS)
 
 
 def _describe(exc: BaseException) -> str:
@@ -451,8 +441,6 @@ def _claim(*, run_id: int | None, mode: str) -> Claim:
     """Take a slot for ``run_id`` (or the oldest queued Celery run when None), under the slot lock.
     Runs that would start while today's cost is over the daily limit, or the month-to-date over the
     monthly one, are skipped instead."""
-    from monitoring.selectors import cost_limit_breach
-
     cfg = orchestrator_settings()
     claim = Claim(run=None)
     now = timezone.now()
@@ -462,7 +450,7 @@ def _claim(*, run_id: int | None, mode: str) -> Claim:
             queued = PipelineRun.objects.select_for_update().filter(status=PipelineRun.Status.QUEUED)
             queued = queued.filter(pk=run_id) if run_id is not None else queued.filter(mode=mode)
             for run in queued.order_by("created_at", "id"):
-                breach = cost_limit_breach(day=timezone.localdate(), daily_limit=cfg.cost_limit_daily_usd)
+                breach = ledger.cost_limit_breach(day=timezone.localdate(), daily_limit=cfg.cost_limit_daily_usd)
                 if breach is not None:
                     message = breach.message
                     run.status, run.status_reason, run.finished_at = PipelineRun.Status.SKIPPED, message, now
@@ -489,23 +477,17 @@ def _claim(*, run_id: int | None, mode: str) -> Claim:
 
 
 def _alert_cost_limit(*, run_id: int) -> None:
-    from monitoring.alert_rules import AlertCondition
-    from monitoring.selectors import cost_for_day, cost_limit_breach
-    from monitoring.services import raise_alert
-
     cfg = orchestrator_settings()
     run = PipelineRun.objects.get(pk=run_id)
     day = timezone.localdate()
-    breach = cost_limit_breach(day=day, daily_limit=cfg.cost_limit_daily_usd)
+    breach = ledger.cost_limit_breach(day=day, daily_limit=cfg.cost_limit_daily_usd)
     if breach is None:  # costs were corrected since: alert on what the run was skipped for
-        key, spent, limit = day.isoformat(), float(cost_for_day(day=day)), cfg.cost_limit_daily_usd
+        key, spent, limit = day.isoformat(), float(ledger.cost_for_day(day=day)), cfg.cost_limit_daily_usd
     else:  # the daily alert is keyed by the day, the monthly one by the month
         key, spent, limit = breach.key, breach.spent_usd, breach.limit_usd
     logger.warning("%s: pipeline run %s skipped", run.status_reason, run_id)
-    raise_alert(condition=AlertCondition(
-        "cost_limit_exceeded", key, "critical", run.status_reason,
-        {"spent_usd": spent, "limit_usd": limit, "skipped_pipeline_run": run_id},
-    ))
+    ledger.raise_alert(kind="cost_limit_exceeded", key=key, severity="critical", message=run.status_reason,
+                       details={"spent_usd": spent, "limit_usd": limit, "skipped_pipeline_run": run_id})
 
 
 def dispatch_queued_runs() -> list[int]:
@@ -650,7 +632,7 @@ def finish_stage(*, ticket: Ticket, counts: dict[str, Any], status: str = Pipeli
     row = ticket.stage
     assert row is not None
     now = timezone.now()
-    row.status, row.finished_at, row.counts, row.error = status, now, _jsonable(counts), error
+    row.status, row.finished_at, row.counts, row.error = status, now, jsonable(counts), error
     row.seconds = round((now - row.started_at).total_seconds(), 3) if row.started_at else 0.0
     row.save(update_fields=["status", "finished_at", "seconds", "counts", "error"])
     PipelineRun.objects.filter(pk=row.run_id).update(worker_pid=None, heartbeat_at=now)
@@ -842,7 +824,7 @@ def feature_chunks(*, run: PipelineRun) -> list[list[str]]:
         qs = qs.filter(symbol__in=run.tickers)
     symbols = list(qs.order_by("symbol").values_list("symbol", flat=True))
     size = orchestrator_settings().feature_chunk_tickers
-    return [symbols[i : i + size] for i in range(0, len(symbols), size)]
+    return chunked(symbols, size)
 
 
 def _feature_error(exc: Exception) -> StageError:
@@ -1015,7 +997,7 @@ def record_training(*, ticket: Ticket, training: TrainingRun) -> Outcome:
             run=run, name=name, position=POSITION[name], attempt=attempt, started_at=started,
             finished_at=started + timedelta(seconds=part["seconds"]), seconds=part["seconds"],
             status=PipelineStage.Status.FAILED if failed else PipelineStage.Status.SUCCEEDED,
-            counts=_jsonable(part), error="\n".join(failed)[:5000], worker=f"training run {training.pk}",
+            counts=jsonable(part), error="\n".join(failed)[:5000], worker=f"training run {training.pk}",
         )
     PipelineRun.objects.filter(pk=run.pk).update(cost_usd=F("cost_usd") + (training.cost_usd or Decimal("0")))
     if training.status == TrainingRun.Status.SUCCEEDED:
@@ -1095,20 +1077,36 @@ def check_training(*, run_id: int, generation: int) -> Outcome:
     return record_training(ticket=ticket, training=training)
 
 
+# The last two stages belong to the apps above training: inference registers ``batch_predict`` (the
+# day's predictions: ``inference.services.batch_predict``'s result) and monitoring ``check_drift`` (a
+# summary of the drift reports) in their ``AppConfig.ready()``, so the orchestrator imports neither.
+STAGE_HOOKS: dict[str, Callable[[], dict[str, Any]]] = {}
+_HOOK_OWNERS = {"batch_predict": "inference", "check_drift": "monitoring"}
+
+
+def register_stage_hook(*, stage: str, work: Callable[[], dict[str, Any]]) -> None:
+    """Install the work of ``stage`` (``batch_predict`` or ``check_drift``), replacing any before."""
+    if stage not in _HOOK_OWNERS:
+        raise ValueError(f"{stage!r} is not a stage another app provides (those are {', '.join(_HOOK_OWNERS)})")
+    STAGE_HOOKS[stage] = work
+
+
+def _stage_hook(stage: str) -> Callable[[], dict[str, Any]]:
+    try:
+        return STAGE_HOOKS[stage]
+    except KeyError:
+        app = _HOOK_OWNERS[stage]
+        raise PermanentStageError(f"no {stage} stage is registered: the {app} app provides it",
+                                  hints=[f"Add '{app}' to INSTALLED_APPS"]) from None
+
+
 def stage_batch_predict(*, run: PipelineRun, progress: Progress | None = None) -> dict[str, Any]:
     noop = _noop(run, "batch_predict")
     if noop is not None:
         return noop
-    try:
-        from inference.services import batch_predict
-    except ImportError as exc:
-        raise PermanentStageError(
-            f"inference.services.batch_predict is not available ({exc})",
-            hints=["Update the inference app (batch_predict writes the daily predictions)"],
-        ) from exc
     # Always the whole universe: ranks and recommendations are cross-sectional, and a day's rows of
     # a model version are replaced as a whole (a ticker-scoped run retrains, it does not narrow them).
-    result = batch_predict()
+    result = _stage_hook("batch_predict")()
     models = result.get("models") or {}
     if not models:
         errors = "; ".join(f"{k}: {v}" for k, v in (result.get("errors") or {}).items())
@@ -1128,18 +1126,7 @@ def stage_check_drift(*, run: PipelineRun, progress: Progress | None = None) -> 
     noop = _noop(run, "check_drift")
     if noop is not None:
         return noop
-    try:
-        from monitoring.services import check_drift
-    except ImportError as exc:
-        raise PermanentStageError(
-            f"monitoring.services.check_drift is not available ({exc})",
-            hints=["Update the monitoring app (check_drift compares recent features with training)"],
-        ) from exc
-    reports = check_drift()
-    return {"reports": len(reports),
-            "drifted": sorted(f"{r.model_version.model.name}@{r.model_version.version}" for r in reports
-                              if r.drift_detected),
-            "max_drift_share": round(max((float(r.drift_share) for r in reports), default=0.0), 4)}
+    return _stage_hook("check_drift")()
 
 
 STAGE_WORK: dict[str, Callable[..., dict[str, Any]]] = {
@@ -1550,7 +1537,7 @@ def run_summary(run: PipelineRun) -> dict[str, Any]:
         stages.append({"name": row.name, "status": row.status, "attempt": row.attempt,
                        "started_at": row.started_at, "finished_at": row.finished_at, "seconds": row.seconds,
                        "counts": row.counts, "error": row.error})
-    return _jsonable({
+    return jsonable({
         "id": run.pk, "kind": "pipeline", "status": run.status, "trigger": run.trigger, "reason": run.reason,
         "requested_by": run.requested_by, "scope": run.scope, "tickers": run.tickers or "all", "mode": run.mode,
         "attempts": run.attempts, "deduplicated": bool(getattr(run, "deduplicated", False)),
@@ -1585,25 +1572,9 @@ def format_run(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    return value
-
-
 __all__ = [
     "STAGES", "OrchestratorSettings", "PipelineError", "StageError", "PermanentStageError", "TransientStageError",
     "request_retrain", "request_pipeline_run", "dispatch_queued_runs", "reap_stale_runs", "cancel_run",
     "orchestrator_settings", "recent_pipeline_runs", "run_summary", "format_run", "scope_for", "is_transient",
-    "backoff_seconds", "seed_schedules", "schedule_specs", "last_succeeded_run",
+    "backoff_seconds", "seed_schedules", "schedule_specs", "last_succeeded_run", "register_stage_hook",
 ]

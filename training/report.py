@@ -1,7 +1,7 @@
 """The benchmark protocol of ``evaluation_report`` (numpy/pandas only, no Django), in the spirit of
 Qlib's benchmark tables: per model, on out-of-sample rows,
 
-* ``ic``/``icir``/``rank_ic``/``rank_icir``: as in ``training.metrics`` (daily cross-sectional
+* ``ic``/``icir``/``rank_ic``/``rank_icir``: as in ``registry.metrics`` (daily cross-sectional
   Pearson / Spearman correlation of the forecast with ``fwd_ret_h``; mean, and mean over std);
 * ``rank_ic_t``: the t-statistic of the mean daily rank IC, adjusted for overlapping labels
   (``rank_ic_tstat``);
@@ -12,20 +12,20 @@ Qlib's benchmark tables: per model, on out-of-sample rows,
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from training.metrics import (
+from registry.metrics import (
     DECILE,
     MIN_CROSS_SECTION,
     NAN,
     daily_ic,
     decile_weights,
     ic_metrics,
+    overlap_adjusted_tstat,
     portfolio_metrics,
 )
 
@@ -35,28 +35,6 @@ _TINY = 1e-12  # a spread below this is float rounding of a constant series
 
 # --------------------------------------------------------------------------------------------------
 # significance
-
-
-def overlap_adjusted_tstat(values: Any, *, overlap: int = 1) -> float:
-    """t-statistic of the mean of ``values`` when ``overlap`` consecutive values share label days.
-
-    A daily statistic of ``h``-day forward returns is observed every day while its labels span ``h``
-    days, so neighbouring values are strongly correlated and ``n`` daily values hold about
-    ``n / h`` independent observations: ``t = mean / (std / sqrt(n / overlap))`` (computed as
-    ``mean / (std / sqrt(n)) / sqrt(overlap)``, the same number). Non-finite values are dropped;
-    NaN with fewer than two values or values that do not vary. The promotion gate's confidence
-    (``registry.selectors.skill_confidence``) uses this too.
-    """
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    v = v[np.isfinite(v)]
-    n = len(v)
-    if n < 2:
-        return NAN
-    std = float(np.std(v, ddof=1))
-    if std <= _TINY:
-        return NAN
-    mean = float(np.mean(v))
-    return float(mean / (std / math.sqrt(n)) / math.sqrt(max(int(overlap), 1)))
 
 
 def rank_ic_tstat(daily: pd.Series, horizon: int) -> float:

@@ -51,19 +51,19 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
+from features.common import chunked, env_number, jsonable
+from investml import ledger
 from registry import services as registry_services
+from registry.gate import metric_on_rows, window_summary
 from registry.models import ModelVersion
 from registry.selectors import (
     active_version,
     evaluation_source_id,
     latest_evaluated_version,
     latest_version,
-    metric_on_rows,
     version_label,
-    window_summary,
 )
 from training import selectors
-from training.envvars import env_number
 from training.evaluation import (
     Split,
     baseline_predictions,
@@ -72,7 +72,7 @@ from training.evaluation import (
     yearly_splits,
 )
 from training.learners import LEARNERS, Learner, build_learner
-from training.learners.base import cs_label_columns, jsonable, with_cross_sectional_targets
+from training.learners.base import cs_label_columns, with_cross_sectional_targets
 from training.learners.sampling import SampledFit
 from training.models import TrainingRun
 from training.report import DEFAULT_COST_BPS, report_row
@@ -284,11 +284,6 @@ def ensemble_walk_forward(n_dates: int, wf: WalkForward) -> WalkForward:
     test_days = min(wf.test_days, max(1, (n_dates - wf.gap_days - 20) // folds))
     min_train = max(1, n_dates - wf.gap_days - folds * test_days)
     return WalkForward(n_folds=folds, test_days=test_days, min_train_days=min_train, gap_days=wf.gap_days)
-
-
-def chunks_of(items: Sequence[str], size: int) -> list[list[str]]:
-    size = max(1, int(size))
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -918,7 +913,7 @@ def _train_prophet_inprocess(ctx: _Context) -> ModelVersion:
     wall0 = time.perf_counter()
     previous = _previous_prophet()
     chunks = []
-    for i, part in enumerate(chunks_of(tickers, size)):
+    for i, part in enumerate(chunked(tickers, size)):
         with stage(ctx.run.pk, f"chunk:prophet_forecaster[{i}]", tickers=len(part)) as rec:
             sub = frame.loc[frame["ticker"].isin(part)]
             chunk = fit_prophet_chunk(frame=sub, splits=ctx.splits, horizon=ctx.horizon, warm_start=previous)
@@ -935,7 +930,7 @@ def _dispatch_prophet(ctx: _Context) -> None:
     from training.tasks import dispatch_prophet_chunks
 
     tickers = sorted(ctx.frame["ticker"].unique())
-    parts = chunks_of(tickers, int(ctx.run.options.get("prophet_chunk_tickers", 50)))
+    parts = chunked(tickers, int(ctx.run.options.get("prophet_chunk_tickers", 50)))
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().get(pk=ctx.run.pk)
         run.parts_pending = [*run.parts_pending, "prophet"]
@@ -1213,11 +1208,9 @@ def _finalize(run_id: int) -> None:
         rate = float(run.options.get("cpu_hour_usd", cpu_hour_usd()))
         cost = Decimal(str(round(run.cpu_seconds / 3600.0 * rate, 6)))
         failed = bool(run.error.strip()) or any(s.get("status") == "failed" for s in run.stages or [])
-        from monitoring.services import record_cost
-
-        record_cost(day=timezone.localdate(), category="compute", source="training",
-                    detail=f"training run {run_id}: {', '.join(run.model_names)}", units=round(run.cpu_seconds, 3),
-                    unit="cpu_second", cost_usd=cost)
+        ledger.record_cost(day=timezone.localdate(), category="compute", source="training",
+                           detail=f"training run {run_id}: {', '.join(run.model_names)}",
+                           units=round(run.cpu_seconds, 3), unit="cpu_second", cost_usd=cost)
         run.cost_usd = cost
         run.status = TrainingRun.Status.FAILED if failed else TrainingRun.Status.SUCCEEDED
         run.finished_at = timezone.now()
@@ -1358,7 +1351,7 @@ def evaluation_report(
             say(f"{name}: {len(tables[name]):,} out-of-sample predictions reused")
         elif name == "prophet_forecaster":
             parts = []
-            chunks = chunks_of(sorted(frame["ticker"].unique()), _env_int("ML_PROPHET_CHUNK_TICKERS", 50))
+            chunks = chunked(sorted(frame["ticker"].unique()), _env_int("ML_PROPHET_CHUNK_TICKERS", 50))
             for i, part in enumerate(chunks, start=1):
                 sub = frame.loc[frame["ticker"].isin(part)]
                 parts.append(fit_prophet_chunk(frame=sub, splits=splits, horizon=horizon, final_fit=False).table)

@@ -134,6 +134,10 @@ def budget_message(spent_plus_cost: float, limit: float) -> str:
     return "Daily cost limit exceeded: $%.2f > $%.2f" % (spent_plus_cost, limit)  # noqa: UP031 (spec wording)
 
 
+def monthly_limit_message(spent_plus_cost: float, limit: float) -> str:
+    return f"Monthly cost limit exceeded: ${spent_plus_cost:.2f} > ${limit:.2f}"
+
+
 # Metering -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CallRecord:

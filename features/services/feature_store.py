@@ -37,6 +37,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from features.common import chunked
 from features.engine import DEFAULT_SPEC, FEATURE_SETS, FeatureSpec
 from features.models import (
     BenchmarkReturn,
@@ -371,14 +372,9 @@ def _resolve_scope(tickers: Iterable[str] | None, start: date | None, end: date 
     return scope, True
 
 
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 def _full_chunks(*, scope: dict[str, int], end: date | None, chunk_size: int) -> Iterator[ChunkData]:
     symbols = {i: s for s, i in scope.items()}
-    for part in _chunks(sorted(scope), chunk_size):
+    for part in chunked(sorted(scope), chunk_size):
         ids = [scope[s] for s in part]
         yield ChunkData(
             bars=_load_bars(ids=ids, symbols=symbols, since=None, end=end),
@@ -398,7 +394,7 @@ def _incremental_chunks(*, scope: dict[str, int], since: dict[str, date | None],
     """Chunks holding, per ticker, ``lookback`` bars before its ``since`` date and every bar after it
     (all bars for tickers with ``since`` None: never stored)."""
     symbols = {i: s for s, i in scope.items()}
-    for part in _chunks(sorted(since), chunk_size):
+    for part in chunked(sorted(since), chunk_size):
         old = [s for s in part if since[s] is not None]
         new = [s for s in part if since[s] is None]
         frames = []

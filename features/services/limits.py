@@ -20,7 +20,7 @@ from features.models import SharedCounter
 from features.providers.base import SharedBudget
 from features.providers.ratelimit import CounterStore, RedisCounterStore, SharedRateLimiter
 from features.services.monthly_budget import MonthlyBudget, with_monthly_limit
-from monitoring.selectors import api_calls_for_day, costs_by_category
+from investml.ledger import api_calls_for_day, costs_by_category
 
 KEEP_DAYS = 7  # day-keyed rows older than this are deleted as new days begin
 _redis_clients: dict[str, object] = {}

@@ -51,6 +51,7 @@ from django.db.models import BigIntegerField, ExpressionWrapper, F, FloatField, 
 from django.db.models.functions import Cast, Round
 from django.utils import timezone
 
+from features.common import chunked
 from features.models import CorporateAction, IngestionRun, PriceBar, Ticker
 from features.pricefiles import ParsedPrices, parse_price_frame
 from features.providers import PROVIDERS, FileDropProvider, ProviderConfig
@@ -74,8 +75,7 @@ from features.providers.polygon import PolygonProvider, dividend_adjusted_close
 from features.services.ingestion import MAX_REJECTED_ROWS_STORED, ensure_tickers, merge_bars
 from features.services.limits import shared_budget, shared_limiter
 from features.universe import load_universe, parse_symbol_directory
-from monitoring.selectors import cost_for_day
-from monitoring.services import record_api_calls
+from investml.ledger import cost_for_day, record_api_calls
 
 logger = logging.getLogger(__name__)
 
@@ -542,9 +542,11 @@ def _update_http(provider: HttpProvider, symbols: list[str], last: dict[str, dat
                     summary.tickers_fresh += len(behind) + 1  # the checked ticker had nothing new either
                     _log(progress, f"{name}: freshness check on {probe}: nothing after {last[probe]} yet; "
                          f"{len(behind)} tickers at that day skipped")
-        for position in range(0, len(todo), chunk_size):
-            run_chunk(todo[position : position + chunk_size])
-            _log(progress, f"{name}: {min(position + chunk_size, len(todo))}/{len(todo)} tickers, "
+        done = 0
+        for chunk in chunked(todo, chunk_size):
+            run_chunk(chunk)
+            done += len(chunk)
+            _log(progress, f"{name}: {done}/{len(todo)} tickers, "
                  f"{summary.rows_added:,} rows added, {len(summary.failed)} failed, {summary.calls} calls, "
                  f"${summary.cost_usd:.4f}")
     except _Stop as signal:

@@ -21,8 +21,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from features.providers.base import Budget, BudgetExceededError
-from monitoring.budget import monthly_limit_message
+from features.providers.base import Budget, BudgetExceededError, monthly_limit_message
+from investml import ledger
 
 
 class MonthlyLimitExceededError(BudgetExceededError):
@@ -60,7 +60,5 @@ class MonthlyBudget:
 
 def with_monthly_limit(budget: Budget, *, day: date | None = None) -> MonthlyBudget:
     """``budget`` (today's) with the monthly limit in front of it, seeded with the month-to-date."""
-    from monitoring.selectors import cost_for_month, monthly_cost_limit
-
     day = day or timezone.localdate()
-    return MonthlyBudget(budget, monthly_cost_limit(), float(cost_for_month(day=day)))
+    return MonthlyBudget(budget, ledger.monthly_cost_limit(), float(ledger.cost_for_month(day=day)))

@@ -42,7 +42,7 @@ from features.services.market_updates import (
     provider_limits,
     trading_holidays,
 )
-from monitoring.services import record_api_calls
+from investml.ledger import record_api_calls
 
 logger = logging.getLogger(__name__)
 

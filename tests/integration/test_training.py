@@ -20,10 +20,10 @@ from django.core.management import CommandError, call_command
 from features.engine import FEATURE_COLUMNS
 from features.services.feature_store import build_features
 from monitoring.models import CostRecord
+from registry.metrics import METRIC_KEYS
 from registry.models import ModelVersion
 from registry.services import load_oof, load_version
 from training import services
-from training.metrics import METRIC_KEYS
 from training.models import TrainingRun
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]

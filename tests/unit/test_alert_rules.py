@@ -1,5 +1,6 @@
 """Every alert rule trips over its threshold and stays quiet under it."""
 
+from features.providers.base import budget_message
 from monitoring.alert_rules import (
     Thresholds,
     check_accuracy,
@@ -11,7 +12,6 @@ from monitoring.alert_rules import (
     check_latency,
     check_model_loading,
     check_resources,
-    cost_limit_message,
 )
 
 T = Thresholds()
@@ -55,7 +55,7 @@ def test_accuracy_under_threshold():
 def test_daily_cost_uses_the_spec_wording():
     assert check_daily_cost(day="2026-01-02", spent_usd=10.0, t=T) == []
     (alert,) = check_daily_cost(day="2026-01-02", spent_usd=12.5, t=T)
-    assert alert.message == "Daily cost limit exceeded: $12.50 > $10.00" == cost_limit_message(12.5, 10.0)
+    assert alert.message == "Daily cost limit exceeded: $12.50 > $10.00" == budget_message(12.5, 10.0)
 
 
 def test_drift_share_over_threshold():

@@ -1,93 +1,57 @@
-"""The apps depend one way (README, "Architecture"): features < registry < training < inference <
-monitoring. A module may import a lower app's modules freely; from a higher app only modules with
-no Django in them (the numeric core: engine, store, learners, metrics, drift, alert rules...).
+"""The architecture contracts (README, "Layout"; ``[tool.importlinter]`` in pyproject.toml), run by
+``make lint`` as ``lint-imports``: the apps depend one way (monitoring > inference > training >
+registry > features > investml, the composition root aside) and the numeric core imports no Django.
 
-``KNOWN_UPWARD`` lists the Django-level imports that still go up, each with why: the list can only
-shrink (a new upward import fails this test, and so does an entry that no longer exists, so a fix
-is recorded by deleting its line)."""
+The real tree keeps both; a copy of it with a forbidden import added breaks them (the check is
+real, it sees function-local imports, and indirect ones through another module)."""
 
 from __future__ import annotations
 
-import ast
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ORDER = ["features", "registry", "training", "inference", "monitoring"]
-FRAMEWORKS = ("django", "rest_framework", "celery", "django_celery_beat", "drf_spectacular")
-
-# module -> the higher apps' Django modules it still imports (issue 13: to be inverted)
-KNOWN_UPWARD: dict[str, set[str]] = {
-    # the cost ledger and budget reads live in monitoring
-    "features/services/limits.py": {"monitoring.selectors"},
-    "features/services/market_updates.py": {"monitoring.selectors", "monitoring.services"},
-    "features/services/monthly_budget.py": {"monitoring.selectors"},
-    "features/services/news.py": {"monitoring.services"},
-    "training/services.py": {"monitoring.services"},
-    # request metrics and model-load failures are recorded into monitoring
-    "inference/fastlane.py": {"monitoring.request_metrics"},
-    "inference/model_manager.py": {"monitoring.services"},
-    # the registry reads a training frame to re-score a version
-    "registry/services.py": {"training.selectors"},
-    # the pipeline's last stage (batch predictions) and its cost checks and alerts
-    "training/orchestrator.py": {"inference.services", "monitoring.selectors", "monitoring.services"},
-}
+PACKAGES = ("investml", "features", "registry", "training", "inference", "monitoring")
 
 
-def _module_file(module: str) -> Path | None:
-    base = ROOT.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    """``lint-imports`` on the packages under ``root`` with the project's contracts."""
+    return subprocess.run(
+        [sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()",
+         "--config", str(ROOT / "pyproject.toml"), "--no-cache", "--no-logo"],
+        cwd=root, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)}, capture_output=True, text=True,
+        timeout=300,
+    )
 
 
-def _imports(path: Path) -> list[str]:
-    out = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-    return out
+def test_the_tree_keeps_the_contracts():
+    result = lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 2 kept, 0 broken." in result.stdout
 
 
-def _uses_a_framework(path: Path) -> bool:
-    return any(name.split(".")[0] in FRAMEWORKS for name in _imports(path))
+def test_a_forbidden_import_breaks_the_contracts(tmp_path):
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # upward, at module level: a features service reading monitoring
+    (tmp_path / "features" / "probe_upward.py").write_text("from monitoring import selectors  # noqa\n")
+    # upward, inside a function (as cycle-dodging imports used to be)
+    (tmp_path / "training" / "probe_local.py").write_text(
+        "def predict():\n    from inference.services import batch_predict\n\n    return batch_predict()\n")
+    # the composition root may import any app, other investml modules may not
+    (tmp_path / "investml" / "probe_bottom.py").write_text("import registry.services  # noqa\n")
+    # the numeric core reaching Django through a Django module of its own app
+    engine = tmp_path / "features" / "engine.py"
+    engine.write_text(engine.read_text() + "\nfrom features import models  # noqa: E402\n")
 
-
-def upward_imports() -> dict[str, set[str]]:
-    rank = {app: i for i, app in enumerate(ORDER)}
-    found: dict[str, set[str]] = {}
-    for app in ORDER:
-        for path in sorted((ROOT / app).rglob("*.py")):
-            if "migrations" in path.parts:
-                continue
-            for name in _imports(path):
-                top = name.split(".")[0]
-                if top not in rank or rank[top] <= rank[app]:
-                    continue
-                target = _module_file(name)
-                if target is not None and _uses_a_framework(target):
-                    found.setdefault(path.relative_to(ROOT).as_posix(), set()).add(name)
-    return found
-
-
-def test_apps_depend_one_way_except_the_known_imports_being_inverted():
-    found = upward_imports()
-    new = {m: found[m] - KNOWN_UPWARD.get(m, set()) for m in found if found[m] - KNOWN_UPWARD.get(m, set())}
-    assert not new, f"imports against the dependency direction {' < '.join(ORDER)}: {new}"
-    gone = {m: KNOWN_UPWARD[m] - found.get(m, set()) for m in KNOWN_UPWARD if KNOWN_UPWARD[m] - found.get(m, set())}
-    assert not gone, f"fixed, delete them from KNOWN_UPWARD: {gone}"
-
-
-def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
-    """The scan is real: a Django module of a higher app imported from a lower one is reported."""
-    fake_root = tmp_path
-    for app in ORDER:
-        (fake_root / app).mkdir()
-        (fake_root / app / "__init__.py").write_text("")
-    (fake_root / "monitoring" / "views.py").write_text("from django.http import HttpResponse\n")
-    (fake_root / "monitoring" / "drift.py").write_text("import numpy as np\n")
-    (fake_root / "features" / "x.py").write_text("from monitoring.views import HttpResponse\nfrom monitoring import drift\n")
-    monkeypatch.setattr(__import__(__name__, fromlist=["ROOT"]), "ROOT", fake_root)
-    assert upward_imports() == {"features/x.py": {"monitoring.views"}}  # drift has no Django: allowed
+    result = lint_imports(tmp_path)
+    out = " ".join(result.stdout.split())  # long lines are wrapped
+    assert result.returncode == 1, out
+    assert "Contracts: 0 kept, 2 broken." in out
+    assert "features is not allowed to import monitoring" in out and "features.probe_upward -> monitoring.selectors" in out
+    assert "training is not allowed to import inference" in out and "training.probe_local -> inference.services" in out
+    assert "investml is not allowed to import registry" in out and "investml.probe_bottom -> registry.services" in out
+    assert "features.engine is not allowed to import django" in out and "features.engine -> features.models" in out
+    assert "investml.wsgi" not in out  # the composition root's imports stay allowed

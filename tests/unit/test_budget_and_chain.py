@@ -8,11 +8,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from features.providers.base import BudgetExceededError, DailyBudget
+from features.providers.base import BudgetExceededError, DailyBudget, monthly_limit_message
 from features.services.monthly_budget import MonthlyBudget, MonthlyLimitExceededError
 from inference.records_chain import GENESIS_HASH, Entry, canonical_output, chain, record_hash, verify
 from monitoring.alert_rules import check_monthly_cost
-from monitoring.budget import month_key, monthly_limit_message, project_month_end, rate_window
+from monitoring.budget import month_key, project_month_end, rate_window
 
 # --------------------------------------------------------------------------------------------------
 # the month-end projection

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from registry.metrics import METRIC_KEYS
 from training.evaluation import (
     BASELINES,
     EvaluationResult,
@@ -17,7 +18,6 @@ from training.evaluation import (
     walk_forward_splits,
 )
 from training.learners.base import FitReport, Predictions
-from training.metrics import METRIC_KEYS
 
 
 def make_frame(n_tickers: int = 20, n_days: int = 300, seed: int = 0, horizons=(1, 5)) -> pd.DataFrame:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.metrics import (
+from registry.metrics import (
     METRIC_KEYS,
     compute_metrics,
     daily_ic,

@@ -8,12 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from registry.metrics import daily_ic, decile_weights, long_short_returns, overlap_adjusted_tstat
 from training.evaluation import yearly_splits
-from training.metrics import daily_ic, decile_weights, long_short_returns
 from training.report import (
     REPORT_ROW_KEYS,
     decile_book,
-    overlap_adjusted_tstat,
     per_year_rank_ic,
     rank_ic_tstat,
     report_row,
@@ -99,7 +98,7 @@ def test_decile_book_default_decile_and_drawdown():
 
 
 def test_decile_book_matches_the_metrics_long_short_returns():
-    """The book's legs are those of training.metrics.long_short_returns, ties, NaNs and thin days included."""
+    """The book's legs are those of registry.metrics.long_short_returns, ties, NaNs and thin days included."""
     rng = np.random.default_rng(7)
     days = pd.bdate_range("2022-01-03", periods=12)
     dates = np.repeat(days.to_numpy(), 23)
@@ -142,7 +141,7 @@ def test_rank_ic_tstat_by_hand():
 
 
 def test_the_gate_uses_the_same_tstat():
-    from registry.selectors import skill_confidence
+    from registry.gate import skill_confidence
 
     series = pd.Series(np.random.default_rng(3).normal(0.02, 0.1, size=60))
     assert skill_confidence(series, overlap=5)["t"] == pytest.approx(rank_ic_tstat(series, 5))

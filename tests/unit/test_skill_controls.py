@@ -22,11 +22,11 @@ import pytest
 from features.engine import MODEL_FEATURE_COLUMNS, compute_features
 from features.labels import compute_labels
 from features.synthetic import generate_market
+from registry.metrics import daily_ic
 from training.evaluation import evaluate_walk_forward
 from training.learners.ensemble import EnsembleLearner, stack_oof
 from training.learners.lstm import LSTMLearner
 from training.learners.xgb import XGBoostLearner
-from training.metrics import daily_ic
 from training.report import rank_ic_tstat
 
 HORIZON = 5

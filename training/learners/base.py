@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -42,6 +41,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from features.common import jsonable
 from features.labels import cs_beats_median, cs_demean, cs_rank_norm
 
 ARTIFACT_MAGIC = b"IMLART1\n"
@@ -249,26 +249,6 @@ def filter_params(params: Mapping[str, Any], allowed: tuple[str, ...]) -> dict[s
     horizon reaches the learner through ``fit``.
     """
     return {k: v for k, v in params.items() if k in allowed and v is not None}
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON types from numpy scalars/arrays and dates; non-finite floats become None."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.bool_ | bool):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating | float):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, pd.Timestamp | np.datetime64):
-        return pd.Timestamp(value).isoformat()
-    return value
 
 
 # --------------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ import xgboost as xgb
 from scipy.optimize import minimize
 from scipy.special import expit
 
+from registry.metrics import daily_ic
 from training.learners.base import (
     FitReport,
     NotFittedError,
@@ -58,7 +59,6 @@ from training.learners.base import (
     unpack_artifact,
 )
 from training.learners.tree_table import TreeTable
-from training.metrics import daily_ic
 
 CALIBRATIONS = ("platt", "isotonic", "none")
 OBJECTIVES = {"binary": "binary:logistic", "rank": "rank:pairwise"}

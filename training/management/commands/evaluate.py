@@ -2,10 +2,10 @@ import json as jsonlib
 
 from django.core.management.base import BaseCommand, CommandError
 
+from features.common import jsonable
+from registry.metrics import METRIC_KEYS
 from registry.models import ModelVersion
 from registry.selectors import get_version, version_label
-from training.learners.base import jsonable
-from training.metrics import METRIC_KEYS
 
 
 class Command(BaseCommand):

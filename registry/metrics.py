@@ -1,5 +1,9 @@
 """Evaluation metrics for daily cross-sectional return forecasts (numpy/pandas/scipy only).
 
+In ``registry``, below training in the apps' dependency direction, because the promotion gate
+decides on them (``registry.gate``); training's walk-forward evaluation and benchmark report and
+monitoring's realized performance score with the same definitions.
+
 ``compute_metrics`` returns exactly these keys (``METRIC_KEYS``), all floats:
 
 Direction, CROSS-SECTIONAL (the product ranks the stocks of a day; the market's own direction
@@ -336,3 +340,29 @@ def metrics_from_frame(
 
 def summarize(metrics: Mapping[str, float]) -> str:
     return ", ".join(f"{k}={metrics[k]:.4g}" for k in METRIC_KEYS if k in metrics)
+
+
+# --------------------------------------------------------------------------------------------------
+# significance
+
+
+def overlap_adjusted_tstat(values: Any, *, overlap: int = 1) -> float:
+    """t-statistic of the mean of ``values`` when ``overlap`` consecutive values share label days.
+
+    A daily statistic of ``h``-day forward returns is observed every day while its labels span ``h``
+    days, so neighbouring values are strongly correlated and ``n`` daily values hold about
+    ``n / h`` independent observations: ``t = mean / (std / sqrt(n / overlap))`` (computed as
+    ``mean / (std / sqrt(n)) / sqrt(overlap)``, the same number). Non-finite values are dropped;
+    NaN with fewer than two values or values that do not vary. The promotion gate's confidence
+    (``registry.gate.skill_confidence``) uses this too.
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    v = v[np.isfinite(v)]
+    n = len(v)
+    if n < 2:
+        return NAN
+    std = float(np.std(v, ddof=1))
+    if std <= _TINY:
+        return NAN
+    mean = float(np.mean(v))
+    return float(mean / (std / math.sqrt(n)) / math.sqrt(max(int(overlap), 1)))
