@@ -71,7 +71,7 @@ def setup(size: str) -> dict:
     from django.core.management import call_command
     from rest_framework.authtoken.models import Token
 
-    from inference.testing import build_served_registry
+    from tests.served_registry import build_served_registry
 
     call_command("migrate", verbosity=0)
     started = time.perf_counter()

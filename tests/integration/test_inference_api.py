@@ -1,5 +1,5 @@
 """The ML API end to end on a small real registry (4 sample tickers, the four learners trained tiny,
-registered and promoted; see ``inference.testing``): the spec's endpoints and fields, auth rules,
+registered and promoted; see ``tests.served_registry``): the spec's endpoints and fields, auth rules,
 bad input (400/404/413 naming the field), a tampered artifact (degraded, 503), version swaps on
 promotion, the prediction cache, the prediction log, and a hypothesis property on /predict."""
 
@@ -27,8 +27,8 @@ from inference import cache as prediction_cache
 from inference.inputs import clear_caches
 from inference.model_manager import get_manager
 from inference.models import PredictionLog
-from inference.testing import build_served_registry, register, trained_artifacts
 from investml.permissions import OPERATOR_PERMISSIONS
+from tests.served_registry import build_served_registry, register, trained_artifacts
 
 pytestmark = [pytest.mark.django_db]
 
