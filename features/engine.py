@@ -106,6 +106,11 @@ class FeatureSpec:
     # Per-date normalization every reader of the store applies ("none" | "robust_zscore";
     # ``features.normalize``): part of the version, so training and serving see the same values.
     cs_normalization: str = "none"
+    # Social-media posts (``features.social``): post-weighted mean score, post count and bullish share
+    # over these windows, and the day's posts against the ticker's own trailing
+    # ``social_volume_window``-bar average; () leaves the group out.
+    social_windows: tuple[int, ...] = ()
+    social_volume_window: int = 20
 
     @classmethod
     def from_params(cls, params: FeatureSpec | dict[str, Any] | None) -> FeatureSpec:
@@ -121,6 +126,8 @@ class FeatureSpec:
         spec = replace(DEFAULT_SPEC, **clean)
         if spec.cs_normalization not in CS_NORMALIZATIONS:
             raise ValueError(f"cs_normalization must be one of {CS_NORMALIZATIONS}, got {spec.cs_normalization!r}")
+        if any(int(w) != w or w < 1 for w in spec.social_windows) or spec.social_volume_window < 1:
+            raise ValueError("social_windows and social_volume_window must be positive whole numbers of bars")
         missing_sma = set(spec.close_to_sma) - set(spec.sma_periods)
         missing_ema = set(spec.close_to_ema) - set(spec.ema_periods)
         if missing_sma or missing_ema:
@@ -181,6 +188,11 @@ class FeatureSpec:
         }
         if self.alpha158_windows:
             groups["alpha158"] = alpha158_columns(self.alpha158_windows)
+        if self.social_windows:
+            groups["social"] = [
+                *[f"social_{kind}_{w}" for w in self.social_windows for kind in ("mean", "count", "bullish")],
+                f"social_abnormal_{self.social_volume_window}",
+            ]
         return groups
 
     def columns(self) -> list[str]:
@@ -203,7 +215,7 @@ class FeatureSpec:
         # Alpha158 columns are ratios to the close (scale-free) and come last, so the LSTM's first N
         # stay the same in both feature sets.
         return [*technical, *g["market"], *g["fundamentals"], *g["sentiment"], *g["calendar"],
-                *g.get("alpha158", [])]
+                *g.get("alpha158", []), *g.get("social", [])]
 
     # --- lookback ------------------------------------------------------------------------
     def max_lookback(self) -> int:
@@ -238,6 +250,8 @@ class FeatureSpec:
             max(self.sent_windows),
             self.news_count_window,
             alpha158_lookback(self.alpha158_windows) if self.alpha158_windows else 0,
+            max(self.social_windows, default=0),
+            self.social_volume_window + 1 if self.social_windows else 0,
         ]
         need = max(recursive + windows)
         return int(math.ceil(need / 100.0) * 100)
@@ -250,6 +264,8 @@ class FeatureSpec:
             del out["alpha158_windows"]
         if self.cs_normalization == "none":
             del out["cs_normalization"]
+        if not self.social_windows:
+            del out["social_windows"], out["social_volume_window"]
         return out
 
     def version_hash(self) -> str:
@@ -267,6 +283,9 @@ FEATURE_SETS: dict[str, FeatureSpec] = {
     "alpha158": ALPHA158_SPEC,
     "default_cs": replace(DEFAULT_SPEC, cs_normalization="robust_zscore"),
     "alpha158_cs": replace(ALPHA158_SPEC, cs_normalization="robust_zscore"),
+    # the default features plus social-media sentiment (``social_*``; posts from ``ingest_social`` or
+    # ML_SOCIAL_PROVIDER): the day's posts and the last week's
+    "default_social": replace(DEFAULT_SPEC, social_windows=(1, 5)),
 }
 FEATURE_GROUPS: dict[str, list[str]] = DEFAULT_SPEC.groups()
 FEATURE_COLUMNS: list[str] = DEFAULT_SPEC.columns()
@@ -528,6 +547,36 @@ def _map_sentiment(b: _Bars, sentiment: pd.DataFrame | None) -> tuple[np.ndarray
     return day_score, csum
 
 
+def _map_social(b: _Bars, social: pd.DataFrame | None) -> np.ndarray | None:
+    """Daily social rows (``ticker, date, score_sum, count, bullish, bearish``, dated by the trading
+    day the posts can first affect) -> per-bar sums, shape (4, n): score sum, posts, bullish, bearish.
+
+    A day maps to the ticker's first bar dated on or after it, as news does; days before the
+    ticker's first bar or after its last bar are dropped."""
+    if social is None:
+        return None
+    out = np.zeros((4, b.n))
+    if social.empty or b.n == 0:
+        return out
+    code_of = pd.Index(b.symbols)
+    scode = code_of.get_indexer(social["ticker"].astype(object)).astype(np.int64)
+    sday = _days(social["date"])
+    values = np.stack([pd.to_numeric(social[c], errors="coerce").fillna(0).to_numpy(dtype=np.float64)
+                       for c in ("score_sum", "count", "bullish", "bearish")])
+    ok = (scode >= 0) & pd.notna(social["date"]).to_numpy()
+    scode, sday, values = scode[ok], sday[ok], values[:, ok]
+    bday = b.dates.astype("datetime64[D]").astype(np.int64)
+    bkey = _day_key(b.codes, bday)
+    j = np.searchsorted(bkey, _day_key(scode, sday), side="left")
+    jc = np.minimum(j, b.n - 1)
+    valid = (j < b.n) & (b.codes[jc] == scode)
+    first_row = b.bounds[:-1][np.searchsorted(b.bounds[:-1], jc, side="right") - 1]
+    valid &= (jc != first_row) | (bday[jc] == sday)
+    for k in range(4):
+        out[k] = np.bincount(jc[valid], weights=values[k, valid], minlength=b.n)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # The engine
 # --------------------------------------------------------------------------------------------
@@ -542,6 +591,7 @@ def compute_features(
     params: FeatureSpec | dict[str, Any] | None = None,
     dtype: Any = np.float64,
     timings: dict[str, float] | None = None,
+    social: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Feature rows for every (ticker, date) in ``bars``.
 
@@ -556,6 +606,9 @@ def compute_features(
     ``fundamentals``: long frame ``ticker,as_of,pe_ratio,eps,market_cap,dividend_yield`` (market
     cap in currency units, dividend yield as the caller stores it); joined point-in-time.
     ``sentiment``: daily ``ticker,date,score,count``.
+    ``social``: daily ``ticker,date,score_sum,count,bullish,bearish``
+    (``features.social.aggregate_social_daily``), for a spec with ``social_windows``; its columns
+    are NaN when it is None.
     ``dtype``: float dtype of the feature block (float32 halves memory for a full-universe build;
     float64 keeps the 1e-9 reproducibility guarantees).
     ``timings``: when a dict is given it is filled with seconds per phase, ``talib`` (inside TA-Lib
@@ -566,7 +619,7 @@ def compute_features(
     tm: dict[str, float] = {}
     b = _prepare_bars(bars)
     tm["prepare"] = time.perf_counter() - t_start
-    out = _compute(b, spec, market_returns, fundamentals, sentiment, np.dtype(dtype), tm)
+    out = _compute(b, spec, market_returns, fundamentals, sentiment, np.dtype(dtype), tm, social)
     tm["total"] = time.perf_counter() - t_start
     if timings is not None:
         timings.update(tm)
@@ -581,6 +634,7 @@ def _compute(
     sentiment: pd.DataFrame | None,
     dtype: np.dtype,
     tm: dict[str, float],
+    social: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     t0 = time.perf_counter()
     columns = spec.columns()
@@ -791,12 +845,52 @@ def _compute(
                          windows=spec.alpha158_windows, out=out[:, first : first + len(names)])
         tm["alpha158"] = time.perf_counter() - t3
 
+    if spec.social_windows:
+        t4 = time.perf_counter()
+        _social_columns(b, spec, _map_social(b, social), out, ci)
+        tm["social"] = time.perf_counter() - t4
+
     t2 = time.perf_counter()
     frame = pd.DataFrame(out, columns=columns, copy=False)
     frame.insert(0, "date", b.dates)
     frame.insert(0, "ticker", b.ticker_column())
     tm["assemble"] = time.perf_counter() - t2
     return frame
+
+
+def _social_columns(b: _Bars, spec: FeatureSpec, daily: np.ndarray | None, out: np.ndarray,
+                    ci: dict[str, int]) -> None:
+    """The ``social_*`` columns from per-bar post sums (``_map_social``), per ticker over its own bars.
+
+    ``social_mean_w``: post-weighted mean score of the last w bars, 0 when they have no post (as the
+    news mean: a ticker nobody posted about reads neutral); ``social_count_w``: posts; ``social_bullish_w``:
+    bullish / (bullish + bearish) posts, NaN without either (no share of nothing);
+    ``social_abnormal_W``: log((1 + posts of the bar) / (1 + mean posts of the W bars before it)).
+    All NaN without post data (``daily`` None) and in each window's warm-up.
+    """
+    names = [f"social_{kind}_{w}" for w in spec.social_windows for kind in ("mean", "count", "bullish")]
+    vw = spec.social_volume_window
+    abnormal = ci[f"social_abnormal_{vw}"]
+    if daily is None:
+        for name in (*names, f"social_abnormal_{vw}"):
+            out[:, ci[name]] = np.nan
+        return
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for k in range(len(b.bounds) - 1):
+            s, e = int(b.bounds[k]), int(b.bounds[k + 1])
+            day = daily[:, s:e]
+            for w in spec.social_windows:
+                ss, posts, bull, bear = _rolling_sum(day, w)
+                mean = np.where(posts > 0, ss / np.where(posts > 0, posts, 1.0), 0.0)
+                mean[np.isnan(posts)] = np.nan
+                polar = bull + bear
+                share = np.where(polar > 0, bull / np.where(polar > 0, polar, 1.0), np.nan)
+                out[s:e, ci[f"social_mean_{w}"]] = mean
+                out[s:e, ci[f"social_count_{w}"]] = posts
+                out[s:e, ci[f"social_bullish_{w}"]] = share
+            # the vw bars before this one: a window of vw + 1 less the bar itself
+            before = _rolling_sum(day[1], vw + 1) - day[1]
+            out[s:e, abnormal] = np.log1p(day[1]) - np.log1p(before / vw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -850,11 +944,12 @@ def compute_features_incremental(
     params: FeatureSpec | dict[str, Any] | None = None,
     dtype: Any = np.float64,
     timings: dict[str, float] | None = None,
+    social: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Feature rows dated >= ``since``, equal (to 1e-9) to those of a full-history build.
 
     ``bars`` may hold the full history or just enough of it: only the last ``max_lookback`` bars
-    of each ticker before ``since`` are used. Pass ``fundamentals`` and ``sentiment`` untrimmed
+    of each ticker before ``since`` are used. Pass ``fundamentals``, ``sentiment`` and ``social`` untrimmed
     (the latest snapshot before the first new day may be older than the bar lookback). With
     ``market_returns=None`` the equal-weighted market is built from the selected bars, which hold
     every ticker trading on the days the market features look at.
@@ -865,7 +960,7 @@ def compute_features_incremental(
     b = _prepare_bars(bars)
     b = b.take(_lookback_rows(b, since, spec.max_lookback()))
     tm["prepare"] = time.perf_counter() - t_start
-    frame = _compute(b, spec, market_returns, fundamentals, sentiment, np.dtype(dtype), tm)
+    frame = _compute(b, spec, market_returns, fundamentals, sentiment, np.dtype(dtype), tm, social)
     since64 = _to_datetime64([since])[0]
     frame = frame.loc[frame["date"].to_numpy() >= since64].reset_index(drop=True)
     tm["total"] = time.perf_counter() - t_start

@@ -104,6 +104,7 @@ class IngestionRun(models.Model):
         FUNDAMENTALS = "fundamentals", "Fundamentals"
         NEWS = "news", "News"
         UNIVERSE = "universe", "Universe"
+        SOCIAL = "social", "Social posts"
 
     class Status(models.TextChoices):
         RUNNING = "running", "Running"
@@ -172,6 +173,38 @@ class NewsItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.ticker_id} {self.published_at:%Y-%m-%d}: {self.headline[:60]}"
+
+
+class SocialPost(models.Model):
+    """One social-media post about one ticker (a post that cash-tags two tickers is two rows)."""
+
+    class Label(models.TextChoices):
+        BULLISH = "bullish", "Bullish"
+        BEARISH = "bearish", "Bearish"
+        NONE = "", "None"
+
+    ticker = models.ForeignKey(Ticker, on_delete=models.CASCADE, related_name="social_posts")
+    source = models.CharField(max_length=50, help_text="Where it was posted: twitter, stocktwits, ...")
+    post_key = models.CharField(max_length=80, help_text="The source's post id, else 'h:' + sha256 of its content")
+    posted_at = models.DateTimeField()
+    text = models.TextField()
+    author = models.CharField(max_length=32, blank=True,
+                              help_text="Keyed hash of the source's author id (no handle is stored)")
+    author_label = models.CharField(max_length=8, choices=Label.choices, blank=True, default="",
+                                    help_text="The author's own Bullish/Bearish tag, where the source has one")
+    sentiment = models.FloatField(help_text="Score in [-1, 1] (features.social.score_post)")
+    provider = models.CharField(max_length=50, default="file", help_text="'file' or the provider it came from")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "post_key", "ticker"], name="uniq_social_source_post_ticker")
+        ]
+        indexes = [models.Index(fields=["ticker", "posted_at"])]
+        ordering = ["-posted_at"]
+
+    def __str__(self) -> str:
+        return f"{self.ticker_id} {self.source} {self.posted_at:%Y-%m-%d %H:%M}: {self.text[:60]}"
 
 
 class FeatureSet(models.Model):

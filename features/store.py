@@ -149,6 +149,9 @@ def feature_definitions(spec: FeatureSpec) -> list[dict[str, Any]]:
         if group == "sentiment":
             if name.startswith(("sent_mean_", "news_count_")):
                 return {"window": _suffix_int(name)}
+        if group == "social":
+            kind = name.split("_")[1]
+            return {"window": _suffix_int(name), "kind": kind, "posts": "after the 16:00 close: next session"}
         return {}
 
     return [
@@ -1060,13 +1063,15 @@ class ChunkData:
     ``bars``: ticker,date,open,high,low,close,adj_close,volume (for an incremental ticker at least
     the ``MAX_LOOKBACK`` bars before its ``since`` date, plus every bar from it on).
     ``since``: ticker -> first date to (re)compute; a ticker not in it (or ``since=None``) is
-    computed from all its bars. ``fundamentals``/``sentiment``: as ``compute_features`` takes them.
+    computed from all its bars. ``fundamentals``/``sentiment``/``social``: as ``compute_features``
+    takes them.
     """
 
     bars: pd.DataFrame
     fundamentals: pd.DataFrame | None = None
     sentiment: pd.DataFrame | None = None
     since: dict[str, Any] | None = None
+    social: pd.DataFrame | None = None
 
 
 @dataclass
@@ -1094,7 +1099,7 @@ def compute_chunk(
     t0 = time.perf_counter()
     talib_s = 0.0
     kwargs = {"market_returns": market_returns, "fundamentals": chunk.fundamentals,
-              "sentiment": chunk.sentiment, "params": spec, "dtype": dtype}
+              "sentiment": chunk.sentiment, "params": spec, "dtype": dtype, "social": chunk.social}
     tick = bars["ticker"].astype(str)
     since_of: dict[str, pd.Timestamp] = {}
     if chunk.since:

@@ -47,6 +47,7 @@ from .files import FileDropProvider
 from .http import HttpClient, redact
 from .polygon import PolygonProvider
 from .ratelimit import DailyLimitReached, RateLimiter, get_limiter, reset_limiters
+from .stocktwits import StockTwitsProvider
 from .stooq import StooqProvider
 from .tiingo import TiingoProvider
 
@@ -55,6 +56,10 @@ PROVIDERS: dict[str, type[HttpProvider]] = {
     "stooq": StooqProvider,
     "tiingo": TiingoProvider,
     "polygon": PolygonProvider,
+}
+# Social-media providers (``features.services.social.update_social``): not price sources.
+SOCIAL_PROVIDERS: dict[str, type[HttpProvider]] = {
+    "stocktwits": StockTwitsProvider,
 }
 
 
@@ -77,6 +82,7 @@ __all__ = [
     "AlphaVantageProvider", "AuthError", "BadResponseError", "Budget", "BudgetExceededError", "CallRecord",
     "DailyBudget", "DailyLimitReached", "FileDropProvider", "HttpClient", "HttpProvider", "NotFoundError",
     "PolygonProvider", "PriceProvider", "ProviderConfig", "ProviderError", "ProviderTimeoutError", "RateLimitedError",
-    "RateLimiter", "RemainingBudget", "ServerError", "StooqProvider", "TiingoProvider", "UpdateResult",
+    "RateLimiter", "RemainingBudget", "SOCIAL_PROVIDERS", "ServerError", "StockTwitsProvider", "StooqProvider",
+    "TiingoProvider", "UpdateResult",
     "budget_message", "get_limiter", "get_provider", "redact", "reset_limiters", "update_prices",
 ]

@@ -273,6 +273,7 @@ DEFAULT_BASE_URLS = {
     "stooq": "https://stooq.com",
     "tiingo": "https://api.tiingo.com",
     "polygon": "https://api.polygon.io",
+    "stocktwits": "https://api.stocktwits.com/api/2",
 }
 # Free-tier defaults; override per provider through ``limits``.
 DEFAULT_LIMITS: dict[str, dict[str, Any]] = {
@@ -281,6 +282,8 @@ DEFAULT_LIMITS: dict[str, dict[str, Any]] = {
     "tiingo": {"requests_per_minute": 50, "requests_per_day": 1000, "cost_per_call_usd": 0.0},
     # the free "Basic" plan: 5 requests a minute, no daily cap; a daily update needs 3 or 4
     "polygon": {"requests_per_minute": 5, "requests_per_day": None, "cost_per_call_usd": 0.0},
+    # the public streams allow about 200 requests an hour per address
+    "stocktwits": {"requests_per_minute": 3, "requests_per_day": None, "cost_per_call_usd": 0.0},
 }
 
 
