@@ -807,8 +807,18 @@ def stage_update_market_data(*, run: PipelineRun, progress: Progress | None = No
             f"({', '.join(sorted(reasons))})",
             hints=["Check the provider's status page and your plan's limits", "The next attempt retries it"],
         )
-    if summary.cost_usd:
-        PipelineRun.objects.filter(pk=run.pk).update(cost_usd=F("cost_usd") + Decimal(str(round(summary.cost_usd, 6))))
+    # social posts with the day's bars, before the features (only when ML_SOCIAL_PROVIDER is set)
+    from features.services.social import update_social_if_configured
+
+    try:
+        social = update_social_if_configured(tickers=list(run.tickers) or None, progress=progress)
+    except ValueError as exc:  # an unknown ML_SOCIAL_PROVIDER
+        raise PermanentStageError(str(exc), hints=["Set ML_SOCIAL_PROVIDER=stocktwits, or leave it empty"]) from exc
+    if social is not None:
+        counts["social"] = social
+    cost = summary.cost_usd + (social["cost_usd"] if social is not None else 0.0)
+    if cost:
+        PipelineRun.objects.filter(pk=run.pk).update(cost_usd=F("cost_usd") + Decimal(str(round(cost, 6))))
     return counts
 
 

@@ -62,6 +62,8 @@ from features.selectors import (
     storage_path,
 )
 from features.sentiment import aggregate_daily
+from features.services.social import social_posts_frame
+from features.social import aggregate_social_daily
 from features.store import (
     ChunkData,
     FeatureStore,
@@ -247,6 +249,12 @@ def _load_sentiment(*, ids: list[int], symbols: dict[int, str], since: date | No
     return aggregate_daily(frame, time_col="published_at")
 
 
+def _load_social(*, ids: list[int], symbols: dict[int, str], since: date | None, end: date | None) -> pd.DataFrame:
+    """Posts per ticker and trading day (``features.social.aggregate_social_daily``), for a feature set
+    with social columns."""
+    return aggregate_social_daily(social_posts_frame(ticker_ids=ids, symbols=symbols, since=since, end=end))
+
+
 def _universe_dates(*, after: date | None, end: date | None) -> pd.DatetimeIndex:
     qs = PriceBar.objects.all()
     if after is not None:
@@ -372,7 +380,8 @@ def _resolve_scope(tickers: Iterable[str] | None, start: date | None, end: date 
     return scope, True
 
 
-def _full_chunks(*, scope: dict[str, int], end: date | None, chunk_size: int) -> Iterator[ChunkData]:
+def _full_chunks(*, scope: dict[str, int], end: date | None, chunk_size: int,
+                 social: bool = False) -> Iterator[ChunkData]:
     symbols = {i: s for s, i in scope.items()}
     for part in chunked(sorted(scope), chunk_size):
         ids = [scope[s] for s in part]
@@ -381,6 +390,7 @@ def _full_chunks(*, scope: dict[str, int], end: date | None, chunk_size: int) ->
             fundamentals=_load_fundamentals(ids=ids, symbols=symbols, end=end),
             sentiment=_load_sentiment(ids=ids, symbols=symbols, since=None, end=end),
             since=None,
+            social=_load_social(ids=ids, symbols=symbols, since=None, end=end) if social else None,
         )
 
 
@@ -390,7 +400,7 @@ def _lookback_days(lookback: int) -> int:
 
 
 def _incremental_chunks(*, scope: dict[str, int], since: dict[str, date | None], end: date | None,
-                        lookback: int, chunk_size: int) -> Iterator[ChunkData]:
+                        lookback: int, chunk_size: int, social: bool = False) -> Iterator[ChunkData]:
     """Chunks holding, per ticker, ``lookback`` bars before its ``since`` date and every bar after it
     (all bars for tickers with ``since`` None: never stored)."""
     symbols = {i: s for s, i in scope.items()}
@@ -436,6 +446,7 @@ def _incremental_chunks(*, scope: dict[str, int], since: dict[str, date | None],
             fundamentals=_load_fundamentals(ids=ids, symbols=symbols, end=end),
             sentiment=_load_sentiment(ids=ids, symbols=symbols, since=load_from, end=end),
             since={s: since[s] for s in old},
+            social=_load_social(ids=ids, symbols=symbols, since=load_from, end=end) if social else None,
         )
 
 
@@ -525,7 +536,7 @@ def build_features(
                 dates = _universe_dates(after=after, end=end_d)
                 returns, source, summary.market_days = _market(dates=dates, stored=stored_market)
                 chunks = _incremental_chunks(scope=scope, since=plan, end=end_d, lookback=spec.max_lookback(),
-                                             chunk_size=chunk_size)
+                                             chunk_size=chunk_size, social=bool(spec.social_windows))
                 result = materialize(
                     store=store, chunks=chunks, spec=spec, market_returns=returns, market_source=source,
                     incremental=True, start=start_d, end=end_d, tag=f"m{mat.pk}",
@@ -536,7 +547,8 @@ def build_features(
             returns, source, summary.market_days = _market(dates=dates, stored=None)
             replace = ReplaceScope(tickers=frozenset(scope) if explicit else None, start=start_d, end=end_d)
             result = materialize(
-                store=store, chunks=_full_chunks(scope=scope, end=end_d, chunk_size=chunk_size), spec=spec,
+                store=store, chunks=_full_chunks(scope=scope, end=end_d, chunk_size=chunk_size,
+                                                 social=bool(spec.social_windows)), spec=spec,
                 market_returns=returns, market_source=source, incremental=False, replace=replace,
                 start=start_d, end=end_d, tag=f"m{mat.pk}", total_chunks=math.ceil(len(scope) / chunk_size),
                 progress=progress,
