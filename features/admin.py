@@ -14,6 +14,7 @@ from features.models import (
     IngestionRun,
     NewsItem,
     PriceBar,
+    SocialPost,
     Ticker,
 )
 
@@ -178,3 +179,18 @@ class NewsItemAdmin(admin.ModelAdmin):
     @admin.display(description="headline")
     def short_headline(self, obj):
         return obj.headline if len(obj.headline) <= 100 else obj.headline[:99] + "…"
+
+
+@admin.register(SocialPost)
+class SocialPostAdmin(admin.ModelAdmin):
+    list_display = ("ticker", "posted_at", "short_text", "sentiment", "author_label", "source", "provider")
+    list_filter = ("source", "provider", "author_label")
+    list_select_related = ("ticker",)
+    search_fields = ("ticker__symbol", "text")
+    date_hierarchy = "posted_at"
+    raw_id_fields = ("ticker",)
+    show_full_result_count = False
+
+    @admin.display(description="text")
+    def short_text(self, obj):
+        return obj.text if len(obj.text) <= 100 else obj.text[:99] + "…"
