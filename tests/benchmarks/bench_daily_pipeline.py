@@ -19,6 +19,11 @@ Both run with ``MODEL_PERFORMANCE_THRESHOLD=0``: synthetic random walks hold no 
 and a learner the gate rejects is not refit on the following days, which would time a daily run with
 nothing to train rather than the worst case measured here.
 
+``--workers N`` runs both through Celery instead (``retrain`` and ``run_pipeline`` queued, one
+worker with N processes on the filesystem broker, as ``make run`` starts it): feature chunks and
+Prophet's ticker chunks then run in parallel. ``--workers 0`` (the default) runs them in the command
+(``--sync``).
+
 Printed: each stage's wall seconds and counts (from the run's own record), the pipeline's CPU
 seconds (the child process's rusage) and the peak memory of the largest command so far (rusage's
 maximum over the benchmark's children), and the requests the update made. Results go
@@ -31,8 +36,14 @@ import argparse
 import json
 import os
 import resource
+import signal
+import sqlite3
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pandas as pd
 from scratch import REPO, last_json, manage, scratch_env
@@ -56,14 +67,70 @@ def trading_days(env: dict[str, str]) -> tuple[str, str]:
     return as_of, before
 
 
+@contextmanager
+def celery_worker(env: dict[str, str], processes: int, log: Path) -> Iterator[None]:
+    """One Celery worker with ``processes`` pool processes for the duration (0: none)."""
+    if processes <= 0:
+        yield
+        return
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "investml", "worker", "--loglevel=INFO", f"--concurrency={processes}",
+         "--without-gossip", "--without-mingle", "--queues=celery,maintenance"],
+        cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "ready." not in log.read_text():
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the Celery worker did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield
+    finally:
+        os.kill(worker.pid, signal.SIGTERM)  # warm shutdown; its CPU counts once it is waited for
+        try:
+            worker.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+
+
+def wait_finished(var: Path, table: str, *, finished: tuple[str, ...]) -> None:
+    """Poll the scratch database until the newest row of ``table`` has a finished status."""
+    with sqlite3.connect(var / "investml.sqlite3", timeout=60) as db:
+        while True:
+            row = db.execute(f"SELECT status FROM {table} ORDER BY id DESC LIMIT 1").fetchone()  # noqa: S608
+            if row and row[0] in finished:
+                return
+            time.sleep(5)
+
+
+def run_command(args: list[str], env: dict[str, str], *, var: Path, workers: int, kind: str) -> tuple[dict, float]:
+    """``manage.py args`` in the command (``--sync``), or queued on a worker and awaited; returns the
+    run's summary and the wall seconds."""
+    started = time.perf_counter()
+    if workers <= 0:
+        out, _ = manage([*args, "--sync", "--json"], env, stream=True, check=False)  # a failed run prints its stages
+        return last_json(out), time.perf_counter() - started
+    table = "training_pipelinerun" if kind == "pipeline" else "training_trainingrun"
+    with celery_worker(env, workers, var / f"worker-{kind}.log"):
+        manage([*args, "--json"], env)
+        wait_finished(var, table, finished=("succeeded", "failed", "cancelled", "skipped"))
+        wall = time.perf_counter() - started
+    out, _ = manage(["retrain", "--status", "--json", "--limit", "1"], env)
+    pipelines, trainings = (json.loads(line) for line in out.strip().splitlines()[-2:])
+    return (pipelines["pipeline_runs"][0] if kind == "pipeline" else trainings[0]), wall
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tickers", type=int, default=1500)
     parser.add_argument("--years", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="0: run in the command (--sync); N: through one Celery worker of N processes")
     args = parser.parse_args()
 
-    var = REPO / "var" / f"bench-daily-{args.tickers}"
+    label = f"{args.tickers}" + (f"-workers{args.workers}" if args.workers else "")
+    var = REPO / "var" / f"bench-daily-{label}"
     env = scratch_env(var)
     import shutil
 
@@ -89,11 +156,10 @@ def main() -> None:
           flush=True)
     env["MODEL_PERFORMANCE_THRESHOLD"] = "0"
     weekly_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out, weekly_s = manage(["retrain", "--sync", "--json"], env, stream=True)
+    weekly, weekly_s = run_command(["retrain"], env, var=var, workers=args.workers, kind="training")
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    weekly = last_json(out)
     weekly_cpu = (usage.ru_utime - weekly_usage.ru_utime) + (usage.ru_stime - weekly_usage.ru_stime)
-    weekly_lines = [f"Weekly evaluation (retrain --sync) on the history to {before}: status {weekly.get('status')}, "
+    weekly_lines = [f"Weekly evaluation (retrain) on the history to {before}: status {weekly.get('status')}, "
                     f"wall {weekly_s:.0f}s, CPU {weekly_cpu:.0f}s", "", "| stage | seconds |", "| --- | ---: |"]
     weekly_lines += [f"| {st['name']} | {st.get('seconds') or 0:.1f} |" for st in weekly.get("stages", [])]
     print("\n".join(weekly_lines), flush=True)
@@ -103,15 +169,14 @@ def main() -> None:
         run_env = {**env, "ML_MARKET_DATA_PROVIDER": "polygon", "POLYGON_BASE_URL": server.base_url,
                    "POLYGON_API_KEY": KEY}
         before_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
-        out, _ = manage(["run_pipeline", "--sync", "--json", "--reason", "bench_daily_pipeline"], run_env,
-                        stream=True, check=False)  # a failed run still prints its stages
-        wall = time.perf_counter() - started
+        run, wall = run_command(["run_pipeline", "--reason", "bench_daily_pipeline"], run_env, var=var,
+                                workers=args.workers, kind="pipeline")
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         requests_made = len(server.requests)
-    run = last_json(out)
     cpu = (usage.ru_utime - before_usage.ru_utime) + (usage.ru_stime - before_usage.ru_stime)
-    lines = [f"Next day's pipeline ({as_of}), {args.tickers} tickers x {args.years:g} years, {os.cpu_count()} cores: "
+    mode = f"one Celery worker of {args.workers} processes" if args.workers else "in the command (--sync)"
+    lines = [f"Next day's pipeline ({as_of}), {args.tickers} tickers x {args.years:g} years, {os.cpu_count()} cores, "
+             f"{mode}: "
              f"status {run.get('status')}, wall {wall:.0f}s, CPU {cpu:.0f}s, peak RSS {usage.ru_maxrss / 1e6:.2f} GB, "
              f"{requests_made} provider requests", "", "| stage | status | seconds | counts |", "| --- | --- | ---: | --- |"]
     for stage in run.get("stages", []):
@@ -121,13 +186,13 @@ def main() -> None:
     table = "\n".join([*lines, "", *weekly_lines])
     print(table, flush=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"daily-pipeline-{args.tickers}.json").write_text(json.dumps({
-        "tickers": args.tickers, "years": args.years, "as_of": as_of, "generate_seconds": gen_s,
+    (RESULTS / f"daily-pipeline-{label}.json").write_text(json.dumps({
+        "tickers": args.tickers, "workers": args.workers, "years": args.years, "as_of": as_of, "generate_seconds": gen_s,
         "ingest_seconds": ingest_s, "build_seconds": build_s, "weekly_wall_seconds": weekly_s,
         "weekly_cpu_seconds": weekly_cpu, "weekly": weekly, "pipeline_wall_seconds": wall,
         "pipeline_cpu_seconds": cpu, "peak_rss_bytes": usage.ru_maxrss * 1024, "provider_requests": requests_made,
         "run": run}, default=str))
-    (RESULTS / f"daily-pipeline-{args.tickers}.md").write_text(table + "\n")
+    (RESULTS / f"daily-pipeline-{label}.md").write_text(table + "\n")
 
 
 if __name__ == "__main__":
