@@ -28,7 +28,7 @@ from django.core.cache import cache
 
 from features.labels import compute_labels
 from features.models import BenchmarkReturn, FeatureMaterialization, FeatureSetVersion
-from features.store import FeatureStore
+from features.store import FeatureStore, content_hash
 
 __all__ = [
     "DEFAULT_FEATURE_SET",
@@ -235,6 +235,30 @@ def online_columns_key(version_id: int) -> str:
     return f"{ONLINE_PREFIX}:columns:{version_id}"
 
 
+def online_absent_key(version_id: int, ticker: str) -> str:
+    """Set by a read-through that found no stored row: the offline store is not read again soon."""
+    return f"{ONLINE_PREFIX}:absent:{version_id}:{ticker}"
+
+
+def online_payload(*, version: FeatureSetVersion, frame: pd.DataFrame) -> dict[str, str]:
+    """Cache key -> JSON vector of each row of ``frame`` (``ticker, date, <feature columns>``)."""
+    columns = version.feature_names
+    chash = content_hash({"columns": list(columns)})
+    name = version.feature_set.name
+    values = frame[columns].to_numpy(dtype=np.float64)
+    finite = np.isfinite(values)
+    dates = frame["date"].dt.strftime("%Y-%m-%d").to_numpy()
+    payload = {}
+    for i, ticker in enumerate(frame["ticker"].to_numpy()):
+        row = [float(v) if ok else None for v, ok in zip(values[i].tolist(), finite[i].tolist(), strict=True)]
+        payload[online_vector_key(version.pk, ticker)] = json.dumps(
+            {"date": dates[i], "values": row, "columns_hash": chash, "version_id": version.pk,
+             "version": version.version, "feature_set": name},
+            separators=(",", ":"),
+        )
+    return payload
+
+
 @dataclass(frozen=True)
 class OnlineVector:
     ticker: str
@@ -307,7 +331,9 @@ def get_online_features(*, ticker: str, version: VersionRef = None,
         return None
     symbol = ticker.strip().upper()
     raw = cache.get(online_vector_key(vid, symbol))
-    return None if raw is None else _vector(symbol, raw)
+    if raw is None:
+        return _read_through(vid, [symbol]).get(symbol)
+    return _vector(symbol, raw)
 
 
 def get_online_features_many(*, tickers: Iterable[str], version: VersionRef = None,
@@ -323,4 +349,34 @@ def get_online_features_many(*, tickers: Iterable[str], version: VersionRef = No
         raw = raws.get(online_vector_key(vid, s))
         if raw is not None:
             out[s] = _vector(s, raw)
+    if len(out) < len(set(symbols)):
+        out.update(_read_through(vid, [s for s in symbols if s not in out]))
     return out
+
+
+def _read_through(vid: int, symbols: list[str]) -> dict[str, OnlineVector]:
+    """Vectors the cache lacks, from the offline store, cached for ``ML_ONLINE_READTHROUGH_SECONDS``.
+
+    The online store is a cache of the offline store's latest rows. A machine whose cache is not
+    the one the build published to (an API server on another machine without a shared Redis, a
+    flushed Redis) reads them here once; the timeout bounds how stale such a copy can get, while
+    a build's own publish stays without one. Tickers with no stored row are remembered as absent
+    for the same time, so unknown tickers do not re-read the store on every request.
+    """
+    ttl = int(getattr(settings, "ML_ONLINE_READTHROUGH_SECONDS", 300))
+    if ttl <= 0 or not symbols:
+        return {}
+    wanted = sorted(set(symbols))
+    absent = cache.get_many([online_absent_key(vid, s) for s in wanted])
+    wanted = [s for s in wanted if online_absent_key(vid, s) not in absent]
+    if not wanted:
+        return {}
+    version = FeatureSetVersion.objects.select_related("feature_set").filter(pk=vid).first()
+    if version is None:
+        return {}
+    frame = feature_store_for(version=version).latest_rows(tickers=wanted)
+    payload = online_payload(version=version, frame=frame)
+    found = {s: payload[online_vector_key(vid, s)] for s in wanted if online_vector_key(vid, s) in payload}
+    cache.set_many(payload, timeout=ttl)
+    cache.set_many({online_absent_key(vid, s): "1" for s in wanted if s not in found}, timeout=ttl)
+    return {s: _vector(s, raw) for s, raw in found.items()}

@@ -45,7 +45,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -61,6 +60,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from features import storage
 from features.engine import FeatureSpec, compute_features, compute_features_incremental
 from features.labels import compute_labels
 from features.normalize import CS_NORMALIZATIONS, cs_apply, cs_stats
@@ -244,12 +244,7 @@ def files_checksum(files: Iterable[tuple[str, str]]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_fsync_path = storage.fsync_path
 
 
 def atomic_write_bytes(path: Path, data: Any, *, fsync: bool = True) -> None:
@@ -258,21 +253,7 @@ def atomic_write_bytes(path: Path, data: Any, *, fsync: bool = True) -> None:
     The temporary file is fsynced (when ``fsync``) and renamed over ``path``; on any failure it is
     removed, so ``path`` is either absent, the old file, or the complete new one.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    if fsync:
-        _fsync_path(path.parent)
+    storage.atomic_write_local(path, data, fsync=fsync)
 
 
 def _to_date(value: Any) -> date | None:
@@ -455,28 +436,72 @@ def _empty_manifest() -> dict[str, Any]:
 
 
 class FeatureStore:
-    """One feature-set version's offline store under ``root``."""
+    """One feature-set version's offline store under ``root``: a local folder (``self.root`` is
+    its ``Path``) or an ``s3://bucket/prefix`` URL (``self.root`` is that string), see
+    ``features.storage``. On S3 the part files are immutable objects with unique names, the
+    manifest is replaced by a conditional PUT (If-Match its ETag as read under the lock), and the
+    lock is a lease object; everything is read into memory, nothing lands on local disk."""
 
     def __init__(self, root: Path | str, *, feature_columns: list[str] | None = None,
                  label_columns: list[str] | None = None, cs_normalization: str = "none"):
         if cs_normalization not in CS_NORMALIZATIONS:
             raise ValueError(f"cs_normalization must be one of {CS_NORMALIZATIONS}, got {cs_normalization!r}")
-        self.root = Path(root)
+        self.location = storage.location(root)
+        self.remote = self.location.remote
+        self.root: Any = self.location.url if self.remote else Path(root)
         self._columns = {"features": feature_columns, "labels": label_columns}
         self.cs_normalization = cs_normalization
 
     @classmethod
     def at(cls, base: Path | str, feature_set: str, version: str, **kwargs: Any) -> FeatureStore:
-        return cls(Path(base) / feature_set / version, **kwargs)
+        return cls(storage.join(base, feature_set, version), **kwargs)
 
     # --- manifest ----------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
+        if self.remote:
+            return self._manifest_and_token()[0]
         path = self.root / MANIFEST
         try:
             with open(path, "rb") as fh:
                 return json.loads(fh.read())
         except FileNotFoundError:
             return _empty_manifest()
+
+    def _manifest_and_token(self) -> tuple[dict[str, Any], str | None]:
+        """The manifest and the token its conditional replacement needs (None locally)."""
+        if not self.remote:
+            return self.manifest(), None
+        data, token = self.location.read_pointer(MANIFEST)
+        return (json.loads(data) if data is not None else _empty_manifest()), token
+
+    # --- files (a local folder or an object store) ----------------------------------------
+    def _write(self, rel: str, data: Any) -> None:
+        """A new part file; locally fsynced at commit, on S3 one atomic PUT."""
+        if self.remote:
+            self.location.write_bytes(rel, data)
+        else:
+            atomic_write_bytes(self.root / rel, data, fsync=False)
+
+    def _remove(self, rel: str) -> None:
+        with contextlib.suppress(OSError):
+            if self.remote:
+                self.location.remove(rel)
+            else:
+                (self.root / rel).unlink()
+
+    def _tables(self, rels: list[str], *, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
+        """The rows of ``rels`` (one dataset); on S3 the objects are fetched concurrently into memory."""
+        if not self.remote:
+            return ds.dataset([str(self.root / rel) for rel in rels], format="parquet").to_table(
+                columns=columns, filter=filter)
+        blobs = self.location.read_many(rels)
+        tables = [pq.read_table(pa.BufferReader(blobs[rel]), columns=columns, filters=filter) for rel in rels]
+        return pa.concat_tables(tables, promote_options="default")
+
+    def _read_table(self, rel: str) -> pa.Table:
+        if self.remote:
+            return pq.read_table(pa.BufferReader(self.location.read_bytes(rel)))
+        return pq.read_table(self.root / rel)
 
     def columns(self, dataset: str, manifest: dict[str, Any] | None = None) -> list[str]:
         if self._columns.get(dataset):
@@ -497,6 +522,10 @@ class FeatureStore:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
+        if self.remote:
+            with self.location.lock(".lock"):
+                yield
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "a+b") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
@@ -530,8 +559,7 @@ class FeatureStore:
                 f = ds.field("ticker").isin(tickers)
                 filt = f if filt is None else filt & f
             try:
-                dataset_ = ds.dataset([str(self.root / rel) for rel in sorted(entries)], format="parquet")
-                table = dataset_.to_table(columns=cols, filter=filt)
+                table = self._tables(sorted(entries), columns=cols, filter=filt)
             except OSError:  # a concurrent commit replaced a file: read the new manifest
                 if manifest is not None or attempt == 2:
                     raise
@@ -556,7 +584,7 @@ class FeatureStore:
         return frame.sort_values("date", kind="stable").reset_index(drop=True)
 
     def read_files(self, rels: Iterable[str]) -> pd.DataFrame:
-        tables = [pq.read_table(self.root / rel) for rel in rels]
+        tables = [self._read_table(rel) for rel in rels]
         if not tables:
             return pd.DataFrame()
         return _table_to_frame(pa.concat_tables(tables))
@@ -589,13 +617,25 @@ class FeatureStore:
         rel = m.get("market")
         if not rel:
             return None
-        frame = _table_to_frame(pq.read_table(self.root / rel))
+        frame = _table_to_frame(self._read_table(rel))
         return pd.Series(frame["ret"].to_numpy(), index=pd.DatetimeIndex(frame["date"]), name="ret")
 
     def verify(self) -> list[str]:
         """Problems found re-hashing every live file ([] when all files match the manifest)."""
         problems = []
         m = self.manifest()
+        if self.remote:
+            rels = sorted(m["files"])
+            for i in range(0, len(rels), storage.READ_BATCH):
+                for rel in rels[i:i + storage.READ_BATCH]:
+                    try:
+                        data = self.location.read_bytes(rel)
+                    except FileNotFoundError:
+                        problems.append(f"{rel}: missing")
+                        continue
+                    if hashlib.sha256(data).hexdigest() != m["files"][rel]["sha256"]:
+                        problems.append(f"{rel}: checksum mismatch")
+            return problems
         for rel, e in sorted(m["files"].items()):
             path = self.root / rel
             if not path.is_file():
@@ -606,6 +646,17 @@ class FeatureStore:
 
     def vacuum(self, *, min_age_s: float = 86_400.0) -> int:
         """Delete files no manifest names (left by failed writers) older than ``min_age_s``."""
+        if self.remote:
+            live = set(self.manifest()["files"])
+            removed = 0
+            for info in self.location.files():
+                name = info.relpath.rsplit("/", 1)[-1]
+                if (name in (MANIFEST, ".lock") or info.relpath in live or time.time() - info.mtime < min_age_s
+                        or not name.endswith((".parquet", ".tmp"))):
+                    continue
+                self._remove(info.relpath)
+                removed += 1
+            return removed
         if not self.root.is_dir():
             return 0
         live = set(self.manifest()["files"])
@@ -694,11 +745,15 @@ class StoreWriter:
         self._max_day = hi if self._max_day is None else max(self._max_day, hi)
         self.rows += len(frame)
 
-    def _write_slice(self, dataset: str, sl: _Slice) -> tuple[str, dict[str, Any]]:
+    def _write_slice(self, dataset: str, sl: _Slice,
+                     pending: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         y, mo = sl.month // 12 + 1970, sl.month % 12 + 1
         rel = f"{dataset}/year={y:04d}/month={mo:02d}/part-{uuid.uuid4().hex[:16]}.parquet"
         data, sha = _encode_table(sl.table)
-        atomic_write_bytes(self.store.root / rel, data, fsync=False)  # fsynced at commit
+        if pending is None:
+            self.store._write(rel, data)  # locally fsynced at commit
+        else:
+            pending[rel] = data  # on S3 the frame's parts are uploaded together, concurrently
         entry = {
             "dataset": dataset, "year": y, "month": mo, "rows": sl.table.num_rows, "bytes": data.size,
             "sha256": sha, "min_ticker": sl.min_ticker, "max_ticker": sl.max_ticker,
@@ -710,9 +765,12 @@ class StoreWriter:
     def _write_frame(self, dataset: str, frame: pd.DataFrame, columns: list[str]) -> dict[str, dict[str, Any]]:
         dtype = STORE_DTYPE if dataset == "features" else np.float64
         written = {}
+        pending: dict[str, Any] | None = {} if self.store.remote else None
         for sl in _month_slices(frame, columns, dtype):
-            rel, entry = self._write_slice(dataset, sl)
+            rel, entry = self._write_slice(dataset, sl, pending)
             written[rel] = entry
+        if pending:
+            self.store.location.write_many(pending)
         return written
 
     def write_parts(self, *, features: pd.DataFrame, labels: pd.DataFrame | None = None) -> None:
@@ -761,7 +819,7 @@ class StoreWriter:
         published = False
         try:
             with store._lock():
-                m = store.manifest()
+                m, token = store._manifest_and_token()
                 columns = {}
                 for dataset in DATASETS:
                     stored = m["columns"].get(dataset)
@@ -828,7 +886,7 @@ class StoreWriter:
                     table = pa.Table.from_pandas(self._market, preserve_index=False)
                     data, sha = _encode_table_plain(table)
                     market_rel = f"market/market-{uuid.uuid4().hex[:16]}.parquet"
-                    atomic_write_bytes(store.root / market_rel, data, fsync=False)
+                    store._write(market_rel, data)
                     created[market_rel] = {
                         "dataset": "market", "rows": table.num_rows, "bytes": data.size, "sha256": sha,
                         "min_date": str(self._market["date"].min()) if len(self._market) else None,
@@ -844,9 +902,9 @@ class StoreWriter:
                     self._restate_xsection(live, created, removed, columns["features"], before=m["files"])
 
                 all_new = {**self._parts, **created}
-                # 4. durability before visibility
+                # 4. durability before visibility (an S3 PUT is durable when it returns)
                 dirs = set()
-                for rel in all_new:
+                for rel in all_new if not store.remote else ():
                     _fsync_path(store.root / rel)
                     p = (store.root / rel).parent
                     while p != store.root and p not in dirs:
@@ -883,17 +941,18 @@ class StoreWriter:
                     "market": market_rel,
                 }
                 payload = json.dumps(manifest, indent=0, allow_nan=False).encode()
-                atomic_write_bytes(store.root / MANIFEST, payload, fsync=True)
+                if store.remote:  # only if no other writer committed since we read it
+                    store.location.write_pointer(MANIFEST, payload, token=token)
+                else:
+                    atomic_write_bytes(store.root / MANIFEST, payload, fsync=True)
                 published = True
                 self._closed = True
                 for rel in removed:
-                    with contextlib.suppress(OSError):
-                        (store.root / rel).unlink()
+                    store._remove(rel)
         except BaseException:
             if not published:
                 for rel in created:
-                    with contextlib.suppress(OSError):
-                        (store.root / rel).unlink()
+                    store._remove(rel)
             raise
         files = [(rel, e["sha256"]) for rel, e in all_new.items()]
         return CommitResult(
@@ -931,7 +990,7 @@ class StoreWriter:
                                          preserve_index=False)
             data, sha = _encode_table_plain(table)
             rel = f"{XSECTION}/year={y:04d}/month={mo:02d}/part-{uuid.uuid4().hex[:16]}.parquet"
-            atomic_write_bytes(store.root / rel, data, fsync=False)
+            store._write(rel, data)
             created[rel] = {
                 "dataset": XSECTION, "year": y, "month": mo, "rows": table.num_rows, "bytes": data.size,
                 "sha256": sha, "min_date": str(stats["date"].min().date()), "max_date": str(stats["date"].max().date()),
@@ -944,7 +1003,8 @@ class StoreWriter:
                 return [c for c in frames[0].columns if c not in KEY_COLUMNS]
         for rel, e in self._parts.items():
             if e["dataset"] == dataset:
-                names = pq.read_schema(self.store.root / rel).names
+                names = (pq.read_schema(pa.BufferReader(self.store.location.read_bytes(rel))) if self.store.remote
+                         else pq.read_schema(self.store.root / rel)).names
                 return [c for c in names if c not in KEY_COLUMNS]
         return None
 
@@ -953,8 +1013,7 @@ class StoreWriter:
         if self._closed:
             return
         for rel in self._parts:
-            with contextlib.suppress(OSError):
-                (self.store.root / rel).unlink()
+            self.store._remove(rel)
         self._parts.clear()
         self._closed = True
 
@@ -982,8 +1041,7 @@ def _scan_last_dates(store: FeatureStore, files: dict[str, dict[str, Any]], tick
                 and any(e["min_ticker"] <= t <= e["max_ticker"] for t in want)]
         if not rels:
             continue
-        table = ds.dataset([str(store.root / r) for r in rels], format="parquet").to_table(
-            columns=KEY_COLUMNS, filter=ds.field("ticker").isin(sorted(want)))
+        table = store._tables(rels, columns=KEY_COLUMNS, filter=ds.field("ticker").isin(sorted(want)))
         if table.num_rows:
             frame = _table_to_frame(table)
             for t, d in frame.groupby("ticker")["date"].max().items():

@@ -214,6 +214,9 @@ ML_MODELS_PATH = _storage_setting("ML_MODELS_PATH", VAR_DIR / "ml_models")
 ML_LOGS_PATH = Path(env.str("ML_LOGS_PATH", default=str(VAR_DIR / "ml_logs")))
 ML_REGISTRY_PATH = Path(env.str("ML_REGISTRY_PATH", default=str(VAR_DIR / "ml_registry")))
 ML_FEATURES_PATH = _storage_setting("ML_FEATURES_PATH", VAR_DIR / "features")
+# An online vector missing from this machine's cache is read from the offline store and cached for
+# this long (0: never; features.selectors._read_through).
+ML_ONLINE_READTHROUGH_SECONDS = env.int("ML_ONLINE_READTHROUGH_SECONDS", default=300)
 # Daily market-data provider (alphavantage, stooq, tiingo, files); empty = the local files under ML_DATA_PATH.
 ML_MARKET_DATA_PROVIDER = env.str("ML_MARKET_DATA_PROVIDER", default="")
 ML_DATA_PATH = Path(env.str("ML_DATA_PATH", default=str(BASE_DIR / "sample_data")))

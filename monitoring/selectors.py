@@ -155,6 +155,16 @@ def directory_bytes(path: Path | str) -> int:
     return total
 
 
+def storage_bytes(root: Path | str) -> int:
+    """Total size stored under a storage root: a local folder, or every object under an
+    ``s3://bucket/prefix`` (one listing)."""
+    from features import storage
+
+    if storage.is_remote(root):
+        return storage.location(root).total_bytes()
+    return directory_bytes(root)
+
+
 # ---------------------------------------------------------------------------------------------
 # alerts
 
@@ -413,9 +423,13 @@ def disk_usage() -> dict[str, tuple[float, float]]:
     import os
     import shutil
 
+    from features import storage
+
     out: dict[str, tuple[float, float]] = {}
     seen: set[int] = set()
     for path in (settings.ML_MODELS_PATH, settings.ML_FEATURES_PATH):
+        if storage.is_remote(path):
+            continue  # an object store has no volume to fill
         try:
             device = os.stat(path).st_dev
             usage = shutil.disk_usage(path)

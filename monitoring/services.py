@@ -22,7 +22,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -362,14 +361,14 @@ def record_storage_cost(*, day: date | None = None) -> list[CostRecord]:
     rate = config.load().storage_usd_per_gb_month
     days_in_month = calendar.monthrange(day.year, day.month)[1]
     paths = {
-        "ml_models": Path(getattr(settings, "ML_MODELS_PATH", "")),
-        "features": Path(getattr(settings, "ML_FEATURES_PATH", "")),
+        "ml_models": getattr(settings, "ML_MODELS_PATH", ""),
+        "features": getattr(settings, "ML_FEATURES_PATH", ""),
     }
     records = []
     with transaction.atomic():
         CostRecord.objects.filter(day=day, category=CostRecord.Category.STORAGE, source__in=list(paths)).delete()
         for source, path in paths.items():
-            size = selectors.directory_bytes(path) if str(path) else 0
+            size = selectors.storage_bytes(path) if str(path) else 0
             gb = size / 1e9
             records.append(record_cost(
                 day=day, category=CostRecord.Category.STORAGE, source=source, detail=str(path)[-200:],

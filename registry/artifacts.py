@@ -11,8 +11,11 @@ reaches a path, and every resolved path is checked to stay inside the root.
 
 Writes are atomic: the bytes go to a temporary file in the same folder, are flushed and fsynced, and
 the file is renamed over the final name (then the folder is fsynced), so a reader sees the old file
-or the complete new one, never a partial one. Reads check the size and the sha256 recorded in the
-registry before the bytes are handed to a loader; any difference raises
+or the complete new one, never a partial one. The root may also be ``s3://bucket/prefix``
+(``features.storage``): there each file is one PUT (atomic) to a name that is never reused, and the
+registry row that records its path, size and sha256 is the commit pointer; reads go to memory.
+Reads check the size and the sha256 recorded in the registry before the bytes are handed to a
+loader; any difference raises
 :class:`ArtifactIntegrityError` with a message naming the model version (``model@1.2.0``), the
 file, and what is wrong.
 
@@ -32,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from features import storage
 
 MODEL_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
 ARTIFACT_SUFFIX = ".bin"
@@ -74,7 +79,11 @@ def resolve(root: Path | str, relpath: str) -> Path:
 
 
 def write_atomic(*, root: Path | str, relpath: str, data: bytes) -> StoredFile:
-    """Write ``data`` to ``root/relpath`` atomically (temp file, fsync, rename, fsync folder)."""
+    """Write ``data`` to ``root/relpath`` atomically (temp file, fsync, rename, fsync folder; on
+    S3 one PUT)."""
+    if storage.is_remote(root):
+        storage.location(root).write_bytes(relpath, data)
+        return StoredFile(relpath=relpath, sha256=sha256_bytes(data), size=len(data))
     path = resolve(root, relpath)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -108,6 +117,9 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def remove(*, root: Path | str, relpath: str) -> None:
+    if storage.is_remote(root):
+        storage.location(root).remove(relpath)
+        return
     try:
         resolve(root, relpath).unlink()
     except FileNotFoundError:
@@ -124,12 +136,13 @@ def read_verified(*, root: Path | str, relpath: str, sha256: str, size: int | No
             f"ERROR: Failed to load model {label}: the registry has no artifact for it "
             "(the training run did not finish registering it)"
         )
+    remote = storage.location(root) if storage.is_remote(root) else None
     try:
-        path = resolve(root, relpath)
+        path = resolve(root, relpath) if remote is None else remote.path(relpath)
     except ValueError as exc:
         raise ArtifactIntegrityError(f"ERROR: Failed to load model {label}: {exc}") from exc
     try:
-        data = path.read_bytes()
+        data = path.read_bytes() if remote is None else remote.read_bytes(relpath)
     except FileNotFoundError:
         raise ArtifactIntegrityError(
             f"ERROR: Failed to load model {label}: FileNotFoundError: artifact file {path} is missing. "
@@ -154,6 +167,11 @@ def read_verified(*, root: Path | str, relpath: str, sha256: str, size: int | No
             f"(registry {sha256[:16]}..., file {actual[:16]}...): the file was modified; refusing to load it"
         )
     return data
+
+
+def remove_empty_folder(*, root: Path | str, relpath: str) -> None:
+    """Remove the folder ``root/relpath`` if it is empty (object stores have no folders)."""
+    storage.location(root).remove_empty_folder(relpath)
 
 
 # --------------------------------------------------------------------------------------------------

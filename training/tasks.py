@@ -5,7 +5,8 @@
 then ``prophet_merge_task`` merges the chunk models, registers and gates Prophet; if a chunk fails,
 ``prophet_failed_task`` records it. The run is closed by whichever part finishes last.
 Chunk outputs travel as checksummed files under ``ML_MODELS_PATH/_runs/<run id>/`` (the task
-messages stay JSON), so workers on several machines need that folder shared, as the model folder.
+messages stay JSON), so workers on several machines need that root shared, as the model folder:
+``ML_MODELS_PATH=s3://bucket/prefix`` (``features.storage``).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ from features.selectors import (
     online_columns_key,
     online_current_key,
     online_index_key,
-    online_vector_key,
+    online_payload,
     resolve_feature_set_version,
     storage_path,
 )
@@ -611,17 +611,7 @@ def publish_online_features(*, version: FeatureSetVersion, tickers: Iterable[str
     columns = version.feature_names
     chash = _columns_hash(columns)
     name = version.feature_set.name
-    values = frame[columns].to_numpy(dtype=np.float64)
-    finite = np.isfinite(values)
-    dates = frame["date"].dt.strftime("%Y-%m-%d").to_numpy()
-    payload = {}
-    for i, ticker in enumerate(frame["ticker"].to_numpy()):
-        row = [float(v) if ok else None for v, ok in zip(values[i].tolist(), finite[i].tolist(), strict=True)]
-        payload[online_vector_key(version.pk, ticker)] = json.dumps(
-            {"date": dates[i], "values": row, "columns_hash": chash, "version_id": version.pk,
-             "version": version.version, "feature_set": name},
-            separators=(",", ":"),
-        )
+    payload = online_payload(version=version, frame=frame)
     for start in range(0, len(payload), 1_000):
         keys = list(payload)[start : start + 1_000]
         cache.set_many({k: payload[k] for k in keys}, timeout=None)
