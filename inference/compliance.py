@@ -75,11 +75,6 @@ def pseudonyms_for(user_ids: Iterable[int | None]) -> dict[int, str]:
     return found
 
 
-def pseudonym_of(user: Any) -> str | None:
-    """The user's pseudonym, if they ever had a prediction recorded."""
-    return RequesterPseudonym.objects.filter(user_id=user.pk).values_list("pseudonym", flat=True).first()
-
-
 # --------------------------------------------------------------------------------------------------
 # appending
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from diskcache import Disk, DjangoCache, JSONDisk
+from diskcache.core import UNKNOWN
+
 
 class JSONSerializer:
     """Serializer for Django's RedisCache (OPTIONS["serializer"]). Integers stay raw for INCR."""
@@ -24,29 +27,23 @@ class JSONSerializer:
             return json.loads(data)
 
 
-try:
-    from diskcache import Disk, DjangoCache, JSONDisk
-    from diskcache.core import UNKNOWN
-except ImportError:  # only the embedded mode needs diskcache
-    JSONDisk = None
-else:
+class JSONCounterDisk(JSONDisk):
+    """diskcache's JSONDisk, keeping integers raw so that ``incr`` works (request counters)."""
 
-    class JSONCounterDisk(JSONDisk):
-        """diskcache's JSONDisk, keeping integers raw so that ``incr`` works (request counters)."""
+    def store(self, value, read, key=UNKNOWN):
+        if not read and type(value) is int:
+            return Disk.store(self, value, read, key=key)
+        return super().store(value, read, key=key)
 
-        def store(self, value, read, key=UNKNOWN):
-            if not read and type(value) is int:
-                return Disk.store(self, value, read, key=key)
-            return super().store(value, read, key=key)
+    def fetch(self, mode, filename, value, read):
+        if not read and type(value) is int:
+            return value
+        return super().fetch(mode, filename, value, read)
 
-        def fetch(self, mode, filename, value, read):
-            if not read and type(value) is int:
-                return value
-            return super().fetch(mode, filename, value, read)
 
-    class PersistentDiskCache(DjangoCache):
-        """Keeps its SQLite files open: Django closes caches after every request, and reopening
-        the shards cost 15-25 ms per request. SQLite connections are per thread, so this is safe."""
+class PersistentDiskCache(DjangoCache):
+    """Keeps its SQLite files open: Django closes caches after every request, and reopening
+    the shards cost 15-25 ms per request. SQLite connections are per thread, so this is safe."""
 
-        def close(self, **kwargs):
-            pass
+    def close(self, **kwargs):
+        pass

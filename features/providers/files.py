@@ -3,8 +3,7 @@
 Files are either long format (a ticker/symbol column, many tickers) or one file per ticker (the
 ticker comes from the file name: ``AAPL.csv``, ``aapl.us.csv.gz``, ``AAPL_daily.parquet``). Parsing
 and validation use ``features.pricefiles.read_price_file`` (split-adjusts raw Alpha-Vantage-style
-files and rejects bad rows); when that module is missing a minimal reader is used instead. Parsed
-files are cached by (path, size, mtime), so a daily run re-reads only new or changed files.
+files and rejects bad rows). Parsed files are cached by (path, size, mtime), so a daily run re-reads only new or changed files.
 
 No HTTP, so no ``CallRecord`` and no cost: ``on_call`` is never called.
 """
@@ -12,7 +11,6 @@ No HTTP, so no ``CallRecord`` and no cost: ``on_call`` is never called.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Iterable
 from datetime import date
@@ -20,58 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.pricefiles import read_price_file
+
 from .base import PRICE_COLUMNS, NotFoundError, PriceProvider, finish_prices
 
 logger = logging.getLogger("investml.providers")
 
 PATTERNS = ("*.csv", "*.csv.gz", "*.parquet", "*.txt")
-
-try:  # the full parser and validator (another module of this app)
-    from features.pricefiles import read_price_file as _read_price_file
-except ImportError:  # pragma: no cover - exercised only without features.pricefiles
-    _read_price_file = None
-
-
-_ALIASES = {
-    "ticker": ("ticker", "symbol", "name"),
-    "date": ("date", "timestamp", "datetime", "day"),
-    "adj_close": ("adj_close", "adjusted_close", "adjclose"),
-    "volume": ("volume", "vol"),
-}
-
-
-def _ticker_from_name(path: Path) -> str | None:
-    stem = path.name
-    for suffix in (".gz", ".csv", ".parquet", ".txt"):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-    stem = re.sub(r"(?i)\.us$", "", stem)
-    return stem.upper() if re.fullmatch(r"[A-Za-z][A-Za-z0-9.\-]{0,14}", stem) else None
-
-
-def minimal_read(path: Path) -> pd.DataFrame:
-    """Fallback reader: columns ticker, date, open, high, low, close, adj_close, volume; no validation."""
-    if path.name.lower().endswith(".parquet"):
-        raw = pd.read_parquet(path)
-    else:
-        raw = pd.read_csv(path, compression="infer")
-    raw.columns = [re.sub(r"[\s\-./]+", "_", str(c).strip().lower()) for c in raw.columns]
-    for canonical, names in _ALIASES.items():
-        for name in names:
-            if name in raw.columns and canonical not in raw.columns:
-                raw = raw.rename(columns={name: canonical})
-    if "ticker" not in raw.columns:
-        ticker = _ticker_from_name(path)
-        if ticker is None:
-            raise ValueError(f"{path.name}: no ticker column and no ticker in the file name")
-        raw["ticker"] = ticker
-    if "adj_close" not in raw.columns:
-        raw["adj_close"] = raw["close"]
-    raw["ticker"] = raw["ticker"].astype(str).str.strip().str.upper()
-    raw["date"] = pd.to_datetime(raw["date"], errors="coerce", format="mixed")
-    raw = raw.dropna(subset=["date", "close"])
-    return raw[["ticker", *PRICE_COLUMNS]]
-
 
 class FileDropProvider(PriceProvider):
     name = "files"
@@ -102,14 +55,11 @@ class FileDropProvider(PriceProvider):
             if cached is not None and cached[0] == key:
                 return cached[1]
         try:
-            if _read_price_file is not None:
-                parsed = _read_price_file(path)
-                bars = parsed.bars
-                if parsed.rejected_by_reason:
-                    self.rejected[path.name] = parsed.rejected_by_reason
-                    logger.info("%s: rejected rows %s", path.name, parsed.rejected_by_reason)
-            else:
-                bars = minimal_read(path)
+            parsed = read_price_file(path)
+            bars = parsed.bars
+            if parsed.rejected_by_reason:
+                self.rejected[path.name] = parsed.rejected_by_reason
+                logger.info("%s: rejected rows %s", path.name, parsed.rejected_by_reason)
         except Exception as exc:  # one bad file must not hide the others
             logger.warning("skipping unreadable price file %s: %s", path.name, exc)
             bars = pd.DataFrame(columns=["ticker", *PRICE_COLUMNS])

@@ -111,19 +111,6 @@ class RateLimiter:
             self._sleep(wait)
         return wait
 
-    def try_acquire(self) -> bool:
-        """Take a slot only if no waiting is needed (and the day is not used up)."""
-        with self._lock:
-            if self.per_day is not None and self._day == self._today() and self._day_count >= self.per_day:
-                return False
-            if self.per_minute:
-                now = self._clock()
-                tokens = min(self.burst, self._tokens + (now - self._updated) * self.per_minute / 60.0)
-                if tokens < 1.0:
-                    return False
-            self._reserve()
-            return True
-
 
 _registry: dict[str, RateLimiter] = {}
 _registry_lock = threading.Lock()
