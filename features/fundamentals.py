@@ -92,3 +92,34 @@ def parse_snapshot(path: str | Path, *, as_of: date | None = None) -> pd.DataFra
     out = out[out["ticker"].notna() & (out["ticker"] != "")]
     out = out.drop_duplicates("ticker", keep="first")
     return out[list(SNAPSHOT_COLUMNS)].reset_index(drop=True)
+
+
+def _number(value: object) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)  # the provider's own parse leaves numbers as floats, "None"/"-" as None
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def overview_snapshot(payload: dict) -> dict[str, float | str | None]:
+    """One ticker's Alpha Vantage ``OVERVIEW`` as a snapshot row's values (the fields of
+    ``SNAPSHOT_COLUMNS`` but ticker and as_of), in the units the file loader stores: market cap in
+    USD, dividend yield a fraction (Alpha Vantage writes 0.0044; a value above 1 can only be a
+    percent), a non-positive P/E "not meaningful" (None). OVERVIEW carries no price."""
+    pe = _number(payload.get("PERatio"))
+    if pe is None:
+        pe = _number(payload.get("TrailingPE"))
+    dividend = _number(payload.get("DividendYield"))
+    if dividend is not None and dividend > 1:
+        dividend /= 100.0
+    return {
+        "price": None,
+        "pe_ratio": pe if pe is not None and pe > 0 else None,
+        "eps": _number(payload.get("EPS")),
+        "market_cap": _number(payload.get("MarketCapitalization")),
+        "dividend_yield": dividend,
+        "sector": str(payload.get("Sector") or "").strip()[:100],
+    }

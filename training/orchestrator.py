@@ -1446,6 +1446,17 @@ def schedule_specs() -> list[ScheduleSpec]:
                      "older than ML_COMPLIANCE_RETENTION_DAYS (whole chain prefixes, checkpointed), daily.", False,
                      crontab={"minute": "40", "hour": "3", "day_of_week": "*", "day_of_month": "*",
                               "month_of_year": "*"}),
+        # after the US close and the day's price update, before the next 02:00 pipeline, which uses them
+        ScheduleSpec("investml: news", "features.update_news",
+                     "The active tickers' new headlines from ML_NEWS_PROVIDER, daily; a no-op without one.", True,
+                     crontab={"minute": "30", "hour": "22", "day_of_week": "*", "day_of_month": "*",
+                              "month_of_year": "*"}),
+        ScheduleSpec("investml: fundamentals refresh", "features.refresh_fundamentals",
+                     "Each active ticker's fundamentals from ML_FUNDAMENTALS_PROVIDER once every "
+                     "ML_FUNDAMENTALS_REFRESH_DAYS (7): the day's share of the universe, within the provider's "
+                     "remaining daily quota; a no-op without a provider.", True,
+                     crontab={"minute": "15", "hour": "23", "day_of_week": "*", "day_of_month": "*",
+                              "month_of_year": "*"}),
     ]
 
 

@@ -6,7 +6,8 @@ provider's documented format:
 * Alpha Vantage ``/query?function=TIME_SERIES_DAILY_ADJUSTED|NEWS_SENTIMENT|OVERVIEW&...&apikey=K``:
   "Meta Data" + "Time Series (Daily)" with "1. open" .. "8. split coefficient" (newest first,
   ``compact`` = latest 100 points), and its HTTP-200 error objects ("Error Message", "Note",
-  "Information");
+  "Information"); ``OVERVIEW`` answers ``server.overviews[T]`` (``overview_item`` builds one), a
+  fixed reply for a ticker with bars, ``{}`` (as Alpha Vantage does) for one it does not know;
 * Stooq ``/q/d/l/?s=aapl.us&i=d[&d1=YYYYMMDD&d2=YYYYMMDD]``: CSV ``Date,Open,High,Low,Close,Volume``
   or the body ``No data``;
 * Tiingo ``/tiingo/daily/<ticker>/prices?startDate=...`` with ``Authorization: Token K`` (or
@@ -139,6 +140,7 @@ class FakeProviderServer:
         self.api_keys = set(api_keys)
         self.data: dict[str, pd.DataFrame] = {}
         self.news: dict[str, list[dict]] = {}
+        self.overviews: dict[str, dict] = {}  # ticker -> its OVERVIEW reply (see ``overview_item``)
         # Polygon: bars as Polygon serves them today (split-adjusted): ticker, date, open..volume
         self.polygon_bars = pd.DataFrame(columns=["ticker", "date", "open", "high", "low", "close", "volume"])
         self.polygon_splits: list[dict] = []  # {"ticker", "execution_date", "split_from", "split_to"}
@@ -262,9 +264,11 @@ class FakeProviderServer:
                     if not params.get("time_from") or item["time_published"] >= params["time_from"]]
             return self._json({"items": str(len(feed)), "sentiment_score_definition": "x <= -0.35: Bearish; ...",
                                "relevance_score_definition": "0 < x <= 1", "feed": feed})
+        if function == "OVERVIEW" and symbol in self.overviews:
+            return self._json(self.overviews[symbol])
         bars = self.data.get(symbol)
         if bars is None:
-            return self._json({"Error Message": AV_INVALID_CALL})
+            return self._json({} if function == "OVERVIEW" else {"Error Message": AV_INVALID_CALL})
         if function == "OVERVIEW":
             return self._json({"Symbol": symbol, "AssetType": "Common Stock", "Name": f"{symbol} Inc",
                                "Exchange": "NASDAQ", "PERatio": "28.5", "EPS": "6.1", "DividendYield": "None"})
@@ -390,6 +394,19 @@ class FakeProviderServer:
         return {"T": row.ticker, **bar} if with_ticker else bar
 
 
+def overview_item(symbol: str, *, pe: str = "28.5", eps: str = "6.1", market_cap: str = "2950000000000",
+                  dividend_yield: str = "0.0044", sector: str = "TECHNOLOGY") -> dict:
+    """One Alpha Vantage ``OVERVIEW`` reply (every value a string, "None" when unknown, as it writes them)."""
+    return {
+        "Symbol": symbol, "AssetType": "Common Stock", "Name": f"{symbol} Inc", "Exchange": "NASDAQ",
+        "Currency": "USD", "Country": "USA", "Sector": sector, "Industry": "ELECTRONIC COMPUTERS",
+        "FiscalYearEnd": "September", "LatestQuarter": "2024-03-31", "MarketCapitalization": market_cap,
+        "EBITDA": "129629004000", "PERatio": pe, "PEGRatio": "2.15", "BookValue": "4.38", "DividendPerShare": "0.96",
+        "DividendYield": dividend_yield, "EPS": eps, "ProfitMargin": "0.262", "TrailingPE": pe,
+        "ForwardPE": "26.67", "52WeekHigh": "199.62", "52WeekLow": "163.67", "SharesOutstanding": "15441900000",
+    }
+
+
 def news_item(title: str, published: str, *, ticker: str, source: str = "Reuters") -> dict:
     """One Alpha Vantage NEWS_SENTIMENT feed item."""
     return {
@@ -407,4 +424,5 @@ def business_days_before(end: date, n: int) -> date:
     return (pd.Timestamp(end) - pd.offsets.BDay(n)).date() if n else end
 
 
-__all__ = ["FakeProviderServer", "LoggedRequest", "Reply", "business_days_before", "make_bars", "news_item"]
+__all__ = ["FakeProviderServer", "LoggedRequest", "Reply", "business_days_before", "make_bars", "news_item",
+           "overview_item"]

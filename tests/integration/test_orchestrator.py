@@ -38,7 +38,8 @@ pytestmark = pytest.mark.django_db
 
 SEEDED = {"investml: daily pipeline", "investml: drift check", "investml: performance tracking",
           "investml: evaluate alerts", "investml: storage cost", "investml: reap stale pipeline runs",
-          "investml: dispatch queued pipeline runs", "investml: data retention"}
+          "investml: dispatch queued pipeline runs", "investml: data retention",
+          "investml: news", "investml: fundamentals refresh"}
 
 
 @pytest.fixture
