@@ -59,3 +59,30 @@ def shared_limits_of_this_test_only(settings):
 
     settings.ML_SHARED_LIMITS_PREFIX = f"investml-test:{uuid.uuid4().hex[:12]}:"
 
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server on loopback (moto's standalone server in a subprocess, tests/s3server.py);
+    this process's AWS_* variables point at it for the rest of the session."""
+    import os
+
+    from tests.s3server import start_s3_server
+
+    server = start_s3_server(tmp_path_factory.mktemp("s3") / "moto.log")
+    saved = {key: os.environ.get(key) for key in server.env}
+    os.environ.update(server.env)
+    try:
+        yield server
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server):
+    """A fresh bucket on the loopback S3 server; its name."""
+    return s3_server.new_bucket()
