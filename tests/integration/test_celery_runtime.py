@@ -78,6 +78,11 @@ def test_configuration_is_safe_for_redelivery():
     assert conf.task_serializer == "json" and conf.accept_content == ["json"]
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
+    # a restarted broker: reconnect for good, wait for the result backend, keep running tasks running,
+    # put held messages back (investml/celery.py; tests/integration/test_redis_fault.py restarts one)
+    assert conf.broker_connection_retry_on_startup and conf.broker_connection_max_retries is None
+    assert conf.result_backend_always_retry and not conf.worker_cancel_long_running_tasks_on_connection_loss
+    assert any(step.__name__ == "RequeueHeldMessages" for step in app.steps["consumer"])
     assert conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"
     expected = "redis://" if settings.REDIS_URL else "filesystem://"
     assert conf.broker_url.startswith(expected)
