@@ -28,8 +28,41 @@ def test_compose_services_share_one_image_and_have_healthchecks():
     assert "--queues=maintenance" in services["maintenance-worker"]["command"]
     mounted = {v.split(":")[1] for v in services["worker"]["volumes"]}
     env = services["worker"]["environment"]
-    assert {env["ML_MODELS_PATH"], env["ML_LOGS_PATH"], env["ML_REGISTRY_PATH"]} <= mounted
+    assert {env["ML_LOGS_PATH"], env["ML_REGISTRY_PATH"]} <= mounted
     assert env["DATABASE_URL"].startswith("postgresql://") and env["REDIS_URL"].startswith("redis://")
+
+
+def _default(value: str) -> str:
+    """The default of a ``${NAME:-default}`` value (the value itself otherwise)."""
+    return value.split(":-", 1)[1].rstrip("}") if value.startswith("${") and ":-" in value else value
+
+
+def test_compose_stores_models_and_features_in_minio_by_default():
+    """Artifacts and the offline store live in the object store, not on a service's disk: MinIO is
+    a service, a one-shot mc container creates the bucket before any app service starts, and every
+    app service points ML_MODELS_PATH / ML_FEATURES_PATH at it (issue 14, item 2)."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert "minio" in services["minio"]["image"] and services["minio"]["healthcheck"]["test"]
+    assert "ports" not in services["minio"]  # the published default keys stay on the compose network
+    setup = services["minio-setup"]
+    assert setup["depends_on"]["minio"]["condition"] == "service_healthy" and setup["restart"] == "no"
+    script = " ".join(setup["entrypoint"])
+    assert "mc mb --ignore-existing local/investml" in script and "http://minio:9000" in script
+    for name in ("ml-api", "worker", "maintenance-worker", "beat", "migrate"):
+        env = services[name]["environment"]
+        models, features = _default(env["ML_MODELS_PATH"]), _default(env["ML_FEATURES_PATH"])
+        assert models.startswith("s3://investml/") and features.startswith("s3://investml/"), name
+        assert models != features
+        assert _default(env["AWS_ENDPOINT_URL"]) == "http://minio:9000", name
+        assert _default(env["AWS_ACCESS_KEY_ID"]) == _default(services["minio"]["environment"]["MINIO_ROOT_USER"])
+        assert _default(env["AWS_SECRET_ACCESS_KEY"]) == \
+            _default(services["minio"]["environment"]["MINIO_ROOT_PASSWORD"])
+        mounted = {v.split(":")[1] for v in services[name].get("volumes", [])}
+        assert models not in mounted and "/app/ml_models" not in mounted, name
+    # the app services wait for the bucket (migrate directly, the others through migrate)
+    assert services["migrate"]["depends_on"]["minio-setup"]["condition"] == "service_completed_successfully"
+    assert services["worker"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
 def test_compose_has_no_default_secret_key():
