@@ -128,7 +128,9 @@ def test_a_redis_restart_mid_run_loses_no_run(private_redis, tiny_market, tmp_pa
            # the reaper must not be what rescues a run here: a lost message would show as a stuck run
            "ML_PIPELINE_HEARTBEAT_TIMEOUT_SECONDS": "600",
            # the run's training poll waits on the worker as a countdown message most of the time
-           "ML_PIPELINE_POLL_SECONDS": "4"}
+           "ML_PIPELINE_POLL_SECONDS": "4",
+           # one feature task (the chunked build has its own test, test_orchestrator_celery.py)
+           "ML_PIPELINE_FEATURE_CHUNK_TICKERS": "500"}
     for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
         env.pop(name, None)
     config = Path(tiny_market["ML_PIPELINE_CONFIG"])
