@@ -309,6 +309,11 @@ def _days(values: Any) -> np.ndarray:
 
 def _to_datetime64(values: Any) -> np.ndarray:
     """datetime64[ns] numpy array, tz-naive (tz-aware input converted to UTC then dropped)."""
+    if isinstance(values, pd.DatetimeIndex | pd.Series) and values.dtype.kind == "M" and getattr(
+            values.dtype, "tz", None) is None:
+        # naive datetimes already: pd.to_datetime would box a sample of them to check its cache
+        # (a third of an intraday row's time, inference.intraday)
+        return np.asarray(values, dtype="datetime64[ns]")
     idx = pd.DatetimeIndex(pd.to_datetime(values))
     if idx.tz is not None:
         idx = idx.tz_convert("UTC").tz_localize(None)
