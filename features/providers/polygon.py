@@ -12,7 +12,10 @@ documented alternative to ``?apiKey=``; it keeps the key out of URLs, logs and `
   ``{"status": "OK", "results": [...], "next_url": "..."}`` (paginated; ``next_url`` is followed
   and each page is one metered request);
 * per-ticker aggregates ``GET {base}/v2/aggs/ticker/{T}/range/1/day/{from}/{to}?adjusted=true``
-  for backfills (``fetch_daily``).
+  for backfills (``fetch_daily``);
+* snapshot ``GET {base}/v2/snapshot/locale/us/markets/stocks/tickers[?tickers=A,B]`` for the API's
+  intraday bars (``fetch_snapshot``): ``{"status": "OK", "tickers": [{"ticker", "day": {"o", "h", "l",
+  "c", "v", "vw"}, "lastTrade": {"p", "s", "t"}, "updated"}]}`` (times in nanoseconds since the epoch).
 
 Errors: 401/403 ``{"status": "ERROR"|"NOT_AUTHORIZED", "error"|"message": ...}`` -> AuthError;
 429 -> RateLimitedError (retried); ``status: "ERROR"`` in a 200 reply -> BadResponseError.
@@ -86,6 +89,43 @@ def _bars_frame(results: list[dict[str, Any]], *, day: date | None, what: str) -
     return out[GROUPED_COLUMNS]
 
 
+SNAPSHOT_COLUMNS = ["ticker", "time", "open", "high", "low", "close", "volume", "price"]
+
+
+def _positive(value: Any) -> float:
+    """A JSON number > 0 as a float, else NaN (Polygon writes 0 for a day bar before the first trade)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return np.nan
+    number = float(value)
+    return number if np.isfinite(number) and number > 0 else np.nan
+
+
+def _snapshot_frame(items: list[Any]) -> pd.DataFrame:
+    """``tickers`` of a snapshot reply -> SNAPSHOT_COLUMNS (rows without a ticker are dropped)."""
+    rows = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("ticker"), str):
+            continue
+        day = item.get("day") if isinstance(item.get("day"), dict) else {}
+        last = item.get("lastTrade") if isinstance(item.get("lastTrade"), dict) else {}
+        stamp = _positive(last.get("t"))
+        if np.isnan(stamp):
+            stamp = _positive(item.get("updated"))
+        price = _positive(last.get("p"))
+        volume = day.get("v")
+        rows.append({
+            "ticker": polygon_symbol(item["ticker"]), "time": stamp,
+            "open": _positive(day.get("o")), "high": _positive(day.get("h")), "low": _positive(day.get("l")),
+            "close": _positive(day.get("c")),
+            "volume": float(volume) if isinstance(volume, int | float) and not isinstance(volume, bool) else np.nan,
+            "price": price if np.isfinite(price) else _positive(day.get("c")),
+        })
+    frame = pd.DataFrame(rows, columns=SNAPSHOT_COLUMNS)
+    # nanoseconds since the epoch (SIP time) -> aware UTC timestamps
+    frame["time"] = pd.to_datetime(frame["time"].astype("float64"), unit="ns", utc=True, errors="coerce")
+    return frame
+
+
 def dividend_adjusted_close(close: pd.Series, dividends: pd.Series) -> pd.Series:
     """Close adjusted for cash dividends (CRSP/Yahoo convention): each ex-date multiplies every
     earlier close by ``1 - D / close of the day before``. ``close`` and ``dividends`` share a date
@@ -125,6 +165,25 @@ class PolygonProvider(HttpProvider):
         url = f"{self.config.base_url}/v2/aggs/grouped/locale/us/market/stocks/{day.isoformat()}"
         return self.request(url, endpoint="grouped_daily", symbol=None, params={"adjusted": "true"},
                             headers=self.headers(), parse=parse)
+
+    def fetch_snapshot(self, tickers: list[str] | None = None) -> pd.DataFrame:
+        """The session so far of ``tickers`` (None: every US stock) in one request: SNAPSHOT_COLUMNS,
+        one row per ticker with a usable price. ``time`` (UTC) is the last trade's, else the
+        snapshot's ``updated``; ``open``..``volume`` are the day bar (NaN before the day's first
+        trade), ``price`` the last trade (else the day's close)."""
+        self._require_key()
+        params = {"tickers": ",".join(polygon_symbol(t) for t in tickers)} if tickers else None
+
+        def parse(response: HttpResponse) -> pd.DataFrame:
+            payload = _payload(response, "snapshot")
+            items = payload.get("tickers") or []
+            if not isinstance(items, list):
+                raise BadResponseError("Polygon snapshot: tickers is not a list")
+            return _snapshot_frame(items)
+
+        url = f"{self.config.base_url}/v2/snapshot/locale/us/markets/stocks/tickers"
+        return self.request(url, endpoint="snapshot", symbol=None, params=params, headers=self.headers(),
+                            parse=parse)
 
     def _paged(self, path: str, params: dict[str, Any], *, endpoint: str, symbol: str | None) -> list[dict]:
         url: str | None = f"{self.config.base_url}{path}"

@@ -21,7 +21,9 @@ provider's documented format:
   ``/v3/reference/dividends`` from ``polygon_splits`` / ``polygon_dividends`` (pages of
   ``polygon_page_size`` rows linked by ``next_url``), and per-ticker
   ``/v2/aggs/ticker/<T>/range/1/day/<from>/<to>``; 401 ``{"status": "ERROR", "error": "Unknown API
-  Key"}``.
+  Key"}``; the snapshot ``/v2/snapshot/locale/us/markets/stocks/tickers[?tickers=A,B]`` from
+  ``server.polygon_snapshots`` (ticker -> the item as Polygon writes it, ``snapshot_item`` builds one):
+  ``{"status": "OK", "count", "tickers": [...]}``, only the requested tickers it knows.
 
 Per-test scripting: ``server.script("AAPL", Reply.status(503), Reply.status(429, retry_after=1))``
 queues replies that are served (one per request for that ticker) before the normal answer.
@@ -146,6 +148,7 @@ class FakeProviderServer:
         self.polygon_splits: list[dict] = []  # {"ticker", "execution_date", "split_from", "split_to"}
         self.polygon_dividends: list[dict] = []  # {"ticker", "ex_dividend_date", "cash_amount", ...}
         self.polygon_page_size = 1000
+        self.polygon_snapshots: dict[str, dict] = {}  # ticker -> {"ticker", "day", "lastTrade", "updated", ...}
         self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
         self.requests: list[LoggedRequest] = []
         self._lock = threading.Lock()
@@ -226,7 +229,7 @@ class FakeProviderServer:
             provider, symbol = "stooq", params.get("s", "").split(".")[0].replace("-", ".").upper()
         elif path.startswith("/tiingo/daily/"):
             provider, symbol = "tiingo", path.split("/")[3].replace("-", ".").upper()
-        elif path.startswith(("/v2/aggs/", "/v3/reference/")):
+        elif path.startswith(("/v2/aggs/", "/v3/reference/", "/v2/snapshot/")):
             provider = "polygon"
             symbol = path.split("/")[4].upper() if path.startswith("/v2/aggs/ticker/") else params.get("ticker")
         else:
@@ -366,6 +369,11 @@ class FakeProviderServer:
                                "adjusted": True, "status": "OK", "request_id": "r3",
                                "results": [self._polygon_bar(r, with_ticker=False)
                                            for r in rows.sort_values("date").itertuples(index=False)]})
+        if path == "/v2/snapshot/locale/us/markets/stocks/tickers":
+            wanted = [t for t in params.get("tickers", "").split(",") if t]
+            items = [self.polygon_snapshots[t] for t in (wanted or sorted(self.polygon_snapshots))
+                     if t in self.polygon_snapshots]
+            return self._json({"status": "OK", "request_id": "r6", "count": len(items), "tickers": items})
         if path in ("/v3/reference/splits", "/v3/reference/dividends"):
             splits = path.endswith("splits")
             items, key = (self.polygon_splits, "execution_date") if splits else (self.polygon_dividends,
@@ -392,6 +400,23 @@ class FakeProviderServer:
         bar = {"o": row.open, "h": row.high, "l": row.low, "c": row.close, "v": float(row.volume),
                "vw": round((row.high + row.low + row.close) / 3, 4), "t": int(start.timestamp() * 1000), "n": 1000}
         return {"T": row.ticker, **bar} if with_ticker else bar
+
+
+def snapshot_item(ticker: str, *, price: float, time: pd.Timestamp, open: float | None = None,  # noqa: A002
+                  high: float | None = None, low: float | None = None, volume: float = 0.0,
+                  size: int = 100) -> dict:
+    """One ticker of a Polygon snapshot reply: the day bar so far and the last trade at ``time`` (aware)."""
+    ns = int(pd.Timestamp(time).value)
+    o = price if open is None else open
+    h = max(o, price) if high is None else high
+    lo = min(o, price) if low is None else low
+    return {
+        "ticker": ticker, "todaysChange": 0.0, "todaysChangePerc": 0.0, "updated": ns,
+        "day": {"o": o, "h": h, "l": lo, "c": price, "v": volume, "vw": round((h + lo + price) / 3, 4)},
+        "lastTrade": {"c": [14, 41], "i": "71675577320245", "p": price, "s": size, "t": ns, "x": 4},
+        "min": {"av": volume, "o": price, "h": price, "l": price, "c": price, "v": size, "t": ns // 10**6},
+        "prevDay": {"o": o, "h": h, "l": lo, "c": o, "v": volume, "vw": o},
+    }
 
 
 def overview_item(symbol: str, *, pe: str = "28.5", eps: str = "6.1", market_cap: str = "2950000000000",
@@ -425,4 +450,4 @@ def business_days_before(end: date, n: int) -> date:
 
 
 __all__ = ["FakeProviderServer", "LoggedRequest", "Reply", "business_days_before", "make_bars", "news_item",
-           "overview_item"]
+           "overview_item", "snapshot_item"]
