@@ -29,6 +29,16 @@ change of the environment after the first read is not.
 | ``ML_RECOMMENDATION_MODELS`` | ensemble, lstm_predictor, xgboost_classifier, prophet_forecaster | preference order |
 | ``ML_PREDICTION_LOG_RETENTION_DAYS`` | 90 | prediction-log rows older than this are deleted daily (0: kept) |
 | ``ML_COMPLIANCE_RETENTION_DAYS`` | 1827 (5 years) | compliance records older than this are deleted daily, whole chain prefixes (0: kept) |
+| ``ML_INTRADAY_ENABLED`` | true | ``POST /predict`` by ticker uses a fresh "today so far" bar (``inference.intraday``) |
+| ``ML_INTRADAY_QUOTE_MAX_AGE_SECONDS`` | 900 | a bar whose latest trade is older than this is stale: end-of-day prediction |
+| ``ML_INTRADAY_MARKET_SYMBOL`` | SPY | the ticker whose fresh bar gives today's market return (else unknown) |
+| ``ML_INTRADAY_WINDOW_SECONDS`` | 300 | how long a worker keeps a ticker's engine inputs before reading them again (news) |
+| ``ML_INTRADAY_WINDOW_CACHE_SIZE`` | 512 | tickers whose engine inputs a worker keeps (about 70 KB each) |
+| ``ML_INTRADAY_CLOCK_SKEW_SECONDS`` | 60 | how far in the future a pushed quote's time may be |
+| ``ML_INTRADAY_POLL_ENABLED`` | false | the ``inference.poll_quotes`` task (every minute) polls the provider's snapshot |
+| ``ML_INTRADAY_POLL_PROVIDER`` | polygon | the provider polled |
+| ``ML_INTRADAY_POLL_HOURS`` | 09:30-16:00 | New York hours of trading days in which the task polls |
+| ``ML_INTRADAY_POLL_TICKERS`` | every active ticker | comma-separated tickers to poll |
 """
 
 from __future__ import annotations
@@ -193,3 +203,49 @@ def prediction_log_retention_days() -> int:
 
 def compliance_retention_days() -> int:
     return _int("ML_COMPLIANCE_RETENTION_DAYS", 5 * 365 + 2, minimum=0)
+
+
+# intraday quotes (inference.quotes, inference.intraday)
+
+
+def intraday_enabled() -> bool:
+    return _bool("ML_INTRADAY_ENABLED", True)
+
+
+def intraday_quote_max_age() -> float:
+    return _float("ML_INTRADAY_QUOTE_MAX_AGE_SECONDS", 900.0, minimum=0.0)
+
+
+def intraday_market_symbol() -> str:
+    return str(_raw("ML_INTRADAY_MARKET_SYMBOL") or "SPY").strip().upper()
+
+
+def intraday_window_seconds() -> float:
+    return _float("ML_INTRADAY_WINDOW_SECONDS", 300.0, minimum=0.0)
+
+
+def intraday_window_cache_size() -> int:
+    return _int("ML_INTRADAY_WINDOW_CACHE_SIZE", 512, minimum=0)
+
+
+def intraday_clock_skew() -> float:
+    return _float("ML_INTRADAY_CLOCK_SKEW_SECONDS", 60.0, minimum=0.0)
+
+
+def intraday_poll_enabled() -> bool:
+    return _bool("ML_INTRADAY_POLL_ENABLED", False)
+
+
+def intraday_poll_provider() -> str:
+    return str(_raw("ML_INTRADAY_POLL_PROVIDER") or "polygon").strip().lower()
+
+
+def intraday_poll_hours() -> str:
+    return str(_raw("ML_INTRADAY_POLL_HOURS") or "09:30-16:00").strip()
+
+
+def intraday_poll_tickers() -> list[str]:
+    value = _raw("ML_INTRADAY_POLL_TICKERS")
+    if isinstance(value, list | tuple):
+        return [str(v).strip().upper() for v in value if str(v).strip()]
+    return [v.strip().upper() for v in str(value or "").split(",") if v.strip()]

@@ -10,6 +10,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
 
+from inference.intraday import REASONS as INTRADAY_REASONS
+
 MODEL_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,99}$"
 TICKER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$"
 MAX_VECTOR_LENGTH = 10_000
@@ -352,6 +354,60 @@ class PredictionSerializer(_PredictionFields):
     model_name = serializers.CharField()
     model_version = serializers.CharField()
     horizon_days = serializers.IntegerField()
+    timestamp = serializers.DateTimeField()
+    as_of = serializers.DateTimeField(
+        allow_null=True,
+        help_text="The moment the features describe: the latest trade of the ticker's today-so-far bar when "
+                  "intraday, else the close (16:00 New York) of feature_date; null for a feature vector",
+    )
+    intraday = serializers.BooleanField(
+        help_text="True when the features were recomputed with the session's partial bar (POST /quotes or the "
+                  "provider's snapshot); feature_date is then the session and reference_price the bar's price",
+    )
+    intraday_reason = serializers.ChoiceField(
+        choices=INTRADAY_REASONS, allow_null=True,
+        help_text="Why not intraday (null when intraday): no_quote, quote_stale (older than "
+                  "ML_INTRADAY_QUOTE_MAX_AGE_SECONDS), session_in_store (that session's final bar is stored), "
+                  "features_behind, normalized_feature_set, window_unavailable, disabled, feature_vector",
+    )
+
+
+class QuoteSerializer(serializers.Serializer):
+    """One quote: a trade (``price``, optional ``volume``: its size, added to the bar) or the session's
+    bar so far (``open``, ``high``, ``low``, ``close``, ``volume``: cumulative; replaces an older one)."""
+
+    ticker = _ticker(help_text="A ticker of the universe")
+    time = serializers.DateTimeField(help_text="ISO 8601 with a UTC offset: the trade's time, or the bar's latest")
+    price = serializers.FloatField(required=False, min_value=0, help_text="A trade's price (> 0)")
+    volume = serializers.FloatField(required=False, min_value=0,
+                                    help_text="A trade's size, or the bar's cumulative volume (>= 0)")
+    open = serializers.FloatField(required=False, min_value=0)
+    high = serializers.FloatField(required=False, min_value=0)
+    low = serializers.FloatField(required=False, min_value=0)
+    close = serializers.FloatField(required=False, min_value=0)
+
+
+class QuotesRequestSerializer(serializers.Serializer):
+    """Documents the body; ``inference.quotes.quotes_push`` checks it (every bad field named at once)."""
+
+    quotes = QuoteSerializer(many=True, help_text="At most ML_MAX_BATCH_SIZE (1000) quotes")
+
+
+class TodayBarSerializer(serializers.Serializer):
+    ticker = serializers.CharField()
+    session = serializers.DateField(help_text="The New York trading day of the bar")
+    open = serializers.FloatField()
+    high = serializers.FloatField()
+    low = serializers.FloatField()
+    close = serializers.FloatField()
+    volume = serializers.FloatField()
+    time = serializers.DateTimeField(help_text="The latest trade or quote in the bar")
+    source = serializers.CharField(help_text="push (POST /quotes) or the polled provider")
+
+
+class QuotesResponseSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField(help_text="Quotes stored")
+    bars = TodayBarSerializer(many=True, help_text="The updated tickers' bars")
     timestamp = serializers.DateTimeField()
 
 

@@ -31,7 +31,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from inference import cache as prediction_cache
-from inference import conf, prediction_log
+from inference import conf, intraday, prediction_log
 from inference.exceptions import InvalidInput, ModelUnavailable, NotFound, PayloadTooLarge
 from inference.inputs import OfflineSource, OnlineSource, VectorSource, lookback_days
 from inference.model_manager import ENSEMBLE, SEQUENCE, TICKER, ServedModel, get_manager
@@ -200,8 +200,10 @@ def predict(
     reference_price: float | None = None,
     requester: Any = None,
 ) -> dict[str, Any]:
-    """One prediction, from a feature vector or from a ticker's latest features. ``requester``: the
-    API user (kept, as a pseudonym, in the prediction log and the compliance records)."""
+    """One prediction, from a feature vector or from a ticker's latest features (during a session,
+    those of its "today so far" bar when fresh: ``inference.intraday``; ``as_of``, ``intraday`` and
+    ``intraday_reason`` say which). ``requester``: the API user (kept, as a pseudonym, in the
+    prediction log and the compliance records)."""
     started = time.perf_counter()
     if (features is None) == (ticker is None):
         raise InvalidInput('send exactly one of "features" (a feature vector) or "ticker"', field="features")
@@ -212,17 +214,24 @@ def predict(
         hashes = [prediction_cache.vector_hash(x[0])]
         rows = _serve(served, source, hashes, field="features", reference_prices=[reference_price],
                       feature_dates=[None], started=started, requester=requester)
+        timing = {"as_of": None, "intraday": False, "intraday_reason": intraday.FEATURE_VECTOR}
     else:
         symbol = normalize_ticker(ticker, field="ticker")
         source, hashes, dates, prices = _ticker_request(served, [symbol], field="ticker")
+        # during a session, the features of the ticker's "today so far" bar (inference.intraday)
+        plan = intraday.plan_for(served=served, ticker=symbol, source=source, feature_date=dates[0])
+        if plan.intraday:
+            source, hashes, dates, prices = plan.source, [plan.input_hash], [plan.session], [plan.reference_price]
         rows = _serve(served, source, hashes, field="ticker", reference_prices=prices, feature_dates=dates,
                       started=started, requester=requester)
+        timing = plan.fields()
     return {
         **rows[0],
         "model_name": served.name,
         "model_version": served.version,
         "horizon_days": served.horizon_days,
         "timestamp": timezone.now(),
+        **timing,
     }
 
 

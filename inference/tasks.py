@@ -1,6 +1,6 @@
-"""Celery entry points of inference: the daily batch prediction (for the orchestrator's daily pipeline)
-and the daily retention of the prediction log and the compliance records (beat, seeded by
-``manage.py seed_schedules``)."""
+"""Celery entry points of inference: the daily batch prediction (for the orchestrator's daily pipeline),
+the daily retention of the prediction log and the compliance records, and the intraday quote poll
+(beat, seeded by ``manage.py seed_schedules``)."""
 
 from __future__ import annotations
 
@@ -24,3 +24,12 @@ def apply_retention_task() -> dict:
     from inference.compliance import apply_retention
 
     return apply_retention()
+
+
+@shared_task(name="inference.poll_quotes")
+def poll_quotes_task() -> dict:
+    """Every minute (beat): the provider's intraday snapshot into the tickers' today-so-far bars, when
+    ML_INTRADAY_POLL_ENABLED and within ML_INTRADAY_POLL_HOURS of a trading day (else a no-op)."""
+    from inference.quotes import quotes_poll
+
+    return quotes_poll()

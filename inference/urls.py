@@ -10,6 +10,7 @@ urlpatterns = [
     path("models/<str:model_name>/versions", views.ModelVersionsView.as_view(), name="model-versions"),
     path("predict", views.PredictView.as_view(), name="predict"),
     path("predict/batch", views.PredictBatchView.as_view(), name="predict-batch"),
+    path("quotes", views.QuotesView.as_view(), name="quotes"),
     path("retrain", views.RetrainView.as_view(), name="retrain"),
     path("recommendations", views.RecommendationsView.as_view(), name="recommendations"),
 ]

@@ -22,7 +22,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inference import conf, selectors, services
+from inference import conf, quotes, selectors, services
 from inference import serializers as s
 from inference.authentication import CachedTokenAuthentication
 from inference.exceptions import InferenceError, NotFound, PayloadTooLarge
@@ -344,6 +344,40 @@ class RetrainView(InferenceAPIView):
             requested_by=request.user.get_username(), reason=data.get("reason", ""), tickers=data.get("tickers"),
         )
         return Response(s.RetrainResponseSerializer(result).data, status=status.HTTP_202_ACCEPTED)
+
+
+class QuotesView(InferenceAPIView):
+    permission_classes = [require(permissions.PUSH_QUOTES)]
+
+    @extend_schema(
+        tags=[TAG],
+        summary="Push intraday quotes (staff with features.add_pricebar)",
+        description="Updates each ticker's \"today so far\" bar in the online store, which POST /predict by "
+                    "ticker then uses while it is fresh (ML_INTRADAY_QUOTE_MAX_AGE_SECONDS). A trade "
+                    "(`price`, optional `volume` = its size) is merged into its session's bar; a bar (`open`, "
+                    "`high`, `low`, `close`, `volume` = the session so far) replaces an older one. Every quote is "
+                    "checked first (a ticker of the universe, a time with a UTC offset on a trading day after the "
+                    "ticker's last stored bar and not in the future, prices > 0, high/low consistent): one bad quote "
+                    "and nothing is stored, with every bad field named (`quotes[3].price`). Never written to the "
+                    "price table or the offline feature store.",
+        request=s.QuotesRequestSerializer,
+        responses={200: s.QuotesResponseSerializer, **BODY_ERRORS, **STAFF_ERRORS,
+                   503: OpenApiResponse(s.ErrorSerializer, description="Another request holds a ticker's bar")},
+        examples=[
+            OpenApiExample("Trades", request_only=True, value={"quotes": [
+                {"ticker": "AAPL", "price": 191.32, "volume": 100, "time": "2024-06-10T10:31:07-04:00"},
+                {"ticker": "MSFT", "price": 427.1, "time": "2024-06-10T14:31:09Z"}]}),
+            OpenApiExample("Bars so far", request_only=True, value={"quotes": [
+                {"ticker": "AAPL", "open": 190.0, "high": 192.1, "low": 189.5, "close": 191.32,
+                 "volume": 1250000, "time": "2024-06-10T10:31:07-04:00"}]}),
+        ],
+    )
+    def post(self, request):
+        data = request.data
+        if not isinstance(data, dict) or "quotes" not in data:
+            raise drf_exceptions.ValidationError({"quotes": ['send {"quotes": [{"ticker", "time", "price"}, ...]}']})
+        result = quotes.quotes_push(quotes=data["quotes"])
+        return Response(s.QuotesResponseSerializer(result).data)
 
 
 class ModelLoadView(InferenceAPIView):

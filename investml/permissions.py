@@ -9,6 +9,7 @@ permission; grant the others per user or through a group in the admin (Users / G
 | promote, force-promote, roll back | dashboard (and the admin's actions) | ``registry.change_modelversion`` |
 | load, unload a model | ``POST /models/{name}/load``, ``DELETE /models/{name}`` | ``registry.change_registeredmodel`` |
 | retrain | ``POST /retrain`` | ``training.add_pipelinerun`` |
+| push intraday quotes | ``POST /quotes`` | ``features.add_pricebar`` |
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ ACKNOWLEDGE_ALERTS = "monitoring.change_alert"
 PROMOTE = "registry.change_modelversion"  # promote, force-promote, roll back
 SERVE = "registry.change_registeredmodel"  # load, unload
 RETRAIN = "training.add_pipelinerun"
-OPERATOR_PERMISSIONS = (ACKNOWLEDGE_ALERTS, PROMOTE, SERVE, RETRAIN)
+PUSH_QUOTES = "features.add_pricebar"  # the session's bar so far: price data, as the price table's rows
+OPERATOR_PERMISSIONS = (ACKNOWLEDGE_ALERTS, PROMOTE, SERVE, RETRAIN, PUSH_QUOTES)
 
 
 def refusal(perm: str) -> str:

@@ -1457,6 +1457,10 @@ def schedule_specs() -> list[ScheduleSpec]:
                      "remaining daily quota; a no-op without a provider.", True,
                      crontab={"minute": "15", "hour": "23", "day_of_week": "*", "day_of_month": "*",
                               "month_of_year": "*"}),
+        ScheduleSpec("investml: intraday quotes", "inference.poll_quotes",
+                     "The provider's intraday snapshot into the API's today-so-far bars, every minute; a no-op unless "
+                     "ML_INTRADAY_POLL_ENABLED and within ML_INTRADAY_POLL_HOURS of a trading day.", False,
+                     every_seconds=60, expire_seconds=55),
     ]
 
 

@@ -39,6 +39,7 @@ from django.utils import timezone
 
 from features.common import chunked
 from features.engine import DEFAULT_SPEC, FEATURE_SETS, FeatureSpec
+from features.intraday import EngineWindow, close_of
 from features.models import (
     BenchmarkReturn,
     FeatureMaterialization,
@@ -293,6 +294,50 @@ def _market(*, dates: pd.DatetimeIndex, stored: pd.Series | None) -> tuple[pd.Se
     returns, source = combine_market(dates, benchmark=spy, fallback=fallback, stored=stored)
     counts = {k: int(v) for k, v in source.value_counts().items()}
     return returns, source, counts
+
+
+def engine_window(*, version: FeatureSetVersion, ticker: str, feature_date: date) -> EngineWindow:
+    """The inputs a build passes the engine for ``ticker``'s row after ``feature_date`` (its last stored
+    features): for the API's intraday features (``features.intraday``). A read, kept beside the
+    build's loaders so that both give the engine the same inputs: an input added to the build
+    belongs here too (tests/integration/test_intraday_quotes.py checks the recomputed stored row)."""
+    spec = FeatureSpec.from_params(version.params)
+    ticker_id = Ticker.objects.filter(symbol=ticker).values_list("id", flat=True).first()
+    if ticker_id is None:
+        raise FeatureStoreError(f"unknown ticker {ticker!r}")
+    symbols = {ticker_id: ticker}
+    lookback = spec.max_lookback()
+    bars = _load_bars(ids=[ticker_id], symbols=symbols, end=feature_date,
+                      since=feature_date - timedelta(days=_lookback_days(lookback)))
+    if len(bars) < lookback:  # gaps: fewer bars than the calendar margin expects
+        bars = _load_bars(ids=[ticker_id], symbols=symbols, since=None, end=feature_date)
+    bars = bars.tail(lookback).reset_index(drop=True).assign(ticker=ticker)
+    if bars.empty or bars["date"].iloc[-1] != pd.Timestamp(feature_date):
+        raise FeatureStoreError(f"{ticker}: no bar on its feature date {feature_date}")
+    first = bars["date"].iloc[0].date()
+    rows = list(NewsItem.objects.filter(ticker_id=ticker_id, sentiment__isnull=False).order_by().filter(
+        published_at__gte=datetime.combine(first - timedelta(days=7), dt_time.min, tzinfo=UTC),
+    ).values_list("published_at", "sentiment"))
+    news = pd.DataFrame(rows, columns=["published_at", "score"])
+    news["published_at"] = pd.to_datetime(news["published_at"], utc=True)
+    cutoff = pd.Timestamp(close_of(feature_date))
+    known = (news["published_at"] <= cutoff).to_numpy()
+    social = posts_after = None
+    if spec.social_windows:  # as the build: posts only for a feature set with social columns
+        posts = social_posts_frame(ticker_ids=[ticker_id], symbols=symbols, since=first, end=None)
+        before = (posts["posted_at"] <= cutoff).to_numpy()
+        social = aggregate_social_daily(posts.loc[before])
+        posts_after = posts.loc[~before].reset_index(drop=True)
+    store = feature_store_for(version=version)
+    market = store.market()
+    return EngineWindow(
+        ticker=ticker, spec=spec, feature_date=feature_date, bars=bars,
+        fundamentals=_load_fundamentals(ids=[ticker_id], symbols=symbols, end=None),
+        sentiment=aggregate_daily(news.loc[known].assign(ticker=ticker), time_col="published_at"),
+        news_after=news.loc[~known].reset_index(drop=True),
+        market=market if market is not None else pd.Series(dtype=np.float64, index=pd.DatetimeIndex([])),
+        columns=list(version.feature_names), social=social, posts_after=posts_after,
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.django_db
 
 SEEDED = {"investml: daily pipeline", "investml: drift check", "investml: performance tracking",
           "investml: evaluate alerts", "investml: storage cost", "investml: reap stale pipeline runs",
-          "investml: dispatch queued pipeline runs", "investml: data retention",
+          "investml: dispatch queued pipeline runs", "investml: data retention", "investml: intraday quotes",
           "investml: news", "investml: fundamentals refresh"}
 
 
@@ -287,7 +287,7 @@ def test_seeding_the_schedules_twice_leaves_one_task_per_schedule(sent, settings
     from investml.celery import app
 
     every_minute = PeriodicTask.objects.filter(name__in=SEEDED, interval__isnull=False)
-    assert every_minute.count() == 3 and {t.expire_seconds for t in every_minute} == {55}
+    assert every_minute.count() == 4 and {t.expire_seconds for t in every_minute} == {55}
     assert daily.expire_seconds is None
     for task in [*every_minute, PeriodicTask.objects.get(name="investml: data retention")]:
         assert app.amqp.router.route({}, task.task)["queue"].name == "maintenance", task.task
