@@ -250,3 +250,83 @@ def test_artifacts_on_s3_are_written_once_and_verified_before_loading(s3_server,
         artifacts.read_verified(root=root, relpath="../other/1.bin", sha256="ab", size=None, label="x@1")
     artifacts.remove_empty_folder(root=root, relpath="_runs/3")  # no folders on S3: nothing to do
     assert s3_server.keys(s3_bucket) == []
+
+
+# --- Prophet's chunk outputs and the registry on S3, through the Celery chord (eager) -----------
+
+
+@pytest.mark.django_db
+def test_prophet_chunks_travel_through_s3_and_leave_nothing_behind(s3_server, s3_bucket, settings, tmp_path,
+                                                                   monkeypatch):
+    """The chord path with both roots on S3: the feature build writes the store there, every Prophet
+    chunk leaves its model and table under ``_runs/<run>/`` as objects, the merge reads them back
+    checksum-verified, registers the version (artifact and out-of-fold objects) and deletes the
+    scratch objects; nothing is written under the working folder."""
+    import csv
+    import gzip
+    import io
+    import uuid
+
+    from django.core.management import call_command
+
+    from features.services.feature_store import build_features
+    from investml.celery import app
+    from registry import artifacts
+    from registry.models import ModelVersion
+    from registry.services import load_version
+    from training import services, tasks
+    from training.models import TrainingRun
+
+    monkeypatch.chdir(tmp_path)
+    settings.ML_FEATURES_PATH = f"s3://{s3_bucket}/features"
+    settings.ML_MODELS_PATH = f"s3://{s3_bucket}/ml_models"
+    caches = {name: dict(conf) for name, conf in settings.CACHES.items()}
+    caches["default"]["KEY_PREFIX"] = f"test-s3-{uuid.uuid4().hex[:10]}"
+    settings.CACHES = caches
+    tickers = ["AAPL", "AMZN", "JNJ", "JPM", "MSFT", "XOM"]
+    sample = Path(settings.BASE_DIR) / "sample_data" / "prices" / "sp500_sample_2013-05-21_2018-05-18.csv.gz"
+    bars = io.StringIO()
+    with gzip.open(sample, "rt") as src:
+        reader = csv.DictReader(src)
+        writer = csv.DictWriter(bars, fieldnames=reader.fieldnames)
+        writer.writeheader()
+        writer.writerows(row for row in reader if row["ticker"] in tickers and row["date"] >= "2016-05-18")
+    (tmp_path / "bars.csv").write_text(bars.getvalue())
+    call_command("ingest_prices", str(tmp_path / "bars.csv"), stdout=io.StringIO(), stderr=io.StringIO())
+    (tmp_path / "bars.csv").unlink()
+    build_features(tickers=tickers)
+    settings.PIPELINE_CONFIG = {**settings.PIPELINE_CONFIG, "models": {"prophet_forecaster": {
+        "type": "time_series", "history_days": 250, "uncertainty_samples": 30, "seed": 42, "enabled": True}},
+        "training": {**settings.PIPELINE_CONFIG["training"], "horizon_days": 5}}
+    for name, value in {"ML_WALK_FORWARD_FOLDS": "2", "ML_WALK_FORWARD_TEST_DAYS": "40",
+                        "ML_WALK_FORWARD_MIN_TRAIN_DAYS": "150", "ML_PROPHET_CHUNK_TICKERS": "3"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("ML_WALK_FORWARD_GAP_DAYS", raising=False)
+    monkeypatch.setattr(tasks.retrain_task, "delay", lambda run_id: type("R", (), {"id": "task-s3"})())
+    run = services.retrain(models=["prophet_forecaster"], sync=False)
+    seen: list[list[str]] = []
+    real_merge = services.merge_prophet_chunks
+
+    def merge_and_look(**kwargs):  # what the bucket holds when the chunks are done
+        seen.append([k for k in s3_server.keys(s3_bucket) if "/_runs/" in f"/{k}"])
+        return real_merge(**kwargs)
+
+    monkeypatch.setattr(services, "merge_prophet_chunks", merge_and_look)
+    saved = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
+    try:
+        assert tasks.retrain_task.apply(args=[run.pk]).successful()
+    finally:
+        app.conf.task_always_eager, app.conf.task_eager_propagates = saved
+    run = TrainingRun.objects.get(pk=run.pk)
+    assert run.status == "succeeded", run.error + run.log
+    assert sorted(seen[0]) == sorted(f"ml_models/_runs/{run.pk}/prophet_{chunk}{suffix}"
+                                     for chunk in range(2) for suffix in (".bin", ".oof.npz")), seen
+    version = ModelVersion.objects.get(model__name="prophet_forecaster")
+    keys = s3_server.keys(s3_bucket)
+    assert not [k for k in keys if "/_runs/" in f"/{k}"]  # scratch objects deleted after the merge
+    assert {f"ml_models/{version.artifact_path}", f"ml_models/{version.oof_path}"} <= set(keys)
+    assert load_version(version=version).name == "prophet_forecaster"  # verified, loaded from memory
+    assert artifacts.read_verified(root=settings.ML_MODELS_PATH, relpath=version.oof_path,
+                                   sha256=version.oof_sha256, size=version.oof_bytes, label=str(version))
+    assert _local_files(tmp_path) == []
