@@ -2,11 +2,12 @@
 INVESTML_VAR_DIR, logs, working directory) that share only the database, Redis when REDIS_URL is
 set, and an S3 server on loopback (ML_MODELS_PATH and ML_FEATURES_PATH = s3://...).
 
-Machine A ingests a few sample tickers, builds their features and trains XGBoost (walk-forward,
-registry version, promotion gate). Machine B serves ``POST /predict`` by ticker from a real gunicorn
-and writes the daily predictions of every ticker (``manage.py predict_universe``). B never saw A's
-folder: the features and the model come from the object store, the registry from the database.
-Neither folder holds a Parquet or artifact file afterwards; everything is in the bucket."""
+Machine A runs the daily pipeline (``run_pipeline --sync``: a few sample tickers from its file drop,
+features, XGBoost walk-forward, registry version, promotion gate, batch predictions, drift check).
+Machine B serves ``POST /predict`` by ticker from a real gunicorn and writes the daily predictions of
+every ticker again (``manage.py predict_universe``, A's rows deleted first). B never saw A's folder:
+the features and the model come from the object store, the registry from the database. Neither
+folder holds a Parquet or artifact file afterwards; everything is in the bucket."""
 
 from __future__ import annotations
 
@@ -94,22 +95,22 @@ def test_one_machine_trains_the_other_serves_and_predicts_with_nothing_on_local_
     a, b = tmp_path / "machine_a", tmp_path / "machine_b"
     env_a, env_b = _machine(a, shared=shared), _machine(b, shared=shared)
 
-    # --- machine A: bars in, features built, XGBoost trained and promoted -----------------------
-    bars = a / "inbox" / "bars.csv"
-    bars.parent.mkdir()
+    # --- machine A: the daily pipeline (bars from its file drop, features, XGBoost, predictions) ---
+    bars = a / "data" / "prices" / "bars.csv"
+    bars.parent.mkdir(parents=True)
+    env_a.update({"ML_DATA_PATH": str(a / "data"), "ML_MARKET_DATA_PROVIDER": "files"})
     with gzip.open(SAMPLE, "rt") as src, bars.open("w", newline="") as dst:
         reader = csv.DictReader(src)
         writer = csv.DictWriter(dst, fieldnames=reader.fieldnames)
         writer.writeheader()
         writer.writerows(row for row in reader if row["ticker"] in TICKERS and row["date"] >= "2016-05-18")
-    _run(["ingest_prices", str(bars), "--json"], env=env_a, cwd=a, timeout=300)
-    built = json.loads(_run(["build_features", "--json"], env=env_a, cwd=a, timeout=300).strip().splitlines()[-1])
-    assert built["tickers"] == len(TICKERS) and built["rows"] > 0, built
-    trained = json.loads(_run(["retrain", "--sync", "--models", "xgboost_classifier", "--json"], env=env_a, cwd=a,
-                              timeout=600).strip().splitlines()[-1])
-    assert trained["status"] == "succeeded", trained
+    run = json.loads(_run(["run_pipeline", "--sync", "--models", "xgboost_classifier", "--json"], env=env_a, cwd=a,
+                          timeout=600).strip().splitlines()[-1])
+    assert run["status"] == "succeeded", run
     version = ModelVersion.objects.get(model__name="xgboost_classifier")
     assert version.status == ModelVersion.Status.ACTIVE and version.oof_path
+    assert DailyPrediction.objects.filter(model_version=version).count() == len(TICKERS)  # A's own batch
+    DailyPrediction.objects.all().delete()  # B writes them again below
     a_done = time.monotonic()
 
     # --- machine B: /predict by ticker from a served process, then the daily predictions --------
@@ -163,5 +164,5 @@ def test_one_machine_trains_the_other_serves_and_predicts_with_nothing_on_local_
     assert f"ml_models/{version.artifact_path}" in keys and f"ml_models/{version.oof_path}" in keys
     assert any(k.startswith("features/") and k.endswith("/_manifest.json") for k in keys)
     assert sum(k.endswith(".parquet") for k in keys) > 10
-    print(f"machine A (ingest, features, train) {a_done - started:.0f}s; machine B (serve {len(served)} "
+    print(f"machine A (the pipeline) {a_done - started:.0f}s; machine B (serve {len(served)} "
           f"tickers, predict the universe) {time.monotonic() - a_done:.0f}s; {len(keys)} objects in the bucket")
