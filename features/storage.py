@@ -481,11 +481,3 @@ def location(root: str | os.PathLike) -> Location:
     value = storage_root(root)
     return S3Location(value) if isinstance(value, str) else LocalLocation(value)
 
-
-def arrow_filesystem(loc: Location) -> Any:
-    """A pyarrow filesystem over the location's fsspec filesystem (None for a local root)."""
-    if not loc.remote:
-        return None
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-    return PyFileSystem(FSSpecHandler(loc.fs))  # type: ignore[attr-defined]
