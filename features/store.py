@@ -614,10 +614,19 @@ class FeatureStore:
     def market(self, manifest: dict[str, Any] | None = None) -> pd.Series | None:
         """The stored market return series (index: dates), or None."""
         m = manifest or self.manifest()
-        rel = m.get("market")
-        if not rel:
-            return None
-        frame = _table_to_frame(self._read_table(rel))
+        for attempt in (1, 2):
+            rel = m.get("market")
+            if not rel:
+                return None
+            try:
+                frame = _table_to_frame(self._read_table(rel))
+                break
+            except FileNotFoundError:
+                # A writer that committed after ``m`` was read replaced the series and removed this
+                # file (parallel feature chunks): its manifest names the current one.
+                if attempt == 2:
+                    raise
+                m = self.manifest()
         return pd.Series(frame["ret"].to_numpy(), index=pd.DatetimeIndex(frame["date"]), name="ret")
 
     def verify(self) -> list[str]:

@@ -263,6 +263,11 @@ def summarize_oof(table: pd.DataFrame, *, horizon: int, folds: Sequence[dict[str
     return jsonable(summary)
 
 
+def _rounded(value: float | None, digits: int = 5) -> float | None:
+    """A metric for a stage's counts; None (no finite value, e.g. too few tickers to rank) stays None."""
+    return None if value is None else round(value, digits)
+
+
 def describe_folds(splits: Sequence[Split], dates: np.ndarray, *, horizon: int) -> list[dict[str, Any]]:
     """Each fold's window, with the purge checked against the actual trading dates."""
     dates = np.unique(pd.to_datetime(pd.Series(dates)).to_numpy())
@@ -652,7 +657,7 @@ def _train_learner(ctx: _Context, name: str) -> ModelVersion:
         folds = [{**f, **fold_stats.get(f["fold"], {})} for f in ctx.folds]
         summary = summarize_oof(table, horizon=horizon, folds=folds)
         rec.counts.update(folds=len(result.folds), oof_rows=int(len(table)),
-                          rank_ic=round(summary["metrics"]["rank_ic"], 5))
+                          rank_ic=_rounded(summary["metrics"]["rank_ic"]))
     learner, report = _final_fit(ctx, name, make)
     return _register_and_gate(ctx, name, learner=learner, table=table, summary=summary,
                               columns=_feature_columns_for(name, learner, columns),
@@ -900,7 +905,7 @@ def _combine_prophet(ctx: _Context, chunks: Sequence[ProphetChunk], *, wall: flo
         summary = summarize_oof(table, horizon=ctx.horizon, folds=folds)
         learner = chunks[0].learner.merge([c.learner for c in chunks[1:]])
         rec.counts.update(chunks=len(chunks), oof_rows=int(len(table)), tickers_fitted=len(learner.tickers),
-                          rank_ic=round(summary["metrics"]["rank_ic"], 5))
+                          rank_ic=_rounded(summary["metrics"]["rank_ic"]))
     cpu = float(sum(c.cpu_seconds for c in chunks))
     return _register_and_gate(ctx, name, learner=learner, table=table, summary=summary, columns=[], cpu=cpu,
                               wall=wall, extra={"chunks": len(chunks), "tickers": len(learner.tickers)})
@@ -1129,7 +1134,7 @@ def _train_ensemble(run: TrainingRun) -> ModelVersion | None:
         ev = evaluate_ensemble(tables, horizon=horizon, wf_members=WalkForward(**run.options["walk_forward"]),
                                config=config)
         rec.counts.update(stacked_rows=int(len(ev.stacked)), folds=len(ev.splits),
-                          rank_ic=round(ev.summary["metrics"]["rank_ic"], 5))
+                          rank_ic=_rounded(ev.summary["metrics"]["rank_ic"]))
     with stage(run_id, "fit:ensemble") as rec:
         learner = EnsembleLearner.from_config({**config, "members": ev.names})
         report = learner.fit(ev.stacked, feature_columns=ev.names, horizon=horizon)

@@ -104,6 +104,24 @@ def test_commit_read_verify_and_checksum(tmp_path):
     assert store.verify() == [f"{result.files_written[0][0]}: checksum mismatch"]
 
 
+def test_a_market_series_replaced_after_the_manifest_was_read_is_read_from_the_new_one(tmp_path):
+    """Parallel feature chunks: one reads the manifest, another commits a new market series and
+    removes the old file; the first still gets a series (the current one), not FileNotFoundError."""
+    feats, labels = _frames()
+    store = st.FeatureStore(tmp_path / "v")
+    dates = pd.DatetimeIndex(sorted(feats["date"].unique()))
+    with store.writer() as w:
+        w.write_parts(features=feats, labels=labels)
+        w.set_market(pd.Series(0.01, index=dates))
+        w.commit()
+    seen = store.manifest()
+    with store.writer() as w:
+        w.set_market(pd.Series(0.02, index=dates))
+        w.commit()
+    assert not (store.root / seen["market"]).exists()
+    assert store.market(seen).eq(0.02).all()
+
+
 def test_failed_writer_leaves_nothing(tmp_path):
     feats, labels = _frames()
     store = st.FeatureStore(tmp_path / "v")
