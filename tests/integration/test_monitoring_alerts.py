@@ -45,14 +45,11 @@ def monitoring_settings(settings, monkeypatch):
 
 @pytest.fixture
 def retrains(monkeypatch):
-    """Record retrain requests: a stand-in ``training.orchestrator`` (the real one queues pipeline runs)."""
-    import sys
-    import types
+    """Record retrain requests instead of queueing pipeline runs (``training.orchestrator.request_retrain``)."""
+    from training import orchestrator
 
     calls: list[dict] = []
-    module = types.ModuleType("training.orchestrator")
-    module.request_retrain = lambda **kw: calls.append(kw) or None
-    monkeypatch.setitem(sys.modules, "training.orchestrator", module)
+    monkeypatch.setattr(orchestrator, "request_retrain", lambda **kw: calls.append(kw) or None)
     return calls
 
 
@@ -283,25 +280,10 @@ def test_drift_and_accuracy_alerts_request_one_retrain_per_opening(caplog, retra
     assert "Retraining trigger activated: performance_degradation threshold exceeded" in caplog.messages
 
 
-def test_retrain_falls_back_to_training_services_without_the_orchestrator(monkeypatch):
-    import sys
-
-    import training.services
-
-    calls = []
-    monkeypatch.setitem(sys.modules, "training.orchestrator", None)  # import fails: not built yet
-    monkeypatch.setattr(training.services, "retrain", lambda **kw: calls.append(kw))
-    services._request_retrain(trigger="performance", reason="accuracy 35% < 41%")
-    assert calls == [{"trigger": "performance", "requested_by": "monitoring", "sync": False, "tickers": None}]
-
-
 def test_a_failing_retrain_request_is_logged_not_raised(monkeypatch, caplog):
-    import sys
-    import types
+    from training import orchestrator
 
-    module = types.ModuleType("training.orchestrator")
-    module.request_retrain = lambda **kw: 1 / 0
-    monkeypatch.setitem(sys.modules, "training.orchestrator", module)
+    monkeypatch.setattr(orchestrator, "request_retrain", lambda **kw: 1 / 0)
     with caplog.at_level(logging.ERROR, logger="monitoring"):
         assert services._request_retrain(trigger="drift", reason="x") is None
     assert any("retrain request (drift) failed" in m for m in caplog.messages)

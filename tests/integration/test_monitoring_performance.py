@@ -41,14 +41,11 @@ def isolated(settings):
 
 @pytest.fixture
 def retrains(monkeypatch):
-    """Record retrain requests: a stand-in ``training.orchestrator`` (the real one queues pipeline runs)."""
-    import sys
-    import types
+    """Record retrain requests instead of queueing pipeline runs (``training.orchestrator.request_retrain``)."""
+    from training import orchestrator
 
     calls: list[dict] = []
-    module = types.ModuleType("training.orchestrator")
-    module.request_retrain = lambda **kw: calls.append(kw) or None
-    monkeypatch.setitem(sys.modules, "training.orchestrator", module)
+    monkeypatch.setattr(orchestrator, "request_retrain", lambda **kw: calls.append(kw) or None)
     return calls
 
 

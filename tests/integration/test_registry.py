@@ -3,6 +3,7 @@ promotion gate on the same out-of-sample window, rollback, and the deployment hi
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -14,7 +15,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from features.models import FeatureSet, FeatureSetVersion
-from registry import artifacts, services
+from registry import artifacts, loaders, services
 from registry.artifacts import ArtifactIntegrityError
 from registry.gate import daily_skill, skill_confidence
 from registry.models import DeploymentEvent, ModelVersion
@@ -346,7 +347,8 @@ def test_gate_replays_the_active_version_when_windows_do_not_overlap(monkeypatch
         calls.update(kw)
         return training_selectors.TrainingData(frame=frame, feature_columns=FEATURES, feature_set_version=None)
 
-    monkeypatch.setattr(training_selectors, "load_training_frame", fake_loader)
+    # the gate reads the replay rows through the loader training installed (registry.loaders)
+    monkeypatch.setattr(loaders, "_installed", dataclasses.replace(loaders.installed(), load_training_frame=fake_loader))
     decision = services.promote(version=new, actor="t")
     assert decision.window["method"] == "replay_active" and decision.passed, decision.reason
     assert calls["feature_set_version"] is None and len(calls["tickers"]) == 30
