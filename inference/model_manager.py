@@ -36,6 +36,9 @@ from django.utils import timezone
 
 from inference import conf, signals
 from inference.exceptions import Conflict, ModelUnavailable, NotFound
+from registry import services as registry_services
+from registry.models import ModelVersion
+from registry.selectors import registered_models, versions
 
 logger = logging.getLogger(__name__)
 
@@ -304,9 +307,6 @@ class ModelManager:
         now = time.monotonic()
         if not force and self._checked_at and now - self._checked_at < conf.active_check_seconds():
             return
-        from registry.models import ModelVersion
-        from registry.selectors import registered_models, versions
-
         active = {v.model.name: v for v in versions(statuses=[ModelVersion.Status.ACTIVE])}
         registered = dict(registered_models().values_list("name", "model_type"))
         try:
@@ -369,8 +369,6 @@ class ModelManager:
             if served is not None:
                 self._loaded.move_to_end(version_id)
                 return served
-        from registry.models import ModelVersion
-
         try:
             version = ModelVersion.objects.select_related("model").get(pk=version_id)
         except ModelVersion.DoesNotExist:
@@ -424,10 +422,8 @@ class ModelManager:
             return lock
 
     def _load(self, version: Any) -> ServedModel:
-        from registry.services import load_version
-
         started = time.perf_counter()
-        learner = load_version(version=version)  # verifies size and sha256 first
+        learner = registry_services.load_version(version=version)  # verifies size and sha256 first
         name = version.model.name
         learner_name = getattr(learner, "name", name)
         kind = KINDS.get(learner_name, VECTOR)

@@ -20,6 +20,18 @@ from investml import permissions
 from investml.permissions import permission_required
 from monitoring import charts, config, selectors, services
 from monitoring.models import Alert, CostRecord
+from registry.models import ModelVersion, RegisteredModel
+from registry.selectors import (
+    deployment_history,
+    feature_importance,
+    registered_models,
+    rollback_target,
+    versions,
+)
+from registry.services import RegistryError
+from registry.services import promote as promote_version
+from registry.services import rollback as rollback_model
+from training.models import TrainingRun
 
 LOGIN_URL = reverse_lazy("dashboard:login")
 
@@ -177,8 +189,6 @@ def costs(request):
 
 @dashboard_view
 def models(request):
-    from registry.selectors import registered_models, versions
-
     cfg = config.load()
     rows = []
     for registered in registered_models():
@@ -192,9 +202,6 @@ def models(request):
 
 @dashboard_view
 def model_detail(request, name: str):
-    from registry.models import RegisteredModel
-    from registry.selectors import deployment_history, feature_importance, rollback_target, versions
-
     registered = get_object_or_404(RegisteredModel, name=name)
     cfg = config.load()
     all_versions = list(versions(model_name=name).prefetch_related("members", "members__model"))
@@ -232,10 +239,6 @@ def model_detail(request, name: str):
 @require_POST
 @operator_view(permissions.PROMOTE)
 def promote(request, name: str, version_id: int):
-    from registry.models import ModelVersion
-    from registry.services import RegistryError
-    from registry.services import promote as promote_version
-
     version = get_object_or_404(ModelVersion, pk=version_id, model__name=name)
     force = request.POST.get("force") == "1"
     try:
@@ -254,9 +257,6 @@ def promote(request, name: str, version_id: int):
 @require_POST
 @operator_view(permissions.PROMOTE)
 def rollback(request, name: str):
-    from registry.services import RegistryError
-    from registry.services import rollback as rollback_model
-
     try:
         target = rollback_model(model_name=name, actor=request.user.get_username(), reason="dashboard")
     except RegistryError as exc:
@@ -300,8 +300,6 @@ def runs(request):
 
 @dashboard_view
 def run_detail(request, run_id: int):
-    from training.models import TrainingRun
-
     run = get_object_or_404(TrainingRun, pk=run_id)
     stages = list(run.stages or [])
     return _render(request, "dashboard/run_detail.html", "runs", {

@@ -7,8 +7,10 @@ from datetime import date, timedelta
 from typing import Any
 
 import pandas as pd
-from django.db.models import Max, QuerySet
+from django.db.models import Count, Max, QuerySet
 
+from features import selectors as feature_selectors
+from features.models import FeatureSetVersion, PriceBar
 from training.models import TrainingRun
 
 TRADING_DAYS_PER_YEAR = 252
@@ -26,8 +28,6 @@ class TrainingData:
 
 
 def latest_bar_date(*, tickers: list[str] | None = None) -> date | None:
-    from features.models import PriceBar
-
     qs = PriceBar.objects.all()
     if tickers:
         qs = qs.filter(ticker__symbol__in=tickers)
@@ -50,9 +50,6 @@ def load_training_frame(
     ``fwd_ret_1``/``fwd_dir_1`` and ``fwd_ret_{horizon}``/``fwd_dir_{horizon}`` come with the
     features; rows are sorted by (ticker, date) and tickers are plain strings.
     """
-    from features import selectors as feature_selectors
-    from features.models import FeatureSetVersion
-
     try:
         version = feature_selectors.resolve_feature_set_version(version=feature_set_version)
     except FeatureSetVersion.DoesNotExist as exc:
@@ -89,10 +86,6 @@ def get_run(*, run_id: int) -> TrainingRun:
 def tickers_with_history(*, start: date | None = None, end: date | None = None, limit: int | None = None,
                          coverage: float = 0.95) -> list[str]:
     """Tickers (by symbol) with bars on at least ``coverage`` of the window's trading dates."""
-    from django.db.models import Count
-
-    from features.models import PriceBar
-
     qs = PriceBar.objects.all()
     if start:
         qs = qs.filter(date__gte=start)
