@@ -54,7 +54,8 @@ _TRAINING = {
     "drift_threshold": Field(_NUMBER, default=0.3, minimum=0),
     "max_training_hours": Field(_NUMBER, default=24.0, minimum=0),
     "horizon_days": Field(int, default=5, minimum=1),
-    "feature_set": Field(str, default="default", choices=("default", "alpha158", "default_cs", "alpha158_cs")),
+    "feature_set": Field(str, default="default",
+                         choices=("default", "alpha158", "default_cs", "alpha158_cs", "default_social")),
     "promotion_metric": Field(str, default="rank_ic"),
     "train_years": Field(_NUMBER, default=5, minimum=0),
     # daily runs refit; the walk-forward evaluation runs when the last one is this many trading days old
