@@ -500,6 +500,20 @@ def execute_run(*, run_id: int, distributed: bool = False) -> TrainingRun:
         if run.status in (TrainingRun.Status.SUCCEEDED, TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED):
             return run
         restarted = run.status == TrainingRun.Status.RUNNING
+        attempt = int((run.options or {}).get("attempt", 0)) + 1
+        limit = max(1, _env_int("ML_TRAINING_MAX_ATTEMPTS", 3))
+        if restarted and attempt > limit:
+            # the worker holding it was lost each time (acks_late redelivers the task): most often the
+            # out-of-memory killer, which would kill every further attempt the same way
+            text = failure_message(run_id=run_id, where=f"attempt {attempt} (the worker was lost {attempt - 1} "
+                                                        f"times, limit ML_TRAINING_MAX_ATTEMPTS={limit})",
+                                   exc=MemoryError())
+            run.status, run.finished_at = TrainingRun.Status.FAILED, timezone.now()
+            run.error = (run.error + "\n" + text).strip()
+            run.save(update_fields=["status", "finished_at", "error"])
+            _append_log(run_id, text.splitlines()[0])
+            return run
+        run.options = {**(run.options or {}), "attempt": attempt}
         run.status = TrainingRun.Status.RUNNING
         run.started_at = timezone.now()
         run.parts_pending = ["main"]
@@ -507,7 +521,7 @@ def execute_run(*, run_id: int, distributed: bool = False) -> TrainingRun:
             run.stages, run.error, run.cpu_seconds = [], "", 0
         run.save()
     if restarted:
-        _append_log(run_id, "restarting (the previous attempt was interrupted)")
+        _append_log(run_id, f"restarting (the previous attempt was interrupted): attempt {attempt} of {limit}")
     max_seconds = float(settings.PIPELINE_CONFIG["training"].get("max_training_hours", 24.0)) * 3600
     cpu0, wall0, excluded = cpu_seconds_now(), time.perf_counter(), 0.0
     try:

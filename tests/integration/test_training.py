@@ -284,6 +284,22 @@ def test_failures_are_recorded_in_the_troubleshooting_tone(tiny_setup):
         services.retrain(models=["gpt"], sync=True)
 
 
+def test_a_run_whose_worker_keeps_dying_stops_after_the_attempt_limit(tiny_setup, monkeypatch):
+    """acks_late redelivers a training task whose worker died (the OOM killer): each delivery finds
+    the run RUNNING and restarts it, until ML_TRAINING_MAX_ATTEMPTS; then it fails as out of memory."""
+    monkeypatch.setenv("ML_TRAINING_MAX_ATTEMPTS", "2")
+    run = TrainingRun.objects.create(status="running", model_names=["xgboost_classifier"], tickers=["AAPL"],
+                                     options={"horizon": 5, "walk_forward": {"n_folds": 2, "test_days": 40,
+                                              "min_train_days": 150, "gap_days": 5}, "attempt": 1})
+    again = services.execute_run(run_id=run.pk)  # attempt 2 of 2: runs (and fails on the empty store)
+    assert again.options["attempt"] == 2 and "attempt 2 of 2" in again.log and "NoTrainingData" in again.error
+    TrainingRun.objects.filter(pk=run.pk).update(status="running")  # its worker died once more
+    last = services.execute_run(run_id=run.pk)
+    assert last.status == "failed" and last.finished_at is not None and last.options["attempt"] == 2
+    assert "MemoryError: Out of memory" in last.error and "the worker was lost 2 times" in last.error
+    assert "Check available memory: free -h" in last.error and "ML_LSTM_MAX_TRAIN_ROWS" in last.error
+
+
 def test_a_per_date_normalized_feature_set_is_trained_and_served_the_same_way(tiny_setup, settings):
     """``training.feature_set: default_cs``: the store keeps raw values, every reader gets them
     normalized per date over the whole universe, and /predict by ticker scores what training saw."""
