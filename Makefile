@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test browser bench lint install install-dev migrate sample serve clean
+.PHONY: run test browser servers bench lint install install-dev migrate sample serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,7 +54,15 @@ browser:
 	    apt-get update -qq && apt-get install -y -qq chromium chromium-driver; } || \
 	  { echo "make test needs Chromium and its driver for tests/browser: sudo apt-get install -y chromium chromium-driver (Debian/Ubuntu), or set CHROMIUM_BINARY and CHROMEDRIVER_BINARY" >&2; exit 1; }
 
-test: install-dev browser
+# The fault tests run their own Redis and PostgreSQL servers (restarted mid-test, never the ones CI
+# or the user runs): the server binaries are installed here when missing and root may.
+servers:
+	@command -v redis-server >/dev/null && { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null; } || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get update -qq && apt-get install -y -qq redis-server postgresql; } || \
+	  { echo "make test needs the Redis and PostgreSQL server binaries for its fault tests: sudo apt-get install -y redis-server postgresql (Debian/Ubuntu)" >&2; exit 1; }
+
+test: install-dev browser servers
 	INVESTML_VAR_DIR=$(CURDIR)/var/test $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install-dev
