@@ -13,9 +13,8 @@ converted. ``daily_sentiment`` maps items to the trading day they can first affe
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -27,26 +26,24 @@ from django.db.models import Max
 from django.utils import timezone
 
 from features.models import IngestionRun, NewsItem, Ticker
-from features.providers import PROVIDERS, ProviderConfig
-from features.providers.base import (
-    BudgetExceededError,
-    CallRecord,
-    ProviderError,
-)
+from features.providers import PROVIDERS
 from features.sentiment import aggregate_daily, score_many
 from features.services.ingestion import ensure_tickers
-from features.services.limits import shared_budget, shared_limiter
-from features.services.market_updates import (
-    KEYED_PROVIDERS,
-    MARKET_TZ,
-    provider_limits,
-    trading_holidays,
+from features.services.ingestion_runs import (
+    FileIngestSummary,
+    Progress,
+    failure_recorded,
+    file_run_succeeded,
+    say,
 )
-from investml.ledger import record_api_calls
-
-logger = logging.getLogger(__name__)
-
-Progress = Callable[[str], None]
+from features.services.market_updates import MARKET_TZ, trading_holidays
+from features.services.provider_updates import (
+    MeteredProvider,
+    TickerUpdateSummary,
+    newest_by_ticker,
+    requested_tickers,
+    update_each_ticker,
+)
 
 READ_CHUNK_ROWS = 100_000
 BATCH_SIZE = 1_000
@@ -66,13 +63,6 @@ _COLUMN_ALIASES = {
 
 class NewsFileError(ValueError):
     """The news file as a whole cannot be read (missing columns, not a CSV)."""
-
-
-def _log(progress: Progress | None, message: str) -> None:
-    if progress is not None:
-        progress(message)
-    else:
-        logger.info(message)
 
 
 def content_hash(headline: str) -> str:
@@ -214,28 +204,7 @@ def store_news(*, items: pd.DataFrame, provider: str, create_tickers: bool = Fal
     return counts
 
 
-@dataclass
-class NewsIngestSummary:
-    rows_read: int = 0
-    rows_loaded: int = 0
-    rows_unchanged: int = 0
-    rows_rejected: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    unknown_tickers: int = 0
-    unknown_ticker_sample: list[str] = field(default_factory=list)
-    tickers: int = 0
-    days: int = 0
-    seconds: float = 0.0
-    ingestion_run: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "rows_read": self.rows_read, "rows_loaded": self.rows_loaded, "rows_unchanged": self.rows_unchanged,
-            "rows_rejected": self.rows_rejected, "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
-            "unknown_tickers": self.unknown_tickers, "unknown_ticker_sample": self.unknown_ticker_sample,
-            "tickers": self.tickers, "days": self.days, "seconds": round(self.seconds, 3),
-            "ingestion_run": self.ingestion_run,
-        }
+NewsIngestSummary = FileIngestSummary
 
 
 def ingest_news_file(*, path: Path, create_tickers: bool = False, limit: int | None = None,
@@ -251,13 +220,12 @@ def ingest_news_file(*, path: Path, create_tickers: bool = False, limit: int | N
     unknown: set[str] = set()
     tickers: set[str] = set()
     days: set[date] = set()
-    try:
+    with failure_recorded(run, started=started):
         offset = 0
         for chunk in read_news_chunks(path, limit=limit):
             summary.rows_read += len(chunk)
             bad = chunk["reason"].notna()
-            for reason, count in chunk.loc[bad, "reason"].value_counts().items():
-                summary.rejected_by_reason[reason] = summary.rejected_by_reason.get(reason, 0) + int(count)
+            summary.count_rejected(chunk.loc[bad, "reason"].value_counts())
             if len(rejected_rows) < MAX_REJECTED_ROWS_STORED:
                 for index in chunk.index[bad][: MAX_REJECTED_ROWS_STORED - len(rejected_rows)]:
                     rejected_rows.append({"line": int(offset + index + 2), "ticker": chunk.at[index, "ticker"],
@@ -268,63 +236,23 @@ def ingest_news_file(*, path: Path, create_tickers: bool = False, limit: int | N
             summary.rows_loaded += counts.inserted
             summary.rows_unchanged += counts.existing
             if counts.unknown_rows:
-                summary.rejected_by_reason["unknown_ticker"] = (
-                    summary.rejected_by_reason.get("unknown_ticker", 0) + counts.unknown_rows)
+                summary.count_rejected({"unknown_ticker": counts.unknown_rows})
             unknown |= counts.unknown_tickers
             tickers |= counts.tickers
             days |= counts.days
-            _log(progress, f"{path.name}: {summary.rows_read:,} rows read, {summary.rows_loaded:,} new")
-    except Exception as exc:
-        run.status, run.error = IngestionRun.Status.FAILED, str(exc)[:5000]
-        run.finished_at, run.duration_seconds = timezone.now(), time.perf_counter() - started
-        run.save()
-        raise
-    summary.rows_rejected = sum(summary.rejected_by_reason.values())
-    summary.unknown_tickers = len(unknown)
-    summary.unknown_ticker_sample = sorted(unknown)[:20]
+            say(progress, f"{path.name}: {summary.rows_read:,} rows read, {summary.rows_loaded:,} new")
     summary.tickers, summary.days = len(tickers), len(days)
-    summary.seconds = time.perf_counter() - started
-    run.status = IngestionRun.Status.SUCCEEDED
-    run.rows_read, run.rows_loaded, run.rows_unchanged = summary.rows_read, summary.rows_loaded, summary.rows_unchanged
-    run.rows_rejected = summary.rows_rejected
-    run.rejected_by_reason = dict(sorted(summary.rejected_by_reason.items()))
-    run.rejected_rows = rejected_rows
-    run.tickers = summary.tickers
-    if unknown:
-        run.error = (f"{len(unknown)} unknown tickers skipped (pass --create-tickers to add them): "
-                     f"{', '.join(sorted(unknown)[:200])}")[:5000]
-    run.finished_at, run.duration_seconds = timezone.now(), summary.seconds
-    run.save()
+    file_run_succeeded(run, summary=summary, rejected_rows=rejected_rows, unknown=unknown,
+                       unknown_hint="pass --create-tickers to add them", started=started)
     return summary
 
 
 # Provider news ---------------------------------------------------------------------------------------
-@dataclass
-class NewsUpdateSummary:
-    provider: str
-    tickers_requested: int = 0
-    tickers_updated: int = 0
-    items_read: int = 0
-    items_added: int = 0
-    items_unchanged: int = 0
-    failed: dict[str, str] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
-    calls: int = 0
-    cost_usd: float = 0.0
-    budget_exceeded: bool = False
-    warning: str = ""
-    ingestion_run: int | None = None
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "provider": self.provider, "tickers_requested": self.tickers_requested,
-            "tickers_updated": self.tickers_updated, "items_read": self.items_read, "items_added": self.items_added,
-            "items_unchanged": self.items_unchanged, "failed": dict(sorted(self.failed.items())),
-            "skipped": sorted(self.skipped), "calls": self.calls, "cost_usd": round(self.cost_usd, 6),
-            "budget_exceeded": self.budget_exceeded, "warning": self.warning,
-            "ingestion_run": self.ingestion_run, "seconds": round(self.seconds, 3),
-        }
+class NewsUpdateSummary(TickerUpdateSummary):
+    NOUN = "items"
+    items_read = property(lambda self: self.read)
+    items_added = property(lambda self: self.added)
+    items_unchanged = property(lambda self: self.unchanged)
 
 
 def update_news(*, provider: str = "alphavantage", tickers: list[str] | None = None,
@@ -338,82 +266,34 @@ def update_news(*, provider: str = "alphavantage", tickers: list[str] | None = N
     if cls is None or not cls.supports_news:
         news_capable = sorted(n for n, c in PROVIDERS.items() if c.supports_news)
         raise ValueError(f"{provider!r} has no news endpoint (news providers: {', '.join(news_capable)})")
-    symbols = (list(dict.fromkeys(t.strip().upper() for t in tickers if t.strip())) if tickers is not None
-               else list(Ticker.objects.filter(active=True).order_by("symbol").values_list("symbol", flat=True)))
-    summary = NewsUpdateSummary(provider=key, tickers_requested=len(symbols))
-    run = IngestionRun.objects.create(kind=IngestionRun.Kind.NEWS, source=key)
-    summary.ingestion_run = run.id
-    day = timezone.localdate()
-    records: list[CallRecord] = []
-    config = ProviderConfig.from_env(key, provider_limits(key))
-    if key in KEYED_PROVIDERS and not config.api_key:
-        raise ValueError(f"{key.upper()}_API_KEY is not set")
-    limiter = shared_limiter(provider=key, per_minute=config.requests_per_minute or None,
-                             per_day=config.requests_per_day, day=day)
-    source = cls(config, on_call=records.append, budget=shared_budget(day=day), limiter=limiter)
-    stored = NewsItem.objects.filter(provider=key)
-    if len(symbols) <= 500:
-        stored = stored.filter(ticker__symbol__in=symbols)
-    newest = dict(stored.values("ticker__symbol").annotate(last=Max("published_at")).values_list("ticker__symbol", "last"))
-    try:
-        for index, symbol in enumerate(symbols):
-            last = newest.get(symbol)
-            # time_from = the newest stored item's day (overlap; duplicates are skipped on insert)
-            since = last.astimezone(MARKET_TZ).date() - timedelta(days=1) if last else None
-            try:
-                frame = source.fetch_news(symbol, since=since)
-            except BudgetExceededError as exc:
-                summary.budget_exceeded, summary.warning = True, str(exc)
-                summary.skipped = symbols[index:]
-                logger.warning(summary.warning)
-                break
-            except ProviderError as exc:
-                summary.failed[symbol] = f"{exc.reason}: {source.redact(str(exc))}"
-                if limiter.per_day is not None and limiter.remaining_today() == 0:
-                    summary.warning = f"{key}: daily request limit reached ({limiter.per_day}/day)"
-                    summary.skipped = symbols[index + 1:]
-                    logger.warning(summary.warning)
-                    break
-                continue
-            finally:
-                record_api_calls(records=records, day=day)
-                summary.calls += len(records)
-                summary.cost_usd += sum(r.cost_usd for r in records)
-                records.clear()
-            summary.items_read += len(frame)
-            if frame.empty:
-                continue
-            stamps = pd.to_datetime(frame["time_published"])
-            if stamps.dt.tz is None:  # Alpha Vantage stamps are US/Eastern
-                stamps = stamps.dt.tz_localize(MARKET_TZ, ambiguous="NaT", nonexistent="shift_forward")
-            items = pd.DataFrame({
-                "ticker": symbol, "published_at": stamps.dt.tz_convert(UTC),
-                "headline": frame["title"].astype(str).str.strip(),
-                "source": frame["source"].astype(str).str.slice(0, SOURCE_MAX),
-                "url": frame["url"].astype(str).str.slice(0, URL_MAX),
-            }).dropna(subset=["published_at"])
-            items = items[items["headline"] != ""]
-            counts = store_news(items=items, provider=key, create_tickers=True)
-            summary.items_added += counts.inserted
-            summary.items_unchanged += counts.existing
-            summary.tickers_updated += 1 if counts.inserted else 0
-    except Exception as exc:
-        run.status, run.error = IngestionRun.Status.FAILED, str(exc)[:5000]
-        run.finished_at, run.duration_seconds = timezone.now(), time.perf_counter() - started
-        run.save()
-        raise
-    summary.seconds = time.perf_counter() - started
-    run.status = IngestionRun.Status.SUCCEEDED
-    run.rows_read, run.rows_loaded, run.rows_unchanged = summary.items_read, summary.items_added, summary.items_unchanged
-    run.tickers = summary.tickers_updated
-    notes = [summary.warning] if summary.warning else []
-    if summary.failed:
-        notes.append(f"{len(summary.failed)} tickers failed: " + "; ".join(sorted(summary.failed)[:200]))
-    run.error = "\n".join(notes)[:5000]
-    run.finished_at, run.duration_seconds = timezone.now(), summary.seconds
-    run.save()
-    _log(progress, f"{key} news: {summary.items_added} new items for {summary.tickers_updated} tickers, "
-         f"{summary.calls} calls")
+    symbols = requested_tickers(tickers)
+    metered = MeteredProvider(cls, key=key, day=timezone.localdate())
+    newest = newest_by_ticker(NewsItem.objects.filter(provider=key), symbols=symbols, newest=Max("published_at"))
+
+    def fetch(symbol: str) -> pd.DataFrame:
+        last = newest.get(symbol)
+        # time_from = the newest stored item's day (overlap; duplicates are skipped on insert)
+        since = last.astimezone(MARKET_TZ).date() - timedelta(days=1) if last else None
+        return metered.source.fetch_news(symbol, since=since)
+
+    def store(symbol: str, frame: pd.DataFrame) -> StoreCounts:
+        stamps = pd.to_datetime(frame["time_published"])
+        if stamps.dt.tz is None:  # Alpha Vantage stamps are US/Eastern
+            stamps = stamps.dt.tz_localize(MARKET_TZ, ambiguous="NaT", nonexistent="shift_forward")
+        items = pd.DataFrame({
+            "ticker": symbol, "published_at": stamps.dt.tz_convert(UTC),
+            "headline": frame["title"].astype(str).str.strip(),
+            "source": frame["source"].astype(str).str.slice(0, SOURCE_MAX),
+            "url": frame["url"].astype(str).str.slice(0, URL_MAX),
+        }).dropna(subset=["published_at"])
+        items = items[items["headline"] != ""]
+        return store_news(items=items, provider=key, create_tickers=True)
+
+    summary = update_each_ticker(kind=IngestionRun.Kind.NEWS, summary=NewsUpdateSummary(provider=key),
+                                 provider=metered, symbols=symbols, fetch=fetch, store=store, started=started,
+                                 progress=progress)
+    say(progress, f"{key} news: {summary.items_added} new items for {summary.tickers_updated} tickers, "
+        f"{summary.calls} calls")
     return summary
 
 

@@ -21,10 +21,9 @@ import hashlib
 import hmac
 import io
 import json
-import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -39,17 +38,24 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from features.models import IngestionRun, SocialPost, Ticker
-from features.providers import SOCIAL_PROVIDERS, ProviderConfig
-from features.providers.base import BudgetExceededError, CallRecord, ProviderError
-from features.services.limits import shared_budget, shared_limiter
-from features.services.market_updates import MARKET_TZ, provider_limits
+from features.providers import SOCIAL_PROVIDERS
+from features.services.ingestion_runs import (
+    FileIngestSummary,
+    Progress,
+    failure_recorded,
+    file_run_succeeded,
+    say,
+)
+from features.services.market_updates import MARKET_TZ
 from features.services.news import parse_news_times
+from features.services.provider_updates import (
+    MeteredProvider,
+    TickerUpdateSummary,
+    newest_by_ticker,
+    requested_tickers,
+    update_each_ticker,
+)
 from features.social import extract_cashtags, score_posts
-from investml.ledger import record_api_calls
-
-logger = logging.getLogger(__name__)
-
-Progress = Callable[[str], None]
 
 READ_CHUNK_ROWS = 50_000
 BATCH_SIZE = 1_000
@@ -78,13 +84,6 @@ _EPOCH_RE = re.compile(r"^\d{9,13}(?:\.\d+)?$")
 
 class SocialFileError(ValueError):
     """The file as a whole cannot be read (no such file, missing columns, not CSV or JSON lines)."""
-
-
-def _log(progress: Progress | None, message: str) -> None:
-    if progress is not None:
-        progress(message)
-    else:
-        logger.info(message)
 
 
 # Parsing (no database) ---------------------------------------------------------------------------
@@ -369,31 +368,17 @@ def store_posts(*, items: pd.DataFrame, provider: str) -> StoreCounts:
 
 # File ingestion ------------------------------------------------------------------------------------
 @dataclass
-class SocialIngestSummary:
-    rows_read: int = 0
-    rows_loaded: int = 0  # rows that stored at least one new (post, ticker)
-    rows_unchanged: int = 0  # rows whose every (post, ticker) was stored already or duplicated
-    rows_rejected: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+class SocialIngestSummary(FileIngestSummary):
+    """rows_loaded: rows that stored at least one new (post, ticker); rows_unchanged: rows whose every
+    (post, ticker) was stored already or duplicated."""
+
     posts_loaded: int = 0  # new (post, ticker) rows stored
-    unknown_tickers: int = 0
-    unknown_ticker_sample: list[str] = field(default_factory=list)
-    tickers: int = 0
-    days: int = 0
     first_post: str | None = None
     last_post: str | None = None
-    seconds: float = 0.0
-    ingestion_run: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "rows_read": self.rows_read, "rows_loaded": self.rows_loaded, "rows_unchanged": self.rows_unchanged,
-            "rows_rejected": self.rows_rejected, "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
-            "posts_loaded": self.posts_loaded, "unknown_tickers": self.unknown_tickers,
-            "unknown_ticker_sample": self.unknown_ticker_sample, "tickers": self.tickers, "days": self.days,
-            "first_post": self.first_post, "last_post": self.last_post, "seconds": round(self.seconds, 3),
-            "ingestion_run": self.ingestion_run,
-        }
+        return {**super().as_dict(), "posts_loaded": self.posts_loaded, "first_post": self.first_post,
+                "last_post": self.last_post}
 
 
 def _pairs(valid: pd.DataFrame) -> pd.DataFrame:
@@ -423,7 +408,7 @@ def ingest_social_file(*, path: Path, source: str | None = None, limit: int | No
     days: set[date] = set()
     first: pd.Timestamp | None = None
     last: pd.Timestamp | None = None
-    try:
+    with failure_recorded(run, started=started):
         for chunk in read_social_chunks(path, source=source, limit=limit, now=now):
             summary.rows_read += len(chunk)
             valid = chunk[chunk["reason"].isna()]
@@ -438,8 +423,7 @@ def ingest_social_file(*, path: Path, source: str | None = None, limit: int | No
             summary.posts_loaded += counts.inserted
             unknown |= counts.unknown_tickers
             bad = chunk["reason"].notna()
-            for reason, count in chunk.loc[bad, "reason"].value_counts().items():
-                summary.rejected_by_reason[reason] = summary.rejected_by_reason.get(reason, 0) + int(count)
+            summary.count_rejected(chunk.loc[bad, "reason"].value_counts())
             for row in chunk.loc[bad].head(MAX_REJECTED_ROWS_STORED - len(rejected_rows)).itertuples():
                 rejected_rows.append({"line": int(row.line), "ticker": " ".join(row.tickers or []) if
                                       isinstance(row.tickers, list) else "", "reason": row.reason})
@@ -450,60 +434,21 @@ def ingest_social_file(*, path: Path, source: str | None = None, limit: int | No
                 lo, hi = stored["posted_at"].min(), stored["posted_at"].max()
                 first = lo if first is None or lo < first else first
                 last = hi if last is None or hi > last else last
-            _log(progress, f"{path.name}: {summary.rows_read:,} rows read, {summary.posts_loaded:,} new posts")
-    except Exception as exc:
-        run.status, run.error = IngestionRun.Status.FAILED, str(exc)[:5000]
-        run.finished_at, run.duration_seconds = timezone.now(), time.perf_counter() - started
-        run.save()
-        raise
-    summary.rows_rejected = sum(summary.rejected_by_reason.values())
-    summary.unknown_tickers = len(unknown)
-    summary.unknown_ticker_sample = sorted(unknown)[:20]
+            say(progress, f"{path.name}: {summary.rows_read:,} rows read, {summary.posts_loaded:,} new posts")
     summary.tickers, summary.days = len(tickers), len(days)
     summary.first_post = first.isoformat() if first is not None else None
     summary.last_post = last.isoformat() if last is not None else None
-    summary.seconds = time.perf_counter() - started
-    run.status = IngestionRun.Status.SUCCEEDED
-    run.rows_read, run.rows_loaded, run.rows_unchanged = summary.rows_read, summary.rows_loaded, summary.rows_unchanged
-    run.rows_rejected = summary.rows_rejected
-    run.rejected_by_reason = dict(sorted(summary.rejected_by_reason.items()))
-    run.rejected_rows = rejected_rows
-    run.tickers = summary.tickers
-    if unknown:
-        run.error = (f"{len(unknown)} unknown tickers skipped (ingest their prices first): "
-                     f"{', '.join(sorted(unknown)[:200])}")[:5000]
-    run.finished_at, run.duration_seconds = timezone.now(), summary.seconds
-    run.save()
+    file_run_succeeded(run, summary=summary, rejected_rows=rejected_rows, unknown=unknown,
+                       unknown_hint="ingest their prices first", started=started)
     return summary
 
 
 # Provider updates ------------------------------------------------------------------------------------
-@dataclass
-class SocialUpdateSummary:
-    provider: str
-    tickers_requested: int = 0
-    tickers_updated: int = 0
-    posts_read: int = 0
-    posts_added: int = 0
-    posts_unchanged: int = 0
-    failed: dict[str, str] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
-    calls: int = 0
-    cost_usd: float = 0.0
-    budget_exceeded: bool = False
-    warning: str = ""
-    ingestion_run: int | None = None
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "provider": self.provider, "tickers_requested": self.tickers_requested,
-            "tickers_updated": self.tickers_updated, "posts_read": self.posts_read, "posts_added": self.posts_added,
-            "posts_unchanged": self.posts_unchanged, "failed": dict(sorted(self.failed.items())),
-            "skipped": sorted(self.skipped), "calls": self.calls, "cost_usd": round(self.cost_usd, 6),
-            "budget_exceeded": self.budget_exceeded, "warning": self.warning,
-            "ingestion_run": self.ingestion_run, "seconds": round(self.seconds, 3),
-        }
+class SocialUpdateSummary(TickerUpdateSummary):
+    NOUN = "posts"
+    posts_read = property(lambda self: self.read)
+    posts_added = property(lambda self: self.added)
+    posts_unchanged = property(lambda self: self.unchanged)
 
 
 def social_provider_name() -> str:
@@ -524,76 +469,28 @@ def update_social(*, provider: str | None = None, tickers: list[str] | None = No
         raise ValueError(f"unknown social provider {key!r} (known: {', '.join(sorted(SOCIAL_PROVIDERS))}); "
                          f"set {PROVIDER_SETTING} to one of them, or leave it empty to fetch no posts")
     pages = int(max_pages if max_pages is not None else getattr(settings, "ML_SOCIAL_MAX_PAGES", 5))
-    symbols = (list(dict.fromkeys(t.strip().upper() for t in tickers if t.strip())) if tickers is not None
-               else list(Ticker.objects.filter(active=True).order_by("symbol").values_list("symbol", flat=True)))
-    summary = SocialUpdateSummary(provider=key, tickers_requested=len(symbols))
-    run = IngestionRun.objects.create(kind=IngestionRun.Kind.SOCIAL, source=key)
-    summary.ingestion_run = run.id
-    day = timezone.localdate()
-    records: list[CallRecord] = []
-    config = ProviderConfig.from_env(key, provider_limits(key))
-    limiter = shared_limiter(provider=key, per_minute=config.requests_per_minute or None,
-                             per_day=config.requests_per_day, day=day)
-    source = cls(config, on_call=records.append, budget=shared_budget(day=day), limiter=limiter)
-    stored = SocialPost.objects.filter(provider=key)
-    if len(symbols) <= 500:
-        stored = stored.filter(ticker__symbol__in=symbols)
+    symbols = requested_tickers(tickers)
+    metered = MeteredProvider(cls, key=key, day=timezone.localdate())
     # the provider's post ids are numbers that grow with time: the newest stored one is where to resume
-    newest = dict(stored.values("ticker__symbol").annotate(last=Max(Cast("post_key", BigIntegerField())))
-                  .values_list("ticker__symbol", "last"))
-    try:
-        for index, symbol in enumerate(symbols):
-            try:
-                frame = source.fetch_posts(symbol, since_id=newest.get(symbol), max_pages=pages)
-            except BudgetExceededError as exc:
-                summary.budget_exceeded, summary.warning = True, str(exc)
-                summary.skipped = symbols[index:]
-                logger.warning(summary.warning)
-                break
-            except ProviderError as exc:
-                summary.failed[symbol] = f"{exc.reason}: {source.redact(str(exc))}"
-                if limiter.per_day is not None and limiter.remaining_today() == 0:
-                    summary.warning = f"{key}: daily request limit reached ({limiter.per_day}/day)"
-                    summary.skipped = symbols[index + 1:]
-                    logger.warning(summary.warning)
-                    break
-                continue
-            finally:  # what was paid for is recorded, whatever happened
-                record_api_calls(records=records, day=day)
-                summary.calls += len(records)
-                summary.cost_usd += sum(r.cost_usd for r in records)
-                records.clear()
-            summary.posts_read += len(frame)
-            if frame.empty:
-                continue
-            items = pd.DataFrame({
-                "ticker": symbol, "posted_at": frame["created_at"], "text": frame["body"], "source": key,
-                "author": [author_hash(source=key, author=a) for a in frame["author"]],
-                "post_key": frame["post_id"].astype(str), "label": frame["label"],
-            })
-            counts = store_posts(items=items, provider=key)
-            summary.posts_added += counts.inserted
-            summary.posts_unchanged += counts.existing
-            summary.tickers_updated += 1 if counts.inserted else 0
-            if (index + 1) % 25 == 0:
-                _log(progress, f"{key}: {index + 1}/{len(symbols)} tickers, {summary.posts_added} new posts")
-    except Exception as exc:
-        run.status, run.error = IngestionRun.Status.FAILED, str(exc)[:5000]
-        run.finished_at, run.duration_seconds = timezone.now(), time.perf_counter() - started
-        run.save()
-        raise
-    summary.seconds = time.perf_counter() - started
-    run.status = IngestionRun.Status.SUCCEEDED
-    run.rows_read, run.rows_loaded, run.rows_unchanged = summary.posts_read, summary.posts_added, summary.posts_unchanged
-    run.tickers = summary.tickers_updated
-    notes = [summary.warning] if summary.warning else []
-    if summary.failed:
-        notes.append(f"{len(summary.failed)} tickers failed: " + "; ".join(sorted(summary.failed)[:200]))
-    run.error = "\n".join(notes)[:5000]
-    run.finished_at, run.duration_seconds = timezone.now(), summary.seconds
-    run.save()
-    _log(progress, f"{key} posts: {summary.posts_added} new for {summary.tickers_updated} tickers, "
-         f"{summary.calls} calls")
+    newest = newest_by_ticker(SocialPost.objects.filter(provider=key), symbols=symbols,
+                              newest=Max(Cast("post_key", BigIntegerField())))
+
+    def fetch(symbol: str) -> pd.DataFrame:
+        return metered.source.fetch_posts(symbol, since_id=newest.get(symbol), max_pages=pages)
+
+    def store(symbol: str, frame: pd.DataFrame) -> StoreCounts:
+        items = pd.DataFrame({
+            "ticker": symbol, "posted_at": frame["created_at"], "text": frame["body"], "source": key,
+            "author": [author_hash(source=key, author=a) for a in frame["author"]],
+            "post_key": frame["post_id"].astype(str), "label": frame["label"],
+        })
+        return store_posts(items=items, provider=key)
+
+    summary = update_each_ticker(kind=IngestionRun.Kind.SOCIAL, summary=SocialUpdateSummary(provider=key),
+                                 provider=metered, symbols=symbols, fetch=fetch, store=store, started=started,
+                                 progress=progress)
+    say(progress, f"{key} posts: {summary.posts_added} new for {summary.tickers_updated} tickers, "
+        f"{summary.calls} calls")
     return summary
 
 
