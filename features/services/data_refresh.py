@@ -25,11 +25,9 @@ rate-limited the same way); without one the task does nothing and says why.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -41,17 +39,13 @@ from django.utils import timezone
 
 from features.fundamentals import overview_snapshot
 from features.models import FundamentalSnapshot, IngestionRun, Ticker
-from features.providers import PROVIDERS, ProviderConfig
-from features.providers.base import BAD_RESPONSE, NOT_FOUND, BudgetExceededError, CallRecord, ProviderError
+from features.providers import PROVIDERS
+from features.providers.base import BAD_RESPONSE, NOT_FOUND, BudgetExceededError, ProviderError
 from features.services.ingestion import MAX_REJECTED_ROWS_STORED
-from features.services.limits import shared_budget, shared_limiter
-from features.services.market_updates import KEYED_PROVIDERS, MARKET_TZ, provider_limits
+from features.services.ingestion_runs import ERROR_MAX, Progress, failure_recorded, run_succeeded, say
+from features.services.market_updates import MARKET_TZ
 from features.services.news import update_news
-from investml.ledger import record_api_calls
-
-logger = logging.getLogger(__name__)
-
-Progress = Callable[[str], None]
+from features.services.provider_updates import MeteredProvider
 
 FUNDAMENTALS_PROVIDER_ENV = "ML_FUNDAMENTALS_PROVIDER"
 REFRESH_DAYS_ENV = "ML_FUNDAMENTALS_REFRESH_DAYS"
@@ -206,9 +200,7 @@ def refresh_fundamentals(*, provider: str | None = None, tickers: list[str] | No
     as_of = now.astimezone(MARKET_TZ).date()  # the day the values become known, New York time
     summary.as_of, summary.cycle_days = as_of, cycle_days
 
-    config = ProviderConfig.from_env(key, provider_limits(key))
-    if key in KEYED_PROVIDERS and not config.api_key:
-        raise ValueError(f"{key.upper()}_API_KEY is not set")
+    metered = MeteredProvider(cls, key=key, day=quota_day)
     symbols = (sorted({t.strip().upper() for t in tickers if t.strip()}) if tickers is not None
                else list(Ticker.objects.filter(active=True).order_by("symbol").values_list("symbol", flat=True)))
     summary.universe = len(symbols)
@@ -216,47 +208,40 @@ def refresh_fundamentals(*, provider: str | None = None, tickers: list[str] | No
     plan, summary.due, summary.never_refreshed = fundamentals_plan(
         last=last, tickers=symbols, today=as_of, cycle_days=cycle_days, per_day=cap)
     summary.planned = len(plan)
-    limiter = shared_limiter(provider=key, per_minute=config.requests_per_minute or None,
-                             per_day=config.requests_per_day, day=quota_day)
-    summary.quota_left = limiter.remaining_today()
+    summary.quota_left = metered.limiter.remaining_today()
     todo = plan if summary.quota_left is None else plan[: summary.quota_left]
     summary.deferred = len(plan) - len(todo)
     if summary.deferred:
-        summary.warning = (f"{key}: {summary.quota_left} requests left today of {config.requests_per_day}; "
+        summary.warning = (f"{key}: {summary.quota_left} requests left today of {metered.config.requests_per_day}; "
                            f"{summary.deferred} tickers wait for the next runs")
     if not todo:
-        _say(progress, f"{key} fundamentals: nothing to refresh today ({summary.due} due, "
-             f"{summary.never_refreshed} never refreshed, quota left {summary.quota_left})")
+        say(progress, f"{key} fundamentals: nothing to refresh today ({summary.due} due, "
+            f"{summary.never_refreshed} never refreshed, quota left {summary.quota_left})")
         summary.seconds = time.perf_counter() - started
         return summary
 
     run = IngestionRun.objects.create(kind=IngestionRun.Kind.FUNDAMENTALS, source=key)
     summary.ingestion_run = run.id
-    records: list[CallRecord] = []
-    source = cls(config, on_call=records.append, budget=shared_budget(day=quota_day), limiter=limiter)
     ids = dict(Ticker.objects.filter(symbol__in=todo).values_list("symbol", "id"))
-    try:
+    with failure_recorded(run, started=started):
         for index, symbol in enumerate(todo):
             summary.requested.append(symbol)
             try:
-                payload = source.fetch_fundamentals(symbol)
+                payload = metered.source.fetch_fundamentals(symbol)
             except BudgetExceededError as exc:
                 summary.warning = str(exc)
                 summary.deferred += len(todo) - index
                 summary.requested.pop()
                 break
             except ProviderError as exc:
-                summary.failed[symbol] = f"{exc.reason}: {source.redact(str(exc))}"
-                if limiter.per_day is not None and limiter.remaining_today() == 0:
-                    summary.warning = f"{key}: daily request limit reached ({limiter.per_day}/day)"
+                summary.failed[symbol] = metered.failure(exc)
+                if warning := metered.daily_limit_reached():
+                    summary.warning = warning
                     summary.deferred += len(todo) - index - 1
                     break
                 continue
-            finally:
-                record_api_calls(records=records, day=quota_day)  # paid for: recorded even if storing fails
-                summary.calls += len(records)
-                summary.cost_usd += sum(r.cost_usd for r in records)
-                records.clear()
+            finally:  # paid for: recorded even if storing fails
+                summary.calls, summary.cost_usd = metered.record_calls()
             if symbol not in ids:  # a ticker passed by name that is not in the universe
                 ids[symbol] = Ticker.objects.get_or_create(symbol=symbol)[0].id
             outcome = _store_snapshot(ticker_id=ids[symbol], as_of=as_of, values=overview_snapshot(payload),
@@ -264,31 +249,22 @@ def refresh_fundamentals(*, provider: str | None = None, tickers: list[str] | No
             summary.rows_loaded += int(outcome == "loaded")
             summary.rows_updated += int(outcome == "updated")
             summary.refreshed.append(symbol)
-            _say(progress, f"{key} fundamentals: {symbol} as of {as_of} ({index + 1}/{len(todo)})")
-    except Exception as exc:
-        run.status, run.error = IngestionRun.Status.FAILED, str(exc)[:5000]
-        run.finished_at, run.duration_seconds = timezone.now(), time.perf_counter() - started
-        run.save()
-        raise
+            say(progress, f"{key} fundamentals: {symbol} as of {as_of} ({index + 1}/{len(todo)})")
     summary.seconds = time.perf_counter() - started
-    run.status = IngestionRun.Status.SUCCEEDED
-    run.rows_read = len(summary.refreshed)
-    run.rows_loaded, run.rows_updated = summary.rows_loaded, summary.rows_updated
-    run.rows_unchanged = len(summary.refreshed) - summary.rows_loaded - summary.rows_updated
-    run.rows_rejected = len(summary.failed)
-    run.rejected_by_reason = _by_reason(summary.failed)
-    run.rejected_rows = [{"ticker": t, "reason": m.split(":", 1)[0], "as_of": as_of.isoformat(), "message": m}
-                         for t, m in sorted(summary.failed.items())][:MAX_REJECTED_ROWS_STORED]
-    run.tickers = len(summary.refreshed)
     notes = [summary.warning] if summary.warning else []
     if summary.failed:
         notes.append(f"{len(summary.failed)} tickers failed: " + "; ".join(
             f"{t}: {m}" for t, m in sorted(summary.failed.items())[:200]))
-    run.error = "\n".join(notes)[:5000]
-    run.finished_at, run.duration_seconds = timezone.now(), summary.seconds
-    run.save()
-    _say(progress, f"{key} fundamentals as of {as_of}: {len(summary.refreshed)} refreshed, {len(summary.failed)} "
-         f"failed, {summary.deferred} deferred; {summary.calls} calls, ${summary.cost_usd:.4f}")
+    run_succeeded(
+        run, seconds=summary.seconds, rows_read=len(summary.refreshed), rows_loaded=summary.rows_loaded,
+        rows_updated=summary.rows_updated,
+        rows_unchanged=len(summary.refreshed) - summary.rows_loaded - summary.rows_updated,
+        rows_rejected=len(summary.failed), rejected_by_reason=_by_reason(summary.failed),
+        rejected_rows=[{"ticker": t, "reason": m.split(":", 1)[0], "as_of": as_of.isoformat(), "message": m}
+                       for t, m in sorted(summary.failed.items())][:MAX_REJECTED_ROWS_STORED],
+        tickers=len(summary.refreshed), error="\n".join(notes)[:ERROR_MAX])
+    say(progress, f"{key} fundamentals as of {as_of}: {len(summary.refreshed)} refreshed, {len(summary.failed)} "
+        f"failed, {summary.deferred} deferred; {summary.calls} calls, ${summary.cost_usd:.4f}")
     return summary
 
 
@@ -298,13 +274,6 @@ def _by_reason(failed: dict[str, str]) -> dict[str, int]:
         reason = message.split(":", 1)[0]
         out[reason] = out.get(reason, 0) + 1
     return dict(sorted(out.items()))
-
-
-def _say(progress: Progress | None, message: str) -> None:
-    if progress is not None:
-        progress(message)
-    else:
-        logger.info(message)
 
 
 # News ---------------------------------------------------------------------------------------------

@@ -73,6 +73,7 @@ from features.providers.base import (
 from features.providers.http import HttpResponse
 from features.providers.polygon import PolygonProvider, dividend_adjusted_close
 from features.services.ingestion import MAX_REJECTED_ROWS_STORED, ensure_tickers, merge_bars
+from features.services.ingestion_runs import failure_recorded
 from features.services.limits import shared_budget, shared_limiter
 from features.universe import load_universe, parse_symbol_directory
 from investml.ledger import cost_for_day, record_api_calls
@@ -420,7 +421,7 @@ def update_market_data(
     )
     summary.ingestion_run = run.id
     rejected_rows: list[dict[str, Any]] = []
-    try:
+    with failure_recorded(run, started=started):
         last = _last_bar_dates(symbols)
         if isinstance(source_obj, PolygonProvider):
             _update_bulk(source_obj, symbols, last, as_of, today, summary, rejected_rows, progress)
@@ -441,11 +442,6 @@ def update_market_data(
                 for reason, count in reasons.items():
                     summary.rejected_by_reason[reason] = summary.rejected_by_reason.get(reason, 0) + count
                     summary.rows_rejected += count
-    except Exception as exc:
-        run.status, run.error = IngestionRun.Status.FAILED, str(exc)[:5000]
-        run.finished_at, run.duration_seconds = timezone.now(), time.perf_counter() - started
-        run.save()
-        raise
     summary.tickers_updated = len(summary._updated)
     summary.seconds = time.perf_counter() - started
     run.status = IngestionRun.Status.SUCCEEDED
@@ -898,7 +894,7 @@ def sync_universe(
     run = IngestionRun.objects.create(kind=IngestionRun.Kind.UNIVERSE, source=source_label,
                                       file=", ".join(summary.sources)[:500])
     summary.ingestion_run = run.id
-    try:
+    with failure_recorded(run, started=started):
         texts = [_directory_text(s) for s in sources]
         covered: set[str] = set()
         listed_anywhere: set[str] = set()
@@ -927,11 +923,6 @@ def sync_universe(
                 Ticker.objects.filter(symbol__in=gone[start : start + 500]).update(active=False, updated_at=timezone.now())
             summary.deactivated = len(gone)
             summary.deactivated_tickers = gone
-    except Exception as exc:
-        run.status, run.error = IngestionRun.Status.FAILED, str(exc)[:5000]
-        run.finished_at, run.duration_seconds = timezone.now(), time.perf_counter() - started
-        run.save()
-        raise
     summary.seconds = time.perf_counter() - started
     run.status = IngestionRun.Status.SUCCEEDED
     run.rows_read, run.rows_loaded = summary.rows_read, summary.added
