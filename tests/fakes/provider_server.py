@@ -41,6 +41,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 import numpy as np
 import pandas as pd
@@ -119,57 +120,27 @@ class LoggedRequest:
     at: float
 
 
-def make_bars(symbol: str, *, end: date, days: int = 300, seed: int | None = None) -> pd.DataFrame:
-    """Deterministic synthetic business-day bars ending at ``end`` (raw OHLCV, adj_close, actions)."""
-    rng = np.random.default_rng(seed if seed is not None else zlib.crc32(symbol.encode()))
-    dates = pd.bdate_range(end=pd.Timestamp(end), periods=days)
-    close = 50.0 * np.exp(np.cumsum(rng.normal(0, 0.01, len(dates))))
-    open_ = close * (1 + rng.normal(0, 0.003, len(dates)))
-    high = np.maximum(open_, close) * 1.005
-    low = np.minimum(open_, close) * 0.995
-    volume = rng.integers(100_000, 5_000_000, len(dates))
-    dividend = np.zeros(len(dates))
-    dividend[len(dates) // 2] = 0.24
-    return pd.DataFrame({
-        "date": dates, "open": open_.round(4), "high": high.round(4), "low": low.round(4), "close": close.round(4),
-        "adj_close": (close * 0.99).round(4), "volume": volume, "dividend_amount": dividend,
-        "split_coefficient": np.ones(len(dates)),
-    })
+class ScriptedServer:
+    """``http.server`` in a thread on 127.0.0.1 (port 0) answering GET requests: ``_route`` names a
+    request's provider and symbol, ``_answer`` answers it. Every request is logged in ``requests``;
+    replies queued by ``script`` for its symbol are served first."""
 
+    thread_name = "fake-http"
 
-class FakeProviderServer:
-    def __init__(self, *, api_keys: tuple[str, ...] = ("TESTKEY-123456",)) -> None:
-        self.api_keys = set(api_keys)
-        self.data: dict[str, pd.DataFrame] = {}
-        self.news: dict[str, list[dict]] = {}
-        self.overviews: dict[str, dict] = {}  # ticker -> its OVERVIEW reply (see ``overview_item``)
-        # Polygon: bars as Polygon serves them today (split-adjusted): ticker, date, open..volume
-        self.polygon_bars = pd.DataFrame(columns=["ticker", "date", "open", "high", "low", "close", "volume"])
-        self.polygon_splits: list[dict] = []  # {"ticker", "execution_date", "split_from", "split_to"}
-        self.polygon_dividends: list[dict] = []  # {"ticker", "ex_dividend_date", "cash_amount", ...}
-        self.polygon_page_size = 1000
-        self.polygon_snapshots: dict[str, dict] = {}  # ticker -> {"ticker", "day", "lastTrade", "updated", ...}
+    def __init__(self) -> None:
         self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
         self.requests: list[LoggedRequest] = []
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="fake-provider", daemon=True)
+                                        name=self.thread_name, daemon=True)
         self._thread.start()
 
-    # -- control ------------------------------------------------------------------------------------
     @property
     def base_url(self) -> str:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
-
-    @property
-    def alphavantage_url(self) -> str:
-        return f"{self.base_url}/query"
-
-    def add_symbol(self, symbol: str, bars: pd.DataFrame) -> None:
-        self.data[symbol.upper()] = bars.sort_values("date").reset_index(drop=True)
 
     def script(self, symbol: str, *replies: Reply) -> None:
         with self._lock:
@@ -187,13 +158,12 @@ class FakeProviderServer:
         self._httpd.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> FakeProviderServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- routing ------------------------------------------------------------------------------------
     def _handler_class(self):
         server = self
 
@@ -219,21 +189,15 @@ class FakeProviderServer:
 
         return Handler
 
+    @staticmethod
+    def _json(payload: object, status: int = 200) -> tuple[int, bytes, dict[str, str]]:
+        return status, json.dumps(payload).encode(), {"Content-Type": "application/json"}
+
     def _dispatch(self, raw_path: str, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
         parsed = urllib.parse.urlsplit(raw_path)
         params = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
         path = parsed.path
-        if path.rstrip("/") == "/query":
-            provider, symbol = "alphavantage", (params.get("symbol") or params.get("tickers") or "").upper()
-        elif path.rstrip("/") == "/q/d/l":
-            provider, symbol = "stooq", params.get("s", "").split(".")[0].replace("-", ".").upper()
-        elif path.startswith("/tiingo/daily/"):
-            provider, symbol = "tiingo", path.split("/")[3].replace("-", ".").upper()
-        elif path.startswith(("/v2/aggs/", "/v3/reference/", "/v2/snapshot/")):
-            provider = "polygon"
-            symbol = path.split("/")[4].upper() if path.startswith("/v2/aggs/ticker/") else params.get("ticker")
-        else:
-            provider, symbol = "unknown", None
+        provider, symbol = self._route(path, params)
         with self._lock:
             self.requests.append(LoggedRequest(provider, path, params, headers, symbol, time.monotonic()))
             queue = self._scripts.get(symbol or "")
@@ -243,6 +207,72 @@ class FakeProviderServer:
                 time.sleep(reply.delay)
             if not reply.passthrough:
                 return reply.status, reply.body, reply.headers
+        return self._answer(provider, path, params, headers, symbol)
+
+    def _route(self, path: str, params: dict[str, str]) -> tuple[str, str | None]:
+        raise NotImplementedError
+
+    def _answer(self, provider: str, path: str, params: dict[str, str], headers: dict[str, str],
+                symbol: str | None) -> tuple[int, bytes, dict[str, str]]:
+        raise NotImplementedError
+
+
+def make_bars(symbol: str, *, end: date, days: int = 300, seed: int | None = None) -> pd.DataFrame:
+    """Deterministic synthetic business-day bars ending at ``end`` (raw OHLCV, adj_close, actions)."""
+    rng = np.random.default_rng(seed if seed is not None else zlib.crc32(symbol.encode()))
+    dates = pd.bdate_range(end=pd.Timestamp(end), periods=days)
+    close = 50.0 * np.exp(np.cumsum(rng.normal(0, 0.01, len(dates))))
+    open_ = close * (1 + rng.normal(0, 0.003, len(dates)))
+    high = np.maximum(open_, close) * 1.005
+    low = np.minimum(open_, close) * 0.995
+    volume = rng.integers(100_000, 5_000_000, len(dates))
+    dividend = np.zeros(len(dates))
+    dividend[len(dates) // 2] = 0.24
+    return pd.DataFrame({
+        "date": dates, "open": open_.round(4), "high": high.round(4), "low": low.round(4), "close": close.round(4),
+        "adj_close": (close * 0.99).round(4), "volume": volume, "dividend_amount": dividend,
+        "split_coefficient": np.ones(len(dates)),
+    })
+
+
+class FakeProviderServer(ScriptedServer):
+    thread_name = "fake-provider"
+
+    def __init__(self, *, api_keys: tuple[str, ...] = ("TESTKEY-123456",)) -> None:
+        self.api_keys = set(api_keys)
+        self.data: dict[str, pd.DataFrame] = {}
+        self.news: dict[str, list[dict]] = {}
+        self.overviews: dict[str, dict] = {}  # ticker -> its OVERVIEW reply (see ``overview_item``)
+        # Polygon: bars as Polygon serves them today (split-adjusted): ticker, date, open..volume
+        self.polygon_bars = pd.DataFrame(columns=["ticker", "date", "open", "high", "low", "close", "volume"])
+        self.polygon_splits: list[dict] = []  # {"ticker", "execution_date", "split_from", "split_to"}
+        self.polygon_dividends: list[dict] = []  # {"ticker", "ex_dividend_date", "cash_amount", ...}
+        self.polygon_page_size = 1000
+        self.polygon_snapshots: dict[str, dict] = {}  # ticker -> {"ticker", "day", "lastTrade", "updated", ...}
+        super().__init__()
+
+    # -- control ------------------------------------------------------------------------------------
+    @property
+    def alphavantage_url(self) -> str:
+        return f"{self.base_url}/query"
+
+    def add_symbol(self, symbol: str, bars: pd.DataFrame) -> None:
+        self.data[symbol.upper()] = bars.sort_values("date").reset_index(drop=True)
+
+    # -- routing ------------------------------------------------------------------------------------
+    def _route(self, path: str, params: dict[str, str]) -> tuple[str, str | None]:
+        if path.rstrip("/") == "/query":
+            return "alphavantage", (params.get("symbol") or params.get("tickers") or "").upper()
+        if path.rstrip("/") == "/q/d/l":
+            return "stooq", params.get("s", "").split(".")[0].replace("-", ".").upper()
+        if path.startswith("/tiingo/daily/"):
+            return "tiingo", path.split("/")[3].replace("-", ".").upper()
+        if path.startswith(("/v2/aggs/", "/v3/reference/", "/v2/snapshot/")):
+            return "polygon", path.split("/")[4].upper() if path.startswith("/v2/aggs/ticker/") else params.get("ticker")
+        return "unknown", None
+
+    def _answer(self, provider: str, path: str, params: dict[str, str], headers: dict[str, str],
+                symbol: str | None) -> tuple[int, bytes, dict[str, str]]:
         if provider == "alphavantage":
             return self._alphavantage(params, symbol)
         if provider == "stooq":
@@ -252,10 +282,6 @@ class FakeProviderServer:
         if provider == "polygon":
             return self._polygon(path, params, headers, symbol)
         return 404, b"not found", {"Content-Type": "text/plain"}
-
-    @staticmethod
-    def _json(payload: object, status: int = 200) -> tuple[int, bytes, dict[str, str]]:
-        return status, json.dumps(payload).encode(), {"Content-Type": "application/json"}
 
     # -- Alpha Vantage ------------------------------------------------------------------------------
     def _alphavantage(self, params: dict[str, str], symbol: str) -> tuple[int, bytes, dict[str, str]]:
@@ -449,5 +475,5 @@ def business_days_before(end: date, n: int) -> date:
     return (pd.Timestamp(end) - pd.offsets.BDay(n)).date() if n else end
 
 
-__all__ = ["FakeProviderServer", "LoggedRequest", "Reply", "business_days_before", "make_bars", "news_item",
+__all__ = ["FakeProviderServer", "LoggedRequest", "Reply", "ScriptedServer", "business_days_before", "make_bars", "news_item",
            "overview_item", "snapshot_item"]
