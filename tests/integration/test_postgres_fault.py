@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from pathlib import Path
 import psycopg
 import pytest
 import requests
+
+from tests.servers import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow]
@@ -57,21 +58,6 @@ print(json.dumps({"token": Token.objects.create(user=user).key}))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate, timeout: float, every: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
-
-
 def _server_binaries() -> Path:
     """The folder of initdb and pg_ctl: Debian's /usr/lib/postgresql/<version>/bin, else PATH."""
     for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name)
@@ -90,7 +76,7 @@ class PrivatePostgres:
 
     def __init__(self) -> None:
         self.bin = _server_binaries()
-        self.port = _free_port()
+        self.port = free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="investml-pg-"))  # under /tmp: reachable by postgres
         self.data, self.log = self.folder / "data", self.folder / "server.log"
         self.prefix: list[str] = []
@@ -165,7 +151,7 @@ def test_a_postgres_restart_answers_503_then_recovers_and_loses_no_prediction(pr
     token = json.loads(setup.stdout.strip().splitlines()[-1])["token"]
     prepared = time.monotonic() - started
 
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "gunicorn.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "investml.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
@@ -205,7 +191,7 @@ def test_a_postgres_restart_answers_503_then_recovers_and_loses_no_prediction(pr
             except requests.RequestException:
                 return False
 
-        assert _wait(ready, 60, every=0.3), (tmp_path / "gunicorn.log").read_text()[-3000:]
+        assert wait_until(ready, 60, every=0.3), (tmp_path / "gunicorn.log").read_text()[-3000:]
         threads = [threading.Thread(target=load, args=(route,)) for route in ("predict", "predict", "versions")]
         for thread in threads:
             thread.start()
@@ -224,7 +210,7 @@ def test_a_postgres_restart_answers_503_then_recovers_and_loses_no_prediction(pr
             return {route for _, route, status, _ in recent if status == 200} >= {"after:predict",
                                                                                   "after:versions"}
 
-        assert _wait(serving_again, 30), Counter((r[1], r[2]) for r in results)
+        assert wait_until(serving_again, 30), Counter((r[1], r[2]) for r in results)
         recovered = time.monotonic() - up_at
         time.sleep(2.0)
         stop.set()

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,26 +21,12 @@ import redis
 
 from tests.integration.test_celery_runtime import _subprocess_env
 from tests.integration.test_orchestrator_celery import tiny_market  # noqa: F401 - a fixture
+from tests.servers import free_port, wait_until
 from training.models import PipelineRun, PipelineStage, TrainingRun
 from training.orchestrator import STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate, timeout: float, every: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
 
 
 class PrivateRedis:
@@ -50,7 +35,7 @@ class PrivateRedis:
     def __init__(self, folder: Path) -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed (apt-get install redis-server); this test needs it"
-        self.binary, self.folder, self.port = binary, folder, _free_port()
+        self.binary, self.folder, self.port = binary, folder, free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
         self.starts = 0
@@ -64,7 +49,7 @@ class PrivateRedis:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         client = redis.Redis.from_url(self.url, socket_timeout=1)
-        assert _wait(lambda: self._pings(client), 20), self.log()
+        assert wait_until(lambda: self._pings(client), 20), self.log()
 
     @staticmethod
     def _pings(client: redis.Redis) -> bool:
@@ -104,7 +89,7 @@ def _worker(env: dict[str, str], log: Path) -> subprocess.Popen:
          "--without-gossip", "--without-mingle", "--hostname", f"redis-fault-{os.getpid()}@%h"],
         cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
-    assert _wait(lambda: "ready." in log.read_text() or process.poll() is not None, 90), log.read_text()
+    assert wait_until(lambda: "ready." in log.read_text() or process.poll() is not None, 90), log.read_text()
     assert process.poll() is None, log.read_text()
     return process
 
@@ -149,9 +134,9 @@ def test_a_redis_restart_mid_run_loses_no_run(private_redis, tiny_market, tmp_pa
             t = TrainingRun.objects.filter(requested_by=f"pipeline run {first}").first()
             return t is not None and t.status == TrainingRun.Status.RUNNING
 
-        assert _wait(training, 120), log.read_text()[-5000:]
+        assert wait_until(training, 120), log.read_text()[-5000:]
         # kill while the worker holds the run's next training poll (a countdown message it received)
-        assert _wait(lambda: _holds_a_poll(log.read_text()), 60, every=0.05), log.read_text()[-5000:]
+        assert wait_until(lambda: _holds_a_poll(log.read_text()), 60, every=0.05), log.read_text()[-5000:]
         private_redis.stop(signal.SIGKILL)
         restarted_at = time.monotonic()
         time.sleep(3.0)  # down long enough that nothing reaches it while the worker reconnects
@@ -160,7 +145,7 @@ def test_a_redis_restart_mid_run_loses_no_run(private_redis, tiny_market, tmp_pa
         def finished() -> bool:
             return PipelineRun.objects.filter(pk__in=[first, second], status__in=PipelineRun.FINISHED).count() == 2
 
-        assert _wait(finished, 90, every=0.5), (
+        assert wait_until(finished, 90, every=0.5), (
             list(PipelineRun.objects.filter(pk__in=[first, second]).values("pk", "status", "current_stage", "error")),
             log.read_text()[-8000:])
         recovered = time.monotonic() - restarted_at
