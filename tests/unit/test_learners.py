@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from training.evaluation import evaluate_walk_forward
 from training.learners import ArtifactError, Learner, build_learner, load_learner
@@ -417,6 +418,8 @@ def test_lstm_performance_options_run(small_frame):
     report = learner.fit(small_frame, feature_columns=FEATURES, horizon=5)
     assert report.extra["best_epoch"] >= 1 and report.extra["n_validation"] > 0
     assert np.isfinite(learner.predict(small_frame).expected_return).all()
+    # bfloat16 where this CPU has the kernels for it, else float32 (a CPU without them cannot build the primitive)
+    assert report.extra["amp"] == ("bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "off")
 
 
 def test_calibrators():

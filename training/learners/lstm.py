@@ -23,7 +23,8 @@ the cross-section, and ``confidence = |2 * prob_up - 1|``: the forecast's edge r
 model's own typical error, 0 when it is well inside the noise.
 
 Performance settings (spec "Performance Tuning"): ``batch_size``; ``use_amp`` (autocast: bfloat16 on
-CPU, float16 with a GradScaler on CUDA; inference stays float32); ``gradient_checkpointing``
+a CPU with bf16 kernels, float32 on one without, float16 with a GradScaler on CUDA; inference stays
+float32); ``gradient_checkpointing``
 (recompute the LSTM's activations in the backward pass); a smaller ``hidden_size`` or
 ``sequence_length``. Runs on CUDA when available unless ``device`` is given. Seeded: two fits with
 the same seed and data give identical predictions on CPU.
@@ -264,7 +265,9 @@ class LSTMLearner:
         self._net = net
         opt = torch.optim.Adam(net.parameters(), lr=p["learning_rate"], weight_decay=p["weight_decay"])
         cuda = self.device.type == "cuda"
-        amp = p["use_amp"]
+        # bfloat16 autocast on the CPU needs oneDNN's bf16 kernels (AVX-512 BF16/AMX); without them its
+        # LSTM primitive fails to build, so such CPUs train in float32 (reported as amp "off")
+        amp = p["use_amp"] and (cuda or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
         amp_dtype = torch.float16 if cuda else torch.bfloat16
         scaler = torch.amp.GradScaler("cuda", enabled=amp and cuda)
         loss_fn = nn.MSELoss()
@@ -329,6 +332,7 @@ class LSTMLearner:
                 "n_validation": int(len(val_rows)),
                 "sigma": self._state["sigma"],
                 "device": self.device.type,
+                "amp": ("float16" if cuda else "bfloat16") if amp else "off",
                 "feature_columns": cols,
             },
         )
