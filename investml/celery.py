@@ -8,8 +8,10 @@ from celery import Celery, bootsteps
 from celery.signals import celeryd_init
 from celery.worker import state as worker_state
 from kombu.transport import filesystem
+from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
+from redis import exceptions as redis_errors
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "investml.settings")
 logger = logging.getLogger(__name__)
@@ -43,6 +45,23 @@ WORKER_PUBLISH_RETRY_POLICY = {"max_retries": 60, "interval_start": 0, "interval
 @celeryd_init.connect
 def _patient_publishing_in_workers(conf: Any = None, **kwargs: Any) -> None:
     conf.task_publish_retry_policy = dict(WORKER_PUBLISH_RETRY_POLICY)
+
+
+_redis_connparams = kombu_redis.Channel._connparams
+
+
+def _connparams_of_an_open_connection(self: Any, *args: Any, **kwargs: Any) -> Any:
+    # After the broker connection is lost, kombu's redis channel may be closed (restoring its unacked
+    # messages) once its connection object is already gone; kombu then fails with AttributeError
+    # ('NoneType' object has no attribute 'hostname'), which the worker's connection-error handler does
+    # not expect and treats as unrecoverable: the worker exits. A connection error is what it expects
+    # there, and it reconnects (the held messages are put back by RequeueHeldMessages).
+    if getattr(self.connection, "client", None) is None:
+        raise redis_errors.ConnectionError("the broker connection is already closed")
+    return _redis_connparams(self, *args, **kwargs)
+
+
+kombu_redis.Channel._connparams = _connparams_of_an_open_connection
 
 
 class RequeueHeldMessages(bootsteps.StartStopStep):

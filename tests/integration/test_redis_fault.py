@@ -95,7 +95,7 @@ def _worker(env: dict[str, str], log: Path) -> subprocess.Popen:
 
 
 def _holds_a_poll(text: str) -> bool:
-    """The worker received a retried ``await_training`` (due in 4 s) and has not run it yet."""
+    """The worker received a retried ``await_training`` (due in a second) and has not run it yet."""
     lines = [line for line in text.splitlines() if "training.pipeline.await_training[" in line]
     return len(lines) >= 3 and lines[-1].endswith("received") and "retry: Retry in" in lines[-2]
 
@@ -112,8 +112,9 @@ def test_a_redis_restart_mid_run_loses_no_run(private_redis, tiny_market, tmp_pa
     env = {**_subprocess_env(), "REDIS_URL": private_redis.url,
            # the reaper must not be what rescues a run here: a lost message would show as a stuck run
            "ML_PIPELINE_HEARTBEAT_TIMEOUT_SECONDS": "600",
-           # the run's training poll waits on the worker as a countdown message most of the time
-           "ML_PIPELINE_POLL_SECONDS": "4",
+           # the run's training poll waits on the worker as a countdown message most of the time; polled
+           # every second so that one is held within the tiny training's few seconds however fast it runs
+           "ML_PIPELINE_POLL_SECONDS": "1",
            # one feature task (the chunked build has its own test, test_orchestrator_celery.py)
            "ML_PIPELINE_FEATURE_CHUNK_TICKERS": "500"}
     for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
