@@ -59,13 +59,6 @@ def test_invalid_config_names_the_key(mutate, message):
     assert message in str(excinfo.value)
 
 
-def test_every_feature_set_the_store_builds_can_be_configured():
-    from features.engine import FEATURE_SETS
-    from investml.pipeline_config import _TRAINING
-
-    assert set(_TRAINING["feature_set"].choices) == set(FEATURE_SETS)
-
-
 def test_not_json_and_missing_file(tmp_path):
     bad = tmp_path / "config.json"
     bad.write_text("{not json")
