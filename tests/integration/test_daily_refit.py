@@ -24,21 +24,11 @@ from registry.services import load_oof
 from training import services
 from training.models import TrainingRun
 
+from .test_training import SAMPLE, TICKERS, TINY_MODELS
+
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "sample_data" / "prices" / "sp500_sample_2013-05-21_2018-05-18.csv.gz"
-TICKERS = ["AAPL", "AMZN", "GOOGL", "JNJ", "JPM", "MSFT", "WMT", "XOM"]
 FIRST_DAY, DAY_ONE, DAY_TWO = "2016-05-18", "2018-05-15", "2018-05-16"
-TINY_MODELS = {
-    "lstm_predictor": {"type": "neural_network", "features": 20, "sequence_length": 10, "hidden_size": 8,
-                       "epochs": 1, "batch_size": 256, "seed": 42, "enabled": True},
-    "xgboost_classifier": {"type": "tree_ensemble", "n_estimators": 10, "max_depth": 3, "learning_rate": 0.1,
-                           "seed": 42, "enabled": True},
-    "prophet_forecaster": {"type": "time_series", "history_days": 250, "uncertainty_samples": 30, "seed": 42,
-                           "enabled": True},
-    "ensemble": {"type": "ensemble", "seed": 42, "enabled": True, "members": None},
-}
 REFIT = ("xgboost_classifier", "lstm_predictor")
 
 
