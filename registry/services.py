@@ -93,6 +93,7 @@ __all__ = [
     "register_version",
     "registry_export",
     "rollback",
+    "same_hyperparameters",
 ]
 
 LIBRARIES = {
@@ -179,13 +180,14 @@ def next_version(
         return VersionBump(major + 1, 0, 0, "major: " + "; ".join(reasons))
     if previous.training_data_hash != training_data_hash:
         return VersionBump(major, minor + 1, 0, "minor: retrained on new data")
-    if _canonical(previous.hyperparameters) != _canonical(hyperparameters):
+    if not same_hyperparameters(previous.hyperparameters, hyperparameters):
         return VersionBump(major, minor + 1, 0, "minor: hyperparameters changed")
     return VersionBump(major, minor, patch + 1, "patch: re-run on the same data")
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(jsonable(value), sort_keys=True)
+def same_hyperparameters(a: Any, b: Any) -> bool:
+    """Equal as stored (JSON, keys in any order): what makes two fits the same procedure."""
+    return json.dumps(jsonable(a), sort_keys=True) == json.dumps(jsonable(b), sort_keys=True)
 
 
 def _usd(value: float | Decimal) -> Decimal:

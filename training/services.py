@@ -30,7 +30,6 @@ sequences; 0 = all], ``ML_PROPHET_CHUNK_TICKERS`` [50], ``ML_COMPUTE_USD_PER_CPU
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -713,10 +712,6 @@ def reevaluate_every_trading_days() -> int:
     return int(settings.PIPELINE_CONFIG["training"].get("reevaluate_every_trading_days", 5))
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(jsonable(value), sort_keys=True)
-
-
 def _procedure_change(ctx: _Context, name: str, source: ModelVersion) -> str:
     """What differs between ``source``'s evaluated procedure and this run's, or ''."""
     learner = build_learner(name, model_config(name))
@@ -724,7 +719,7 @@ def _procedure_change(ctx: _Context, name: str, source: ModelVersion) -> str:
         return "the target"
     if source.feature_set_version_id != getattr(ctx.feature_set_version, "pk", None):
         return "the feature set version"
-    if _canonical(source.hyperparameters) != _canonical(getattr(learner, "params", {})):
+    if not registry_services.same_hyperparameters(source.hyperparameters, getattr(learner, "params", {})):
         return "the hyperparameters"
     if list(source.feature_columns or []) != _feature_columns_for(name, learner, ctx.feature_columns):
         return "the feature columns"
@@ -738,10 +733,14 @@ def plan_learner(ctx: _Context, name: str) -> LearnerPlan:
     ``auto`` runs)."""
     if ctx.run.options.get("evaluation", "full") != "auto":
         return LearnerPlan("evaluate", "full evaluation requested")
-    plan = _plan_auto(ctx, name)
-    with stage(ctx.run.pk, f"plan:{name}", action=plan.action, reason=plan.reason):
+    return _recorded(ctx.run.pk, name, _plan_auto(ctx, name))
+
+
+def _recorded(run_id: int, name: str, plan: LearnerPlan) -> LearnerPlan:
+    """``plan`` as the run's ``plan:<learner>`` stage and log line."""
+    with stage(run_id, f"plan:{name}", action=plan.action, reason=plan.reason):
         pass
-    _append_log(ctx.run.pk, f"{name}: {plan.action} ({plan.reason})")
+    _append_log(run_id, f"{name}: {plan.action} ({plan.reason})")
     return plan
 
 
@@ -1134,10 +1133,7 @@ def _train_ensemble(run: TrainingRun) -> ModelVersion | None:
                             f"{', '.join(version_label(m) for m in members) or 'none'}")
         return None
     if run.options.get("evaluation") == "auto":
-        plan = _plan_ensemble(members, config=config)
-        with stage(run_id, f"plan:{ENSEMBLE}", action=plan.action, reason=plan.reason):
-            pass
-        _append_log(run_id, f"{ENSEMBLE}: {plan.action} ({plan.reason})")
+        plan = _recorded(run_id, ENSEMBLE, _plan_ensemble(members, config=config))
         if plan.action == "keep":
             return None
         if plan.action == "refit":
@@ -1181,7 +1177,7 @@ def _plan_ensemble(members: Sequence[ModelVersion], *, config: dict[str, Any]) -
     source = ModelVersion.objects.select_related("model").get(pk=evaluation_source_id(version=active))
     label = version_label(source)
     params = EnsembleLearner.from_config({**config, "members": [m.model.name for m in members]}).params
-    if _canonical(source.hyperparameters) != _canonical(params):
+    if not registry_services.same_hyperparameters(source.hyperparameters, params):
         return LearnerPlan("evaluate", f"the stack's configuration or members changed since {label}")
     evaluated = {m.model.name: evaluation_source_id(version=m) for m in source.members.select_related("model")}
     if {m.model.name: evaluation_source_id(version=m) for m in members} != evaluated:
