@@ -19,6 +19,7 @@ import pytest
 from features import engine, storage
 from features import store as st
 from features.synthetic import generate_market
+from tests.integration.test_training import retrain_eagerly
 from tests.unit.test_store import _chunks, _frames, _market
 
 
@@ -270,7 +271,6 @@ def test_prophet_chunks_travel_through_s3_and_leave_nothing_behind(s3_server, s3
     from django.core.management import call_command
 
     from features.services.feature_store import build_features
-    from investml.celery import app
     from registry import artifacts
     from registry.models import ModelVersion
     from registry.services import load_version
@@ -312,12 +312,7 @@ def test_prophet_chunks_travel_through_s3_and_leave_nothing_behind(s3_server, s3
         return real_merge(**kwargs)
 
     monkeypatch.setattr(services, "merge_prophet_chunks", merge_and_look)
-    saved = (app.conf.task_always_eager, app.conf.task_eager_propagates)
-    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
-    try:
-        assert tasks.retrain_task.apply(args=[run.pk]).successful()
-    finally:
-        app.conf.task_always_eager, app.conf.task_eager_propagates = saved
+    assert retrain_eagerly(run.pk).successful()
     run = TrainingRun.objects.get(pk=run.pk)
     assert run.status == "succeeded", run.error + run.log
     assert sorted(seen[0]) == sorted(f"ml_models/_runs/{run.pk}/prophet_{chunk}{suffix}"

@@ -76,6 +76,19 @@ def built(tiny_setup):
     return tiny_setup
 
 
+def retrain_eagerly(run_id: int):
+    """The worker's side of a queued training run, in this process (chords included); its result."""
+    from investml.celery import app
+    from training import tasks
+
+    saved = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
+    try:
+        return tasks.retrain_task.apply(args=[run_id])
+    finally:
+        app.conf.task_always_eager, app.conf.task_eager_propagates = saved
+
+
 def _stage_names(run):
     return [s["name"] for s in run.stages]
 
@@ -201,7 +214,6 @@ def test_retrain_sync_registers_all_four_learners(built, tmp_path):
 
 
 def test_retrain_queues_on_celery_and_the_chord_path_runs(built, monkeypatch):
-    from investml.celery import app
     from training import tasks
 
     queued = []
@@ -225,12 +237,7 @@ def test_retrain_queues_on_celery_and_the_chord_path_runs(built, monkeypatch):
     assert lost.status == "failed" and "ConnectionError: broker unreachable" in lost.error
 
     # the worker side, eagerly: Prophet chunks as a chord, merged, registered, run closed
-    saved = (app.conf.task_always_eager, app.conf.task_eager_propagates)
-    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
-    try:
-        result = tasks.retrain_task.apply(args=[run.pk])
-    finally:
-        app.conf.task_always_eager, app.conf.task_eager_propagates = saved
+    result = retrain_eagerly(run.pk)
     assert result.successful(), result.traceback
     run.refresh_from_db()
     assert run.status == "succeeded", run.error + run.log
@@ -246,7 +253,6 @@ def test_retrain_queues_on_celery_and_the_chord_path_runs(built, monkeypatch):
 def test_a_run_stopped_meanwhile_registers_nothing_late(built, monkeypatch):
     """The orchestrator stops a run (cancelled, over max_training_hours) while its Prophet chunks run:
     the chunks not started are not fitted and the merge registers nothing."""
-    from investml.celery import app
     from training import orchestrator, tasks
 
     monkeypatch.setattr(tasks.retrain_task, "delay", lambda run_id: type("R", (), {"id": "task-9"})())
@@ -259,12 +265,7 @@ def test_a_run_stopped_meanwhile_registers_nothing_late(built, monkeypatch):
         return real_fit(**kwargs)
 
     monkeypatch.setattr(services, "fit_prophet_chunk", fit_then_stop)
-    saved = (app.conf.task_always_eager, app.conf.task_eager_propagates)
-    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
-    try:
-        assert tasks.retrain_task.apply(args=[run.pk]).successful()
-    finally:
-        app.conf.task_always_eager, app.conf.task_eager_propagates = saved
+    assert retrain_eagerly(run.pk).successful()
     run.refresh_from_db()
     assert fitted == [1]  # the other two chunks saw the stop and skipped their fit
     assert run.status == "failed" and "cancelled by test" in run.error
