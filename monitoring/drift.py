@@ -1,9 +1,9 @@
 """Data drift statistics. Framework-free: arrays in, dataclasses out.
 
-A model version keeps a *profile* of its training features: per feature, decile bin edges with the
-share of values in each bin, and a bounded random sample. Recent features are compared with it per
-feature by the Population Stability Index over those bins and by the Kolmogorov-Smirnov statistic
-(scipy) on samples of bounded size. Both are effect sizes on bounded data, so a large sample does
+A model version keeps a *profile* of its training features (``features.profile``: per feature, decile
+bin edges with the share of values in each bin, and its percentiles). Recent features are compared
+with it per feature by the Population Stability Index over those bins and by the Kolmogorov-Smirnov
+statistic (scipy) between a bounded sample of the recent values and the reference percentiles. Both are effect sizes on bounded data, so a large sample does
 not make every tiny difference "significant", and the check costs the same on 6,000 tickers as on 50.
 
 A feature drifts when both its PSI and its KS statistic pass their thresholds (PSI alone over-reacts
@@ -21,14 +21,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-PROFILE_VERSION = 1
-DEFAULT_BINS = 10
+from features.profile import MIN_VALUES, bin_shares, finite_values, profile_reference_sample
+
 DEFAULT_SAMPLE = 4_000
 PSI_EPSILON = 1e-4  # keeps log() finite for empty bins
 # Conventional PSI reading: < 0.1 stable, 0.1-0.25 moderate, > 0.25 significant.
 DEFAULT_PSI_THRESHOLD = 0.25
 DEFAULT_KS_THRESHOLD = 0.15
-MIN_VALUES = 50  # fewer finite values than this on either side: not compared
 
 
 @dataclass(frozen=True)
@@ -66,40 +65,10 @@ class DriftReport:
         }
 
 
-def _finite(values: Any) -> np.ndarray:
-    array = np.asarray(values, dtype="float64").ravel()
-    return array[np.isfinite(array)]
-
-
 def _sample(values: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     if len(values) <= size:
         return np.sort(values)
     return np.sort(rng.choice(values, size=size, replace=False))
-
-
-def _bin_shares(values: np.ndarray, inner_edges: np.ndarray) -> np.ndarray:
-    counts = np.bincount(np.searchsorted(inner_edges, values, side="right"), minlength=len(inner_edges) + 1)
-    return counts / max(counts.sum(), 1)
-
-
-def build_profile(frame: pd.DataFrame, columns: list[str], *, bins: int = DEFAULT_BINS,
-                  sample_size: int = DEFAULT_SAMPLE, seed: int = 0) -> dict[str, Any]:
-    """JSON-serializable reference profile of ``columns`` of ``frame``."""
-    rng = np.random.default_rng(seed)
-    features: dict[str, Any] = {}
-    for name in columns:
-        values = _finite(frame[name]) if name in frame else np.empty(0)
-        if len(values) < MIN_VALUES:
-            continue
-        inner = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
-        features[name] = {
-            "edges": inner.tolist(),
-            "shares": _bin_shares(values, inner).tolist(),
-            "sample": _sample(values, sample_size, rng).tolist(),
-            "n": int(len(values)),
-            "mean": float(values.mean()),
-        }
-    return {"version": PROFILE_VERSION, "bins": bins, "features": features}
 
 
 def psi(reference_shares: np.ndarray, current_shares: np.ndarray) -> float:
@@ -124,13 +93,14 @@ def compare_to_profile(profile: dict[str, Any], frame: pd.DataFrame, *, columns:
         if name not in frame:
             skipped[name] = "not in the current features"
             continue
-        current = _finite(frame[name])
+        current = finite_values(frame[name])
         if len(current) < MIN_VALUES:
             skipped[name] = f"only {len(current)} finite current values"
             continue
         ref = reference[name]
-        value_psi = psi(np.asarray(ref["shares"]), _bin_shares(current, np.asarray(ref["edges"])))
-        ks = stats.ks_2samp(np.asarray(ref["sample"]), _sample(current, sample_size, rng))
+        value_psi = psi(np.asarray(ref["shares"]), bin_shares(current, np.asarray(ref["edges"])))
+        ks = stats.ks_2samp(profile_reference_sample(ref, size=min(sample_size, int(ref["n"]))),
+                            _sample(current, sample_size, rng))
         results[name] = FeatureDrift(
             name=name,
             psi=value_psi,
@@ -145,46 +115,3 @@ def compare_to_profile(profile: dict[str, Any], frame: pd.DataFrame, *, columns:
     share = sum(f.drifted for f in results.values()) / len(results) if results else 0.0
     return DriftReport(features=results, drift_share=share, drift_detected=share > share_threshold,
                        threshold=share_threshold, skipped=skipped)
-
-
-def _histogram_sample(edges: np.ndarray, counts: np.ndarray, size: int) -> np.ndarray:
-    """Evenly spaced quantiles of the piecewise-uniform distribution a histogram describes."""
-    cdf = np.concatenate([[0.0], np.cumsum(counts) / counts.sum()])
-    probs = (np.arange(size) + 0.5) / size
-    return np.interp(probs, cdf, edges)
-
-
-def normalize_profile(profile: dict[str, Any] | None, *, sample_size: int = 1_000) -> dict[str, Any]:
-    """A reference profile in ``build_profile`` format, whatever format it was stored in.
-
-    Also accepts the histogram format ``{"bins", "rows", "features": {name: {"edges": [min, ...,
-    max], "counts": [...], "missing": n}}}``: inner edges and shares come from the histogram, the
-    KS sample is drawn evenly from its piecewise-uniform distribution (exact at the bin edges, so
-    the KS statistic is approximate within a bin). Features with fewer than ``MIN_VALUES`` values
-    or fewer than two edges are left out, as ``build_profile`` would.
-    """
-    profile = dict(profile or {})
-    features = profile.get("features") or {}
-    if not features or all("shares" in f and "sample" in f for f in features.values()):
-        return {"version": profile.get("version", PROFILE_VERSION), "bins": profile.get("bins", DEFAULT_BINS),
-                "features": dict(features)}
-    out: dict[str, Any] = {}
-    for name, entry in features.items():
-        if "shares" in entry and "sample" in entry:
-            out[name] = entry
-            continue
-        edges = np.asarray(entry.get("edges") or [], dtype="float64")
-        counts = np.asarray(entry.get("counts") or [], dtype="float64")
-        n = int(counts.sum()) if len(counts) else 0
-        if len(edges) < 2 or len(counts) != len(edges) - 1 or n < MIN_VALUES:
-            continue
-        centers = (edges[:-1] + edges[1:]) / 2.0
-        out[name] = {
-            "edges": edges[1:-1].tolist(),
-            "shares": (counts / n).tolist(),
-            "sample": _histogram_sample(edges, counts, min(sample_size, n)).tolist(),
-            "n": n,
-            "mean": float(np.sum(centers * counts) / n),
-        }
-    return {"version": PROFILE_VERSION, "bins": profile.get("bins", DEFAULT_BINS), "features": out,
-            "converted_from": "histogram"}

@@ -6,6 +6,7 @@ Nothing here writes. The dashboard, the commands and ``monitoring.services`` rea
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -13,17 +14,26 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 from django.conf import settings
 from django.core.cache import cache
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
+from features import storage
+from features.engine import FEATURE_GROUPS, MODEL_FEATURE_COLUMNS
+from features.models import FeatureMaterialization, IngestionRun
+from features.profile import profile_build
 from features.providers.base import budget_message, monthly_limit_message
+from features.selectors import feature_store_for, resolve_feature_set_version
 from investml.ledger import CostBreach
-from monitoring import budget, request_metrics
+from monitoring import budget, config, request_metrics
 from monitoring.drift import DriftReport as DriftResult
-from monitoring.drift import compare_to_profile, normalize_profile
+from monitoring.drift import compare_to_profile
 from monitoring.models import Alert, CostRecord, DriftReport, PerformanceRecord
+from registry.models import ModelVersion
+from registry.selectors import versions
+from training.models import PipelineRun, TrainingRun
 
 ZERO = Decimal("0")
 MODEL_LOAD_FAILURES_KEY = "monitoring:model_load_failures"
@@ -90,8 +100,6 @@ def daily_cost_limit() -> float:
 
 
 def monthly_cost_limit() -> float:
-    from monitoring import config
-
     return config.monthly_cost_limit()
 
 
@@ -158,8 +166,6 @@ def directory_bytes(path: Path | str) -> int:
 def storage_bytes(root: Path | str) -> int:
     """Total size stored under a storage root: a local folder, or every object under an
     ``s3://bucket/prefix`` (one listing)."""
-    from features import storage
-
     if storage.is_remote(root):
         return storage.location(root).total_bytes()
     return directory_bytes(root)
@@ -209,9 +215,6 @@ def alert_kinds() -> list[str]:
 
 
 def active_versions(*, model_name: str | None = None) -> list[Any]:
-    from registry.models import ModelVersion
-    from registry.selectors import versions
-
     return list(versions(model_name=model_name, statuses=[ModelVersion.Status.ACTIVE]))
 
 
@@ -268,8 +271,6 @@ def _round(value: Any) -> float | None:
 
 def drift_columns(*, profile: dict[str, Any]) -> list[str]:
     """The features of a profile that drift is checked on (calendar features excluded)."""
-    from features.engine import FEATURE_GROUPS
-
     calendar = set(FEATURE_GROUPS.get("calendar", []))
     return [name for name in (profile.get("features") or {}) if name not in calendar]
 
@@ -287,8 +288,6 @@ class FeatureWindow:
 
 
 def _store(feature_set_version: Any):
-    from features.selectors import feature_store_for, resolve_feature_set_version
-
     version = resolve_feature_set_version(version=feature_set_version)
     return version, feature_store_for(version=version)
 
@@ -327,10 +326,6 @@ def compare_feature_periods(*, reference_start: date, reference_end: date, start
                             ks_threshold: float | None = None) -> tuple[DriftResult, FeatureWindow, FeatureWindow]:
     """Drift of the stored features of [start, end] against those of [reference_start, reference_end]
     (no model needed, nothing stored)."""
-    from features.engine import FEATURE_GROUPS, MODEL_FEATURE_COLUMNS
-    from monitoring import config
-    from monitoring.drift import build_profile
-
     cfg = config.load()
     reference = feature_period(start=reference_start, end=reference_end, feature_set_version=feature_set_version)
     current = feature_period(start=start, end=end, feature_set_version=reference.feature_set_version)
@@ -338,7 +333,7 @@ def compare_feature_periods(*, reference_start: date, reference_end: date, start
         names = set(reference.feature_set_version.feature_names)
         calendar = set(FEATURE_GROUPS.get("calendar", []))
         columns = [c for c in MODEL_FEATURE_COLUMNS if c in names and c not in calendar]
-    profile = build_profile(reference.frame, columns)
+    profile = profile_build(reference.frame, columns)
     result = compare_to_profile(
         profile, current.frame, columns=[c for c in columns if c in profile["features"]],
         share_threshold=cfg.thresholds.drift_share if share_threshold is None else share_threshold,
@@ -349,8 +344,8 @@ def compare_feature_periods(*, reference_start: date, reference_end: date, start
 
 
 def version_profile(*, version: Any) -> dict[str, Any]:
-    """The version's drift reference in ``monitoring.drift.build_profile`` format."""
-    return normalize_profile(version.drift_reference or {})
+    """The version's drift reference (``features.profile`` format; empty when it has none)."""
+    return dict(version.drift_reference or {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,23 +354,16 @@ def version_profile(*, version: Any) -> dict[str, Any]:
 
 def recent_pipeline_runs(*, limit: int = 20) -> list[Any]:
     """The orchestrator's runs (data, features, train, predict, drift), newest first."""
-    from training.models import PipelineRun
-
     return list(PipelineRun.objects.select_related("training_run").order_by("-created_at", "-id")[:limit])
 
 
 def recent_training_runs(*, limit: int = 20) -> list[Any]:
-    from training.models import TrainingRun
-
     return list(TrainingRun.objects.order_by("-created_at", "-id")[:limit])
 
 
 def failed_runs_since(*, since: datetime) -> dict[str, str]:
     """``{label: error}`` of pipeline runs, training runs, feature builds and ingestions that failed
     since ``since``."""
-    from features.models import FeatureMaterialization, IngestionRun
-    from training.models import PipelineRun, TrainingRun
-
     out: dict[str, str] = {}
     for pipe in PipelineRun.objects.filter(status=PipelineRun.Status.FAILED, created_at__gte=since).order_by("id"):
         error = _first_line(pipe.error) or _first_line(pipe.status_reason) or "failed"
@@ -404,8 +392,6 @@ def model_load_failures() -> dict[str, dict[str, Any]]:
 
 def system_utilization() -> tuple[float | None, float | None]:
     """Machine CPU and memory utilization as fractions (psutil; None where unavailable)."""
-    import psutil
-
     try:
         cpu = psutil.cpu_percent(interval=0.2) / 100.0
     except Exception:  # noqa: BLE001 - a missing /proc must not break the other checks
@@ -420,11 +406,6 @@ def system_utilization() -> tuple[float | None, float | None]:
 def disk_usage() -> dict[str, tuple[float, float]]:
     """(used fraction, free bytes) of each distinct local volume holding ``ML_MODELS_PATH`` or
     ``ML_FEATURES_PATH``, keyed by the first of those paths on it."""
-    import os
-    import shutil
-
-    from features import storage
-
     out: dict[str, tuple[float, float]] = {}
     seen: set[int] = set()
     for path in (settings.ML_MODELS_PATH, settings.ML_FEATURES_PATH):

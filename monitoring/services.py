@@ -36,6 +36,8 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from features.common import jsonable
+from features.models import PriceBar
+from inference.models import DailyPrediction, PredictionLog
 from monitoring import config, performance, selectors
 from monitoring.alert_rules import (
     AlertCondition,
@@ -52,6 +54,7 @@ from monitoring.alert_rules import (
 from monitoring.alert_rules import check_drift as check_drift_rule
 from monitoring.drift import compare_to_profile
 from monitoring.models import Alert, CostRecord, DriftReport, PerformanceRecord
+from registry.models import ModelVersion
 from training import orchestrator
 
 if TYPE_CHECKING:
@@ -385,9 +388,6 @@ def record_storage_cost(*, day: date | None = None) -> list[CostRecord]:
 def _prediction_rows(*, version_ids: list[int] | None, since: date, until: date) -> pd.DataFrame:
     """Stored and logged predictions with dates in [since, until]: one row per (version, ticker, date);
     a daily batch prediction wins over a logged one, the latest log wins among logs."""
-    from inference.models import DailyPrediction, PredictionLog
-    from registry.models import ModelVersion
-
     daily = DailyPrediction.objects.filter(date__gte=since, date__lte=until)
     logs = PredictionLog.objects.filter(
         feature_date__gte=since, feature_date__lte=until, model_version__isnull=False
@@ -419,8 +419,6 @@ def _prediction_rows(*, version_ids: list[int] | None, since: date, until: date)
 
 
 def _bars(*, tickers: list[str], since: date, until: date) -> pd.DataFrame:
-    from features.models import PriceBar
-
     rows = PriceBar.objects.filter(ticker__symbol__in=tickers, date__gte=since, date__lte=until).values_list(
         "ticker__symbol", "date", "adj_close"
     )
@@ -431,8 +429,6 @@ def _bars(*, tickers: list[str], since: date, until: date) -> pd.DataFrame:
 
 
 def _latest_bar_day() -> date | None:
-    from features.models import PriceBar
-
     return PriceBar.objects.aggregate(last=Max("date"))["last"]
 
 
@@ -445,8 +441,6 @@ def track_performance(*, day: date | None = None, window_days: int | None = None
     Then every active version's record is checked against its floor (``monitoring.config``): one
     under it opens ``low_accuracy`` (and, on opening, a retrain request); one back over it resolves.
     """
-    from registry.models import ModelVersion
-
     cfg = config.load()
     window = int(window_days or cfg.performance_window_days)
     day = day or _latest_bar_day() or timezone.localdate()

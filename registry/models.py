@@ -55,7 +55,8 @@ class ModelVersion(models.Model):
     library_versions = models.JSONField(default=dict, blank=True)
     training_seconds = models.FloatField(default=0)
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
-    drift_reference = models.JSONField(default=dict, blank=True, help_text="Binned training feature profile")
+    drift_reference = models.JSONField(default=dict, blank=True,
+                                       help_text="Training feature profile: decile bins and percentiles (features.profile)")
     evaluation = models.JSONField(
         default=dict, blank=True, help_text="Walk-forward settings, folds with their metrics, out-of-sample window"
     )

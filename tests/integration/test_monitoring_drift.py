@@ -6,6 +6,7 @@ windows do not; the command's JSON."""
 from __future__ import annotations
 
 import gzip
+import importlib
 import io
 import json
 import logging
@@ -19,10 +20,11 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from features.engine import FEATURE_GROUPS, MODEL_FEATURE_COLUMNS
+from features.profile import profile_build
 from features.selectors import latest_feature_set_version, training_frame
 from features.services.feature_store import build_features
 from monitoring import services
-from monitoring.drift import build_profile, compare_to_profile, normalize_profile
+from monitoring.drift import compare_to_profile
 from monitoring.models import Alert, DriftReport
 from registry.models import ModelVersion, RegisteredModel
 
@@ -80,7 +82,7 @@ def calm_reference() -> pd.DataFrame:
 
 
 def histogram_profile(frame: pd.DataFrame, columns: list[str], bins: int = 10) -> dict:
-    """The histogram format ``training.services.drift_profile`` writes today (edges incl. min/max, counts)."""
+    """The histogram format training stored before profile version 2 (edges incl. min/max, counts)."""
     out = {"bins": bins, "rows": len(frame), "features": {}}
     for col in columns:
         values = frame[col].to_numpy(dtype=np.float64)
@@ -95,6 +97,22 @@ def histogram_profile(frame: pd.DataFrame, columns: list[str], bins: int = 10) -
     return out
 
 
+def sample_profile(frame: pd.DataFrame, columns: list[str], bins: int = 10) -> dict:
+    """The format monitoring stored before profile version 2 (inner edges, shares, a sample)."""
+    features = {}
+    for col in columns:
+        values = frame[col].to_numpy(dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if len(values) < 50:
+            continue
+        inner = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
+        counts = np.bincount(np.searchsorted(inner, values, side="right"), minlength=len(inner) + 1)
+        sample = np.sort(np.random.default_rng(0).choice(values, size=min(4_000, len(values)), replace=False))
+        features[col] = {"edges": inner.tolist(), "shares": (counts / counts.sum()).tolist(),
+                         "sample": sample.tolist(), "n": len(values), "mean": float(values.mean())}
+    return {"version": 1, "bins": bins, "features": features}
+
+
 def active_version(name: str, profile: dict) -> ModelVersion:
     registered = RegisteredModel.objects.create(name=name, model_type="tree_ensemble")
     return ModelVersion.objects.create(
@@ -106,9 +124,9 @@ def active_version(name: str, profile: dict) -> ModelVersion:
 
 def test_january_2016_drifts_alerts_and_retrains_calm_windows_do_not(real_store, retrains, caplog):
     reference = calm_reference()
-    version = active_version("xgboost_classifier", build_profile(reference, DRIFT_COLUMNS))
-    # the training code's histogram profile, read through the adapter, must judge the same way
-    active_version("lstm_predictor", histogram_profile(reference, DRIFT_COLUMNS[:20]))
+    version = active_version("xgboost_classifier", profile_build(reference, DRIFT_COLUMNS))
+    # a second model profiled on fewer features is judged on its own columns
+    active_version("lstm_predictor", profile_build(reference, DRIFT_COLUMNS[:20]))
 
     with caplog.at_level(logging.INFO, logger="monitoring"):
         reports = services.check_drift(window_days=20, as_of=CRISIS_END)
@@ -139,7 +157,7 @@ def test_january_2016_drifts_alerts_and_retrains_calm_windows_do_not(real_store,
 
 
 def test_check_drift_command_json_for_a_model_and_for_explicit_periods(real_store, retrains):
-    active_version("xgboost_classifier", build_profile(calm_reference(), DRIFT_COLUMNS))
+    active_version("xgboost_classifier", profile_build(calm_reference(), DRIFT_COLUMNS))
     out = io.StringIO()
     call_command("check_drift", "--model", "xgboost_classifier", "--window-days", "20", "--end", "2016-01-29",
                  "--json", stdout=out)
@@ -173,14 +191,24 @@ def test_check_drift_command_json_for_a_model_and_for_explicit_periods(real_stor
         call_command("check_drift", "--reference-start", REFERENCE[0], stdout=io.StringIO())
 
 
-def test_histogram_profiles_convert_to_the_drift_format():
+def test_stored_profiles_of_earlier_formats_migrate_to_the_one_format():
+    profile_v2 = importlib.import_module("registry.migrations.0003_drift_reference_profile_v2").profile_v2
     rng = np.random.default_rng(3)
     frame = pd.DataFrame({"x": rng.normal(size=20_000), "few": [1.0] * 10 + [np.nan] * 19_990})
-    profile = normalize_profile(histogram_profile(frame, ["x", "few"]))
-    assert set(profile["features"]) == {"x"}
-    entry = profile["features"]["x"]
-    assert len(entry["edges"]) == 9 and sum(entry["shares"]) == pytest.approx(1.0) and entry["n"] == 20_000
-    same = compare_to_profile(profile, pd.DataFrame({"x": rng.normal(size=5_000)}))
-    shifted = compare_to_profile(profile, pd.DataFrame({"x": rng.normal(0.8, 1.3, size=5_000)}))
-    assert not same.features["x"].drifted and shifted.features["x"].drifted
-    assert normalize_profile(build_profile(frame, ["x"]))["features"]["x"]["sample"]  # native format passes
+    same = pd.DataFrame({"x": rng.normal(size=5_000)})
+    shifted = pd.DataFrame({"x": rng.normal(0.8, 1.3, size=5_000)})
+    native = profile_build(frame, ["x", "few"])
+    assert set(native["features"]) == {"x"} and profile_v2(native) is None  # already version 2: untouched
+    for old in (histogram_profile(frame, ["x", "few"]), sample_profile(frame, ["x", "few"])):
+        profile = profile_v2(old)
+        assert profile["version"] == 2 and set(profile["features"]) == {"x"}
+        entry = profile["features"]["x"]
+        assert len(entry["edges"]) == 9 and sum(entry["shares"]) == pytest.approx(1.0) and entry["n"] == 20_000
+        assert len(entry["quantiles"]) == 101 and entry["quantiles"][50] == pytest.approx(0.0, abs=0.05)
+        for current in (same, shifted):  # judged as the version-2 profile of the same data judges
+            converted, fresh = compare_to_profile(profile, current), compare_to_profile(native, current)
+            assert converted.features["x"].drifted == fresh.features["x"].drifted
+            # a 10-bin histogram is uniform within each decile: its KS statistic is within a few points
+            assert converted.features["x"].ks_statistic == pytest.approx(fresh.features["x"].ks_statistic, abs=0.05)
+        assert not compare_to_profile(profile, same).features["x"].drifted
+        assert compare_to_profile(profile, shifted).features["x"].drifted

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from features.engine import FEATURE_GROUPS, MODEL_FEATURE_COLUMNS, compute_features
-from monitoring.drift import build_profile, compare_to_profile, psi
+from features.profile import profile_build
+from monitoring.drift import compare_to_profile, psi
 
 DRIFT_COLUMNS = [c for c in MODEL_FEATURE_COLUMNS if c not in FEATURE_GROUPS["calendar"]]
 SAMPLE_PRICES = (Path(__file__).resolve().parents[2] / "sample_data" / "prices"
@@ -27,7 +28,7 @@ def test_psi_is_zero_for_identical_shares_and_grows_with_shift():
 def test_large_samples_do_not_flag_a_negligible_shift_but_flag_a_real_one():
     rng = np.random.default_rng(1)
     reference = pd.DataFrame({"x": rng.normal(0, 1, 1_000_000)})
-    profile = build_profile(reference, ["x"])
+    profile = profile_build(reference, ["x"])
     json.dumps(profile)  # stored in the registry as JSON
     tiny = compare_to_profile(profile, pd.DataFrame({"x": rng.normal(0.02, 1, 1_000_000)}))
     assert not tiny.features["x"].drifted and not tiny.drift_detected
@@ -38,7 +39,7 @@ def test_large_samples_do_not_flag_a_negligible_shift_but_flag_a_real_one():
 
 def test_missing_and_sparse_features_are_skipped_with_a_reason():
     rng = np.random.default_rng(2)
-    profile = build_profile(pd.DataFrame({"a": rng.normal(size=500), "b": rng.normal(size=500)}), ["a", "b"])
+    profile = profile_build(pd.DataFrame({"a": rng.normal(size=500), "b": rng.normal(size=500)}), ["a", "b"])
     report = compare_to_profile(profile, pd.DataFrame({"a": rng.normal(size=500), "b": [np.nan] * 500}),
                                 columns=["a", "b", "c"])
     assert set(report.features) == {"a"}
@@ -61,7 +62,7 @@ def _window(features: pd.DataFrame, start: str, end: str) -> pd.DataFrame:
 def test_february_2018_drifts_from_a_calm_reference_and_calm_windows_do_not(real_features):
     # reference: mid-2016 to the end of 2017, a calm, steadily rising market; the volatility shock of
     # February 2018 and the weeks after it must drift
-    profile = build_profile(_window(real_features, "2016-07-01", "2017-12-31"), DRIFT_COLUMNS)
+    profile = profile_build(_window(real_features, "2016-07-01", "2017-12-31"), DRIFT_COLUMNS)
     crisis = compare_to_profile(profile, _window(real_features, "2018-02-01", "2018-04-30"), share_threshold=0.3)
     assert crisis.drift_detected, crisis.to_dict()
     assert {"vol_20", "ret_20"} <= set(crisis.drifted_features)
