@@ -31,7 +31,7 @@ import pandas as pd
 from features.engine import FeatureSpec, compute_features_incremental
 from features.sentiment import aggregate_daily
 from features.social import aggregate_social_daily
-from features.store import STORE_DTYPE
+from features.store_format import STORE_DTYPE
 
 MARKET_TZ = ZoneInfo("America/New_York")
 CLOSE_HOUR = 16  # the regular session's close, New York time

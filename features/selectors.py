@@ -28,7 +28,8 @@ from django.core.cache import cache
 
 from features.labels import compute_labels
 from features.models import BenchmarkReturn, FeatureMaterialization, FeatureSetVersion
-from features.store import FeatureStore, content_hash
+from features.store import FeatureStore
+from features.versioning import content_hash
 
 __all__ = [
     "DEFAULT_FEATURE_SET",

@@ -2,7 +2,7 @@
 benchmark returns.
 
 A build reads bars, fundamentals, benchmark returns and news sentiment from the database (raw SQL
-into numpy, no model instances), runs the framework-free pipeline of ``features.store`` chunk by
+into numpy, no model instances), runs the framework-free pipeline of ``features.build`` chunk by
 chunk and commits the Parquet files atomically, records a ``FeatureMaterialization`` and refreshes
 the online store (the Django cache).
 
@@ -37,6 +37,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from features.build import ChunkData, combine_market, equal_weighted_returns, materialize
 from features.common import chunked
 from features.engine import DEFAULT_SPEC, FEATURE_SETS, FeatureSpec
 from features.intraday import EngineWindow, close_of
@@ -65,18 +66,9 @@ from features.selectors import (
 from features.sentiment import aggregate_daily
 from features.services.social import social_posts_frame
 from features.social import aggregate_social_daily
-from features.store import (
-    ChunkData,
-    FeatureStore,
-    ReplaceScope,
-    atomic_write_bytes,
-    combine_market,
-    content_hash,
-    equal_weighted_returns,
-    materialize,
-    next_version,
-    version_content,
-)
+from features.store import FeatureStore
+from features.store_format import ReplaceScope, atomic_write_bytes
+from features.versioning import content_hash, next_version, version_content
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +104,7 @@ def ensure_feature_set_version(*, name: str = DEFAULT_FEATURE_SET, spec: Feature
                                description: str = "") -> FeatureSetVersion:
     """The version row of ``spec`` in feature set ``name``: the existing row when the content hash
     (ordered features with parameters, engine parameters, storage format) is known, else a new row
-    whose semantic version bumps the highest one (see ``features.store.next_version``)."""
+    whose semantic version bumps the highest one (see ``features.versioning.next_version``)."""
     if not _NAME_RE.match(name):
         raise FeatureStoreError(f"invalid feature set name {name!r} (letters, digits, '_', '.', '-')")
     spec = FeatureSpec.from_params(spec)

@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/benchmarks/bench_feature_store.py [--tickers 6000 --years 10 --chunk-size 500]
 
-Times, through the same code path ``build_features`` uses (``features.store.materialize``: chunks of
+Times, through the same code path ``build_features`` uses (``features.build.materialize``: chunks of
 tickers -> engine -> labels -> month-partitioned Parquet -> atomic manifest commit):
 
 * a full build of every ticker up to the day before the last one;
@@ -35,8 +35,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from features import engine  # noqa: E402
-from features import store as st  # noqa: E402
+from features.build import ChunkData, combine_market, equal_weighted_returns, materialize  # noqa: E402
+from features.store import FeatureStore  # noqa: E402
 from features.synthetic import generate_market  # noqa: E402
+from features.versioning import version_content  # noqa: E402
 
 EW_MAX_GAP_DAYS = 120  # as the service
 
@@ -73,10 +75,10 @@ def chunks_of(bars: pd.DataFrame, bounds: np.ndarray, size: int, *, before=None,
         chunk_since = None
         if since is not None:
             chunk_since = {t: since[t] for t in sub["ticker"].unique() if t in since}
-        yield st.ChunkData(bars=sub, since=chunk_since)
+        yield ChunkData(bars=sub, since=chunk_since)
 
 
-def bench_online(root: Path, store: st.FeatureStore, n_reads: int, rows: list[tuple[str, str]]) -> None:
+def bench_online(root: Path, store: FeatureStore, n_reads: int, rows: list[tuple[str, str]]) -> None:
     """Publish the latest vectors to the configured Django cache and time reads per ticker."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "investml.settings")
     import django
@@ -90,7 +92,7 @@ def bench_online(root: Path, store: st.FeatureStore, n_reads: int, rows: list[tu
     from features.services.feature_store import publish_online_features
 
     settings.ML_FEATURES_PATH = root.parent.parent
-    content = st.version_content(engine.DEFAULT_SPEC)
+    content = version_content(engine.DEFAULT_SPEC)
     fs = FeatureSet(name=root.parent.name)
     version = FeatureSetVersion(pk=2_000_000_000 + os.getpid() % 100_000, feature_set=fs, version=root.name,
                                 features=content["features"], params=content["params"])
@@ -137,7 +139,7 @@ def main() -> None:
     set_name = f"bench-{os.getpid()}"
     root = args.out / set_name / "1.0.0"  # <ML_FEATURES_PATH>/<feature set>/<version>, as build_features
     shutil.rmtree(root.parent, ignore_errors=True)
-    store = st.FeatureStore(root)
+    store = FeatureStore(root)
 
     t = time.perf_counter()
     bars = generate_market(args.tickers, args.years, args.seed, chunk_size=args.chunk_size)
@@ -151,14 +153,14 @@ def main() -> None:
     gc.collect()
     t0 = time.perf_counter()
     hist = bars["date"].to_numpy() < last_day
-    ew = st.equal_weighted_returns(bars["ticker"].to_numpy()[hist], bars["date"].to_numpy()[hist],
+    ew = equal_weighted_returns(bars["ticker"].to_numpy()[hist], bars["date"].to_numpy()[hist],
                                    bars["adj_close"].to_numpy()[hist], max_gap_days=EW_MAX_GAP_DAYS)
-    ret, src = st.combine_market(ew.index, benchmark=None, fallback=ew)
+    ret, src = combine_market(ew.index, benchmark=None, fallback=ew)
     del hist
     market_s = time.perf_counter() - t0
     n_chunks = -(-(len(bounds) - 1) // args.chunk_size)
     log: list[str] = []
-    full = st.materialize(
+    full = materialize(
         store=store, chunks=chunks_of(bars, bounds, args.chunk_size, before=last_day), spec=engine.DEFAULT_SPEC,
         market_returns=ret, market_source=src, incremental=False, total_chunks=n_chunks, progress=log.append,
     )
@@ -185,12 +187,12 @@ def main() -> None:
     t0 = time.perf_counter()
     since = {sym: pd.Timestamp(d) + pd.Timedelta(days=1) for sym, d in store.last_dates().items()}
     new_day = window["date"].to_numpy() == last_day
-    ew_new = st.equal_weighted_returns(window["ticker"].to_numpy(), window["date"].to_numpy(),
+    ew_new = equal_weighted_returns(window["ticker"].to_numpy(), window["date"].to_numpy(),
                                        window["adj_close"].to_numpy(), max_gap_days=EW_MAX_GAP_DAYS)
-    ret2, src2 = st.combine_market(window["date"].to_numpy()[new_day], benchmark=None, fallback=ew_new,
+    ret2, src2 = combine_market(window["date"].to_numpy()[new_day], benchmark=None, fallback=ew_new,
                                    stored=store.market())
     wb, _ = ticker_bounds(window)
-    inc = st.materialize(
+    inc = materialize(
         store=store, chunks=chunks_of(window, wb, args.chunk_size, since=since), spec=engine.DEFAULT_SPEC,
         market_returns=ret2, market_source=src2, incremental=True, total_chunks=n_chunks,
     )

@@ -40,7 +40,7 @@ from features.selectors import (
     training_frame,
 )
 from features.services.feature_store import build_features, ensure_feature_set_version
-from features.store import files_checksum, sha256_file
+from features.store_format import files_checksum, sha256_file
 from features.tasks import build_features_task
 
 pytestmark = pytest.mark.django_db
@@ -326,7 +326,7 @@ def test_failed_build_is_recorded_and_leaves_the_store_as_it_was(market, monkeyp
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("features.store.compute_chunk", boom)
+    monkeypatch.setattr("features.build.compute_chunk", boom)
     with pytest.raises(RuntimeError, match="disk on fire"):
         build_features(full=True)
     mat = FeatureMaterialization.objects.order_by("-id").first()

@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from features import engine, storage
-from features import store as st
+from features.build import materialize
+from features.store import FeatureStore
 from features.synthetic import generate_market
 from tests.integration.test_training import retrain_eagerly
 from tests.unit.test_store import _chunks, _frames, _market
@@ -109,16 +110,16 @@ def test_feature_store_on_s3_matches_the_local_store(s3_server, s3_bucket, tmp_p
     old = bars[bars["date"] < cut]
     window = engine.select_lookback(bars, cut)
     window["ticker"] = window["ticker"].astype(str)
-    local = st.FeatureStore(tmp_path / "local" / "v", cs_normalization="robust_zscore")
-    remote = st.FeatureStore(f"s3://{s3_bucket}/features/set/1.0.0", cs_normalization="robust_zscore")
+    local = FeatureStore(tmp_path / "local" / "v", cs_normalization="robust_zscore")
+    remote = FeatureStore(f"s3://{s3_bucket}/features/set/1.0.0", cs_normalization="robust_zscore")
     assert remote.remote and remote.root == f"s3://{s3_bucket}/features/set/1.0.0"
     for store in (local, remote):
         ret, src = _market(old)
-        st.materialize(store=store, chunks=_chunks(old), spec=spec, market_returns=ret, market_source=src,
+        materialize(store=store, chunks=_chunks(old), spec=spec, market_returns=ret, market_source=src,
                        incremental=False)
         since = {t: pd.Timestamp(d) + pd.Timedelta(days=1) for t, d in store.last_dates().items()}
         ret2, src2 = _market(window, stored=store.market())
-        st.materialize(store=store, chunks=_chunks(window, since), spec=spec, market_returns=ret2,
+        materialize(store=store, chunks=_chunks(window, since), spec=spec, market_returns=ret2,
                        market_source=src2, incremental=True)
     for dataset in ("features", "labels"):
         a, b = local.read(dataset), remote.read(dataset)
@@ -148,7 +149,7 @@ def test_feature_store_on_s3_matches_the_local_store(s3_server, s3_bucket, tmp_p
 
 def test_a_failed_commit_on_s3_leaves_the_store_as_it_was(s3_server, s3_bucket):
     feats, labels = _frames()
-    store = st.FeatureStore(f"s3://{s3_bucket}/f/v")
+    store = FeatureStore(f"s3://{s3_bucket}/f/v")
     with store.writer(tag="m1") as w:
         w.write_parts(features=feats, labels=labels)
         w.commit()
@@ -195,7 +196,7 @@ def test_concurrent_writers_on_s3_lose_no_commit(s3_server, s3_bucket):
             feats, labels = _frames(n_tickers=2)
             feats["ticker"] = feats["ticker"] + f"_{i}"
             labels["ticker"] = labels["ticker"] + f"_{i}"
-            with st.FeatureStore(store_url).writer(tag=f"c{i}") as w:
+            with FeatureStore(store_url).writer(tag=f"c{i}") as w:
                 w.upsert(features=feats, labels=labels)
                 w.commit()
         except BaseException as exc:  # noqa: BLE001 - reported below
@@ -207,7 +208,7 @@ def test_concurrent_writers_on_s3_lose_no_commit(s3_server, s3_bucket):
     for t in threads:
         t.join(120)
     assert not errors, errors
-    store = st.FeatureStore(store_url)
+    store = FeatureStore(store_url)
     assert store.manifest()["generation"] == 4
     assert sorted(store.last_dates()) == sorted(f"T{j}_{i}" for i in range(4) for j in range(2))
     assert store.read("features")["ticker"].nunique() == 8 and store.verify() == []
@@ -215,7 +216,7 @@ def test_concurrent_writers_on_s3_lose_no_commit(s3_server, s3_bucket):
 
 def test_vacuum_on_s3_removes_only_old_unreferenced_parts(s3_server, s3_bucket):
     feats, labels = _frames()
-    store = st.FeatureStore(f"s3://{s3_bucket}/f/v")
+    store = FeatureStore(f"s3://{s3_bucket}/f/v")
     with store.writer() as w:
         w.write_parts(features=feats, labels=labels)
         w.commit()

@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 
 from features import engine
-from features import store as st
+from features.build import ChunkData, combine_market, equal_weighted_returns, materialize
 from features.normalize import CLIP, cs_apply, cs_stats
+from features.store import FeatureStore
 from features.synthetic import generate_market
+from features.versioning import version_content
 
 
 def _panel(seed: int = 0, n_dates: int = 30, n_names: int = 41) -> pd.DataFrame:
@@ -59,7 +61,7 @@ def test_spec_records_the_normalization_in_its_version():
     spec = replace(engine.DEFAULT_SPEC, cs_normalization="robust_zscore")
     assert spec.version_hash() != engine.DEFAULT_SPEC.version_hash()
     assert "cs_normalization" not in engine.DEFAULT_SPEC.to_dict()  # old versions keep their hash
-    assert st.version_content(spec)["params"]["cs_normalization"] == "robust_zscore"
+    assert version_content(spec)["params"]["cs_normalization"] == "robust_zscore"
     with pytest.raises(ValueError, match="cs_normalization must be one of"):
         engine.FeatureSpec.from_params({"cs_normalization": "zscore-ish"})
 
@@ -67,7 +69,7 @@ def test_spec_records_the_normalization_in_its_version():
 def test_store_normalizes_every_read_over_the_whole_universe(tmp_path):
     frame = _panel()
     cols = ["vol", "flag", "weekday"]
-    store = st.FeatureStore(tmp_path / "v", feature_columns=cols, cs_normalization="robust_zscore")
+    store = FeatureStore(tmp_path / "v", feature_columns=cols, cs_normalization="robust_zscore")
     with store.writer() as w:
         w.write_parts(features=frame, labels=None)
         w.commit()
@@ -95,7 +97,7 @@ def test_store_normalizes_every_read_over_the_whole_universe(tmp_path):
     months = [e for e in store.manifest()["files"].values() if e["dataset"] == "xsection"]
     assert len(months) == len({(e["year"], e["month"]) for e in months})  # one statistics file per month
     # a plain store of the same rows returns raw values
-    raw = st.FeatureStore(tmp_path / "raw", feature_columns=cols)
+    raw = FeatureStore(tmp_path / "raw", feature_columns=cols)
     with raw.writer() as w:
         w.write_parts(features=frame, labels=None)
         w.commit()
@@ -110,29 +112,29 @@ def test_incremental_build_equals_full_build_with_normalization(tmp_path):
     cut = pd.Timestamp(np.sort(bars["date"].unique())[-15])
 
     def market(frame, stored=None):
-        ew = st.equal_weighted_returns(frame["ticker"], frame["date"], frame["adj_close"], max_gap_days=120)
-        return st.combine_market(frame["date"].unique(), benchmark=None, fallback=ew, stored=stored)
+        ew = equal_weighted_returns(frame["ticker"], frame["date"], frame["adj_close"], max_gap_days=120)
+        return combine_market(frame["date"].unique(), benchmark=None, fallback=ew, stored=stored)
 
     def chunks(frame, since=None):
         tickers = sorted(frame["ticker"].unique())
         for i in range(0, len(tickers), 3):
             part = tickers[i : i + 3]
-            yield st.ChunkData(bars=frame[frame["ticker"].isin(part)],
+            yield ChunkData(bars=frame[frame["ticker"].isin(part)],
                                since=None if since is None else {t: since[t] for t in part if t in since})
 
-    inc = st.FeatureStore(tmp_path / "inc", feature_columns=cols, cs_normalization="robust_zscore")
+    inc = FeatureStore(tmp_path / "inc", feature_columns=cols, cs_normalization="robust_zscore")
     old = bars[bars["date"] < cut]
     ret, src = market(old)
-    st.materialize(store=inc, chunks=chunks(old), spec=spec, market_returns=ret, market_source=src, incremental=False)
+    materialize(store=inc, chunks=chunks(old), spec=spec, market_returns=ret, market_source=src, incremental=False)
     since = {t: pd.Timestamp(d) + pd.Timedelta(days=1) for t, d in inc.last_dates().items()}
     window = engine.select_lookback(bars, cut)
     window["ticker"] = window["ticker"].astype(str)
     ret2, src2 = market(window, stored=inc.market())
-    st.materialize(store=inc, chunks=chunks(window, since), spec=spec, market_returns=ret2, market_source=src2,
+    materialize(store=inc, chunks=chunks(window, since), spec=spec, market_returns=ret2, market_source=src2,
                    incremental=True)
-    full = st.FeatureStore(tmp_path / "full", feature_columns=cols, cs_normalization="robust_zscore")
+    full = FeatureStore(tmp_path / "full", feature_columns=cols, cs_normalization="robust_zscore")
     ret3, src3 = market(bars)
-    st.materialize(store=full, chunks=chunks(bars), spec=spec, market_returns=ret3, market_source=src3,
+    materialize(store=full, chunks=chunks(bars), spec=spec, market_returns=ret3, market_source=src3,
                    incremental=False)
     a, b = inc.read("features"), full.read("features")
     assert a[["ticker", "date"]].equals(b[["ticker", "date"]])

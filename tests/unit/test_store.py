@@ -1,4 +1,5 @@
-"""features.store without Django: atomic writes, checksums, commits, reads, versions, the pipeline."""
+"""The offline store without Django (features.store, store_writer, store_format, versioning, build):
+atomic writes, checksums, commits, reads, versions, the pipeline."""
 
 from __future__ import annotations
 
@@ -12,8 +13,17 @@ import pandas as pd
 import pytest
 
 from features import engine
-from features import store as st
+from features.build import ChunkData, combine_market, compute_chunk, equal_weighted_returns, materialize
+from features.store import FeatureStore
+from features.store_format import (
+    ReplaceScope,
+    atomic_write_bytes,
+    files_checksum,
+    label_store_columns,
+    sha256_file,
+)
 from features.synthetic import generate_market
+from features.versioning import content_hash, feature_definitions, next_version, version_content
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +45,15 @@ def _frames(n_tickers: int = 3, start: str = "2020-01-01", days: int = 70) -> tu
 
 
 def _market(frame: pd.DataFrame, stored: pd.Series | None = None) -> tuple[pd.Series, pd.Series]:
-    ew = st.equal_weighted_returns(frame["ticker"], frame["date"], frame["adj_close"], max_gap_days=120)
-    return st.combine_market(frame["date"].unique(), benchmark=None, fallback=ew, stored=stored)
+    ew = equal_weighted_returns(frame["ticker"], frame["date"], frame["adj_close"], max_gap_days=120)
+    return combine_market(frame["date"].unique(), benchmark=None, fallback=ew, stored=stored)
 
 
 def _chunks(frame: pd.DataFrame, since: dict | None = None, size: int = 4):
     tickers = sorted(frame["ticker"].unique())
     for i in range(0, len(tickers), size):
         part = tickers[i : i + size]
-        yield st.ChunkData(bars=frame[frame["ticker"].isin(part)],
+        yield ChunkData(bars=frame[frame["ticker"].isin(part)],
                            since=None if since is None else {t: since[t] for t in part if t in since})
 
 
@@ -52,32 +62,32 @@ def _chunks(frame: pd.DataFrame, since: dict | None = None, size: int = 4):
 
 def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
     target = tmp_path / "sub" / "data.bin"
-    st.atomic_write_bytes(target, b"old content")
+    atomic_write_bytes(target, b"old content")
 
     def failing_fsync(fd):
         raise OSError("device full")
 
     monkeypatch.setattr(os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="device full"):
-        st.atomic_write_bytes(target, b"new content that never lands")
+        atomic_write_bytes(target, b"new content that never lands")
     with pytest.raises(OSError):
-        st.atomic_write_bytes(tmp_path / "sub" / "fresh.bin", b"x" * 1000)
+        atomic_write_bytes(tmp_path / "sub" / "fresh.bin", b"x" * 1000)
     monkeypatch.undo()
     assert target.read_bytes() == b"old content"
     assert sorted(p.name for p in target.parent.iterdir()) == ["data.bin"]  # no temp file, no fresh.bin
 
 
 def test_checksums():
-    assert st.files_checksum([]) == ""
-    a = st.files_checksum([("x/1.parquet", "aa"), ("x/2.parquet", "bb")])
-    assert a == st.files_checksum([("x/2.parquet", "bb"), ("x/1.parquet", "aa")])  # order-independent
+    assert files_checksum([]) == ""
+    a = files_checksum([("x/1.parquet", "aa"), ("x/2.parquet", "bb")])
+    assert a == files_checksum([("x/2.parquet", "bb"), ("x/1.parquet", "aa")])  # order-independent
     assert a == hashlib.sha256(b"x/1.parquet aa\nx/2.parquet bb").hexdigest()
-    assert a != st.files_checksum([("x/1.parquet", "aa"), ("x/2.parquet", "bc")])
+    assert a != files_checksum([("x/1.parquet", "aa"), ("x/2.parquet", "bc")])
 
 
 def test_commit_read_verify_and_checksum(tmp_path):
     feats, labels = _frames()
-    store = st.FeatureStore(tmp_path / "v")
+    store = FeatureStore(tmp_path / "v")
     with store.writer(tag="m1") as w:
         w.write_parts(features=feats, labels=labels)
         result = w.commit()
@@ -86,8 +96,8 @@ def test_commit_read_verify_and_checksum(tmp_path):
     assert {rel.split("/")[0] for rel in manifest["files"]} == {"features", "labels"}
     assert {(e["year"], e["month"]) for e in manifest["files"].values()} == {(2020, 1), (2020, 2), (2020, 3), (2020, 4)}
     for rel, sha in result.files_written:
-        assert st.sha256_file(store.root / rel) == sha == manifest["files"][rel]["sha256"]
-    assert result.checksum == st.files_checksum(result.files_written)
+        assert sha256_file(store.root / rel) == sha == manifest["files"][rel]["sha256"]
+    assert result.checksum == files_checksum(result.files_written)
     assert store.verify() == []
     assert manifest["last_dates"] == {f"T{i}": feats["date"].max().date().isoformat() for i in range(3)}
 
@@ -108,7 +118,7 @@ def test_a_market_series_replaced_after_the_manifest_was_read_is_read_from_the_n
     """Parallel feature chunks: one reads the manifest, another commits a new market series and
     removes the old file; the first still gets a series (the current one), not FileNotFoundError."""
     feats, labels = _frames()
-    store = st.FeatureStore(tmp_path / "v")
+    store = FeatureStore(tmp_path / "v")
     dates = pd.DatetimeIndex(sorted(feats["date"].unique()))
     with store.writer() as w:
         w.write_parts(features=feats, labels=labels)
@@ -124,7 +134,7 @@ def test_a_market_series_replaced_after_the_manifest_was_read_is_read_from_the_n
 
 def test_failed_writer_leaves_nothing(tmp_path):
     feats, labels = _frames()
-    store = st.FeatureStore(tmp_path / "v")
+    store = FeatureStore(tmp_path / "v")
     with pytest.raises(RuntimeError):
         with store.writer() as w:
             w.write_parts(features=feats, labels=labels)
@@ -135,7 +145,7 @@ def test_failed_writer_leaves_nothing(tmp_path):
 
 def test_upsert_rewrites_only_the_touched_month(tmp_path):
     feats, labels = _frames()
-    store = st.FeatureStore(tmp_path / "v")
+    store = FeatureStore(tmp_path / "v")
     with store.writer() as w:
         w.write_parts(features=feats, labels=labels)
         w.commit()
@@ -160,12 +170,12 @@ def test_upsert_rewrites_only_the_touched_month(tmp_path):
 
 def test_full_rebuild_of_some_tickers_keeps_the_others(tmp_path):
     feats, labels = _frames()
-    store = st.FeatureStore(tmp_path / "v")
+    store = FeatureStore(tmp_path / "v")
     with store.writer() as w:
         w.write_parts(features=feats, labels=labels)
         w.commit()
     t1 = feats[(feats["ticker"] == "T1") & (feats["date"] >= "2020-03-02")].assign(a=np.float32(7))
-    scope = st.ReplaceScope(tickers=frozenset({"T1"}), start=date(2020, 3, 2))
+    scope = ReplaceScope(tickers=frozenset({"T1"}), start=date(2020, 3, 2))
     with store.writer(replace=scope) as w:
         w.write_parts(features=t1.iloc[:-5], labels=None)  # five fewer days than before
         w.commit()
@@ -185,7 +195,7 @@ def test_full_rebuild_of_some_tickers_keeps_the_others(tmp_path):
 
 def test_vacuum_removes_only_old_unreferenced_files(tmp_path):
     feats, labels = _frames(1, days=5)
-    store = st.FeatureStore(tmp_path / "v")
+    store = FeatureStore(tmp_path / "v")
     with store.writer() as w:
         w.write_parts(features=feats, labels=labels)
         w.commit()
@@ -201,38 +211,38 @@ def test_vacuum_removes_only_old_unreferenced_files(tmp_path):
 
 
 def test_feature_definitions_and_content_hash():
-    defs = st.feature_definitions(engine.DEFAULT_SPEC)
+    defs = feature_definitions(engine.DEFAULT_SPEC)
     assert [d["name"] for d in defs] == engine.FEATURE_COLUMNS
     byname = {d["name"]: d for d in defs}
     assert byname["macd_signal_12_26_9"]["params"]["signal"] == 9
     assert byname["beta_60"] == {"name": "beta_60", "group": "market",
                                  "params": {"window": 60, "min_obs": 48, "market": "SPY else equal-weighted"}}
-    content = st.version_content(engine.DEFAULT_SPEC)
+    content = version_content(engine.DEFAULT_SPEC)
     assert content["storage"] == {"format": 1, "dtype": "float32", "label_horizons": [1, 5]}
-    h = st.content_hash(content)
-    assert h == st.content_hash(json.loads(json.dumps(content))) and len(h) == 64
+    h = content_hash(content)
+    assert h == content_hash(json.loads(json.dumps(content))) and len(h) == 64
     other = engine.FeatureSpec.from_params({"annualization": 260})
-    assert st.content_hash(st.version_content(other)) != h
+    assert content_hash(version_content(other)) != h
 
 
 def test_next_version():
-    base = st.version_content(engine.DEFAULT_SPEC)
+    base = version_content(engine.DEFAULT_SPEC)
     f, p = base["features"], base["params"]
-    assert st.next_version(None, None, None, f, p) == "1.0.0"
-    assert st.next_version("1.3.2", f, p, f, p) == "1.3.3"  # only storage/labels changed
-    tuned = st.version_content(engine.FeatureSpec.from_params({"annualization": 260}))
-    assert st.next_version("1.3.2", f, p, tuned["features"], tuned["params"]) == "1.4.0"
-    more = st.version_content(engine.FeatureSpec.from_params({"ema_periods": [12, 26, 50, 100]}))
-    assert st.next_version("1.3.2", f, p, more["features"], more["params"]) == "1.4.0"
-    renamed = st.version_content(engine.FeatureSpec.from_params({"rsi_period": 10}))
-    assert st.next_version("1.3.2", f, p, renamed["features"], renamed["params"]) == "2.0.0"
+    assert next_version(None, None, None, f, p) == "1.0.0"
+    assert next_version("1.3.2", f, p, f, p) == "1.3.3"  # only storage/labels changed
+    tuned = version_content(engine.FeatureSpec.from_params({"annualization": 260}))
+    assert next_version("1.3.2", f, p, tuned["features"], tuned["params"]) == "1.4.0"
+    more = version_content(engine.FeatureSpec.from_params({"ema_periods": [12, 26, 50, 100]}))
+    assert next_version("1.3.2", f, p, more["features"], more["params"]) == "1.4.0"
+    renamed = version_content(engine.FeatureSpec.from_params({"rsi_period": 10}))
+    assert next_version("1.3.2", f, p, renamed["features"], renamed["params"]) == "2.0.0"
 
 
 # --- pipeline ---------------------------------------------------------------------------------
 
 
 def test_equal_weighted_market_matches_the_engine(bars):
-    ew = st.equal_weighted_returns(bars["ticker"], bars["date"], bars["adj_close"])
+    ew = equal_weighted_returns(bars["ticker"], bars["date"], bars["adj_close"])
     own = engine.compute_features(bars)
     given = engine.compute_features(bars, market_returns=ew)
     cols = ["beta_60", "corr_60", "rel_ret_20"]
@@ -243,23 +253,23 @@ def test_incremental_materialize_equals_full_rebuild(bars, tmp_path):
     dates = np.sort(bars["date"].unique())
     cut = pd.Timestamp(dates[-25])
     old = bars[bars["date"] < cut]
-    store = st.FeatureStore(tmp_path / "inc")
+    store = FeatureStore(tmp_path / "inc")
     ret, src = _market(old)
-    st.materialize(store=store, chunks=_chunks(old), spec=engine.DEFAULT_SPEC, market_returns=ret,
+    materialize(store=store, chunks=_chunks(old), spec=engine.DEFAULT_SPEC, market_returns=ret,
                    market_source=src, incremental=False)
     since = {t: pd.Timestamp(d) + pd.Timedelta(days=1) for t, d in store.last_dates().items()}
     window = engine.select_lookback(bars, cut)
     window["ticker"] = window["ticker"].astype(str)
     ret2, src2 = _market(window, stored=store.market())
     messages: list[str] = []
-    inc = st.materialize(store=store, chunks=_chunks(window, since), spec=engine.DEFAULT_SPEC, market_returns=ret2,
+    inc = materialize(store=store, chunks=_chunks(window, since), spec=engine.DEFAULT_SPEC, market_returns=ret2,
                          market_source=src2, incremental=True, progress=messages.append)
     assert inc.rows == int((bars["date"] >= cut).sum())
     assert messages and "rows/s" in messages[0]
 
-    full = st.FeatureStore(tmp_path / "full")
+    full = FeatureStore(tmp_path / "full")
     ret3, src3 = _market(bars)
-    st.materialize(store=full, chunks=_chunks(bars), spec=engine.DEFAULT_SPEC, market_returns=ret3,
+    materialize(store=full, chunks=_chunks(bars), spec=engine.DEFAULT_SPEC, market_returns=ret3,
                    market_source=src3, incremental=False)
     for dataset in ("features", "labels"):
         a, b = store.read(dataset), full.read(dataset)
@@ -270,7 +280,7 @@ def test_incremental_materialize_equals_full_rebuild(bars, tmp_path):
 
     # nothing new: no commit, nothing written
     before = (store.root / "_manifest.json").read_bytes()
-    again = st.materialize(store=store, chunks=iter([]), spec=engine.DEFAULT_SPEC, market_returns=ret2,
+    again = materialize(store=store, chunks=iter([]), spec=engine.DEFAULT_SPEC, market_returns=ret2,
                            incremental=True)
     assert again.rows == 0 and again.commit.files_written == []
     assert (store.root / "_manifest.json").read_bytes() == before
@@ -278,11 +288,11 @@ def test_incremental_materialize_equals_full_rebuild(bars, tmp_path):
 
 def test_compute_chunk_trims_to_the_range_and_keeps_labels_apart(bars):
     ret, _ = _market(bars)
-    res = st.compute_chunk(st.ChunkData(bars=bars), spec=engine.DEFAULT_SPEC, market_returns=ret,
+    res = compute_chunk(ChunkData(bars=bars), spec=engine.DEFAULT_SPEC, market_returns=ret,
                            start="2011-01-03", end="2011-06-30")
     assert res.features["date"].min() >= pd.Timestamp("2011-01-03")
     assert res.features["date"].max() <= pd.Timestamp("2011-06-30")
     assert list(res.features.columns) == ["ticker", "date", *engine.FEATURE_COLUMNS]
-    assert list(res.labels.columns) == ["ticker", "date", *st.label_store_columns()]
+    assert list(res.labels.columns) == ["ticker", "date", *label_store_columns()]
     assert res.features[engine.FEATURE_COLUMNS].dtypes.eq(np.float32).all()
     assert res.talib_s > 0

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from django.core.management.base import BaseCommand, CommandError
 
-from features.store import atomic_write_bytes
+from features.store_format import atomic_write_bytes
 from registry.models import ModelVersion
 from registry.selectors import active_version, latest_version
 from registry.services import load_oof
