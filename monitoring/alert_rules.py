@@ -36,7 +36,7 @@ class AlertCondition:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def check_latency(avg_ms_by_endpoint: Mapping[str, float], t: Thresholds) -> list[AlertCondition]:
+def latency_conditions(avg_ms_by_endpoint: Mapping[str, float], t: Thresholds) -> list[AlertCondition]:
     return [
         AlertCondition(
             "high_latency", endpoint, "critical" if avg > 2 * t.latency_ms else "warning",
@@ -48,7 +48,7 @@ def check_latency(avg_ms_by_endpoint: Mapping[str, float], t: Thresholds) -> lis
     ]
 
 
-def check_error_rate(counts_by_endpoint: Mapping[str, tuple[int, int]], t: Thresholds) -> list[AlertCondition]:
+def error_rate_conditions(counts_by_endpoint: Mapping[str, tuple[int, int]], t: Thresholds) -> list[AlertCondition]:
     """``counts_by_endpoint``: endpoint -> (failed requests, all requests)."""
     out = []
     for endpoint, (errors, total) in sorted(counts_by_endpoint.items()):
@@ -61,7 +61,7 @@ def check_error_rate(counts_by_endpoint: Mapping[str, tuple[int, int]], t: Thres
     return out
 
 
-def check_resources(*, cpu: float | None, memory: float | None, t: Thresholds) -> list[AlertCondition]:
+def resource_conditions(*, cpu: float | None, memory: float | None, t: Thresholds) -> list[AlertCondition]:
     """``cpu`` and ``memory``: utilization fractions in [0, 1]."""
     out = []
     for name, value in (("cpu", cpu), ("memory", memory)):
@@ -74,7 +74,7 @@ def check_resources(*, cpu: float | None, memory: float | None, t: Thresholds) -
     return out
 
 
-def check_disk(usage_by_volume: Mapping[str, tuple[float, float]], t: Thresholds) -> list[AlertCondition]:
+def disk_conditions(usage_by_volume: Mapping[str, tuple[float, float]], t: Thresholds) -> list[AlertCondition]:
     """``usage_by_volume``: path -> (used fraction in [0, 1], free bytes) of the volumes holding the
     model artifacts and the feature store."""
     out = []
@@ -89,7 +89,7 @@ def check_disk(usage_by_volume: Mapping[str, tuple[float, float]], t: Thresholds
     return out
 
 
-def check_accuracy(accuracy_by_model: Mapping[str, float | None], t: Thresholds) -> list[AlertCondition]:
+def accuracy_conditions(accuracy_by_model: Mapping[str, float | None], t: Thresholds) -> list[AlertCondition]:
     return [
         AlertCondition(
             "low_accuracy", model, "warning",
@@ -101,14 +101,14 @@ def check_accuracy(accuracy_by_model: Mapping[str, float | None], t: Thresholds)
     ]
 
 
-def check_daily_cost(*, day: str, spent_usd: float, t: Thresholds) -> list[AlertCondition]:
+def daily_cost_conditions(*, day: str, spent_usd: float, t: Thresholds) -> list[AlertCondition]:
     if spent_usd <= t.daily_cost_usd:
         return []
     return [AlertCondition("cost_limit_exceeded", day, "critical", budget_message(spent_usd, t.daily_cost_usd),
                            {"spent_usd": spent_usd, "limit_usd": t.daily_cost_usd})]
 
 
-def check_monthly_cost(projection: MonthProjection) -> list[AlertCondition]:
+def monthly_cost_conditions(projection: MonthProjection) -> list[AlertCondition]:
     """The month's cost against ``ML_MONTHLY_COST_LIMIT_USD``: ``cost_limit_exceeded`` (key: the month,
     critical) once the month-to-date passes the limit, else ``cost_projection`` (warning) while the
     projected month-end cost does. Keyed by month: one open alert per month."""
@@ -123,7 +123,7 @@ def check_monthly_cost(projection: MonthProjection) -> list[AlertCondition]:
     return []
 
 
-def check_drift(drift_share_by_model: Mapping[str, float], t: Thresholds) -> list[AlertCondition]:
+def drift_share_conditions(drift_share_by_model: Mapping[str, float], t: Thresholds) -> list[AlertCondition]:
     return [
         AlertCondition(
             "data_drift", model, "warning",
@@ -135,7 +135,7 @@ def check_drift(drift_share_by_model: Mapping[str, float], t: Thresholds) -> lis
     ]
 
 
-def check_failed_runs(failed: Mapping[str, str]) -> list[AlertCondition]:
+def failed_run_conditions(failed: Mapping[str, str]) -> list[AlertCondition]:
     """``failed``: run label (e.g. "training run 12") -> error text."""
     return [
         AlertCondition("run_failed", label, "critical", f"{label} failed: {error}", {"error": error})
@@ -143,7 +143,7 @@ def check_failed_runs(failed: Mapping[str, str]) -> list[AlertCondition]:
     ]
 
 
-def check_model_loading(failures: Mapping[str, str]) -> list[AlertCondition]:
+def model_loading_conditions(failures: Mapping[str, str]) -> list[AlertCondition]:
     """``failures``: model name -> error, e.g. a missing artifact or a checksum mismatch."""
     return [
         AlertCondition("model_load_failed", model, "critical", f"Failed to load model {model}: {error}",
@@ -152,7 +152,7 @@ def check_model_loading(failures: Mapping[str, str]) -> list[AlertCondition]:
     ]
 
 
-def check_performance(
+def performance_conditions(
     values_by_model: Mapping[str, float | None],
     floors_by_model: Mapping[str, float | None],
     *,

@@ -41,17 +41,17 @@ from inference.models import DailyPrediction, PredictionLog
 from monitoring import config, performance, selectors
 from monitoring.alert_rules import (
     AlertCondition,
-    check_daily_cost,
-    check_disk,
-    check_error_rate,
-    check_failed_runs,
-    check_latency,
-    check_model_loading,
-    check_monthly_cost,
-    check_performance,
-    check_resources,
+    daily_cost_conditions,
+    disk_conditions,
+    drift_share_conditions,
+    error_rate_conditions,
+    failed_run_conditions,
+    latency_conditions,
+    model_loading_conditions,
+    monthly_cost_conditions,
+    performance_conditions,
+    resource_conditions,
 )
-from monitoring.alert_rules import check_drift as check_drift_rule
 from monitoring.drift import compare_to_profile
 from monitoring.models import Alert, CostRecord, DriftReport, PerformanceRecord
 from registry.models import ModelVersion
@@ -335,7 +335,7 @@ def record_model_load_failure(*, model: str, error: str) -> Alert:
     failures[model] = {"error": error[:500], "at": timezone.now().isoformat()}
     cache.set(selectors.MODEL_LOAD_FAILURES_KEY, failures, MODEL_LOAD_FAILURE_TTL)
     logger.error("Failed to load model %s: %s", model, error)
-    (condition,) = check_model_loading({model: error[:500]})
+    (condition,) = model_loading_conditions({model: error[:500]})
     return raise_alert(condition=condition).alert
 
 
@@ -479,7 +479,7 @@ def _check_performance_alerts(*, cfg: config.MonitoringConfig, window: int | Non
         validated = (version.metrics or {}).get(metric)
         values[name] = getattr(record, metric)
         floors[name] = config.performance_floor(cfg=cfg, validated=float(validated) if validated is not None else None)
-    conditions = check_performance(values, floors, metric=metric, lower_is_better=metric in config.LOWER_IS_BETTER)
+    conditions = performance_conditions(values, floors, metric=metric, lower_is_better=metric in config.LOWER_IS_BETTER)
     return apply_conditions(kind="low_accuracy", conditions=conditions, scope_keys=None)
 
 
@@ -543,7 +543,7 @@ def _drift_conditions(*, report: DriftReport, cfg: config.MonitoringConfig) -> l
     name = report.model_version.model.name
     drifted = sorted(n for n, f in (report.features or {}).items() if f.get("drifted"))
     out = []
-    for condition in check_drift_rule({name: report.drift_share}, cfg.thresholds):
+    for condition in drift_share_conditions({name: report.drift_share}, cfg.thresholds):
         details = {**condition.details, "version": report.model_version.version, "report": report.pk,
                    "window": [report.window_start.isoformat(), report.window_end.isoformat()],
                    "drifted_features": drifted}
@@ -577,18 +577,18 @@ def evaluate_alerts(*, now: datetime | None = None) -> Evaluation:
 
     def latency() -> list[AlertCondition]:
         win = selectors.request_window(minutes=cfg.metrics_window_minutes)
-        return check_latency({e: w.avg_ms for e, w in win.items() if w.requests >= cfg.min_latency_requests}, t)
+        return latency_conditions({e: w.avg_ms for e, w in win.items() if w.requests >= cfg.min_latency_requests}, t)
 
     def errors() -> list[AlertCondition]:
         win = selectors.request_window(minutes=cfg.metrics_window_minutes)
-        return check_error_rate({e: (w.errors, w.requests) for e, w in win.items()}, t)
+        return error_rate_conditions({e: (w.errors, w.requests) for e, w in win.items()}, t)
 
     def resources() -> list[AlertCondition]:
         cpu, memory = selectors.system_utilization()
-        return check_resources(cpu=cpu, memory=memory, t=t)
+        return resource_conditions(cpu=cpu, memory=memory, t=t)
 
     def disk() -> list[AlertCondition]:
-        return check_disk(selectors.disk_usage(), t)
+        return disk_conditions(selectors.disk_usage(), t)
 
     projection: list[Any] = []  # computed once, by whichever of the two cost rules runs first
 
@@ -600,14 +600,14 @@ def evaluate_alerts(*, now: datetime | None = None) -> Evaluation:
     def cost() -> list[AlertCondition]:
         today = timezone.localdate(now)
         spent = float(selectors.cost_for_day(day=today))
-        found = check_daily_cost(day=today.isoformat(), spent_usd=spent, t=t)
-        found += [c for c in check_monthly_cost(month()) if c.kind == "cost_limit_exceeded"]
+        found = daily_cost_conditions(day=today.isoformat(), spent_usd=spent, t=t)
+        found += [c for c in monthly_cost_conditions(month()) if c.kind == "cost_limit_exceeded"]
         for condition in found:
             logger.warning(condition.message)
         return found
 
     def cost_projection() -> list[AlertCondition]:
-        found = [c for c in check_monthly_cost(month()) if c.kind == "cost_projection"]
+        found = [c for c in monthly_cost_conditions(month()) if c.kind == "cost_projection"]
         for condition in found:
             logger.warning(condition.message)
         return found
@@ -622,10 +622,10 @@ def evaluate_alerts(*, now: datetime | None = None) -> Evaluation:
 
     def runs() -> list[AlertCondition]:
         since = now - timedelta(hours=cfg.failed_run_lookback_hours)
-        return check_failed_runs(selectors.failed_runs_since(since=since))
+        return failed_run_conditions(selectors.failed_runs_since(since=since))
 
     def loading() -> list[AlertCondition]:
-        return check_model_loading({m: str(v.get("error", "")) for m, v in selectors.model_load_failures().items()})
+        return model_loading_conditions({m: str(v.get("error", "")) for m, v in selectors.model_load_failures().items()})
 
     rules = [("high_latency", latency), ("high_error_rate", errors), ("high_resource_usage", resources),
              ("disk_space", disk),

@@ -11,7 +11,7 @@ import pytest
 from features.providers.base import BudgetExceededError, DailyBudget, monthly_limit_message
 from features.services.monthly_budget import MonthlyBudget, MonthlyLimitExceededError
 from inference.records_chain import GENESIS_HASH, Entry, canonical_output, chain, record_hash, verify
-from monitoring.alert_rules import check_monthly_cost
+from monitoring.alert_rules import monthly_cost_conditions
 from monitoring.budget import month_key, project_month_end, rate_window
 
 # --------------------------------------------------------------------------------------------------
@@ -53,17 +53,17 @@ def test_the_rate_window_does_not_reach_before_the_first_record_nor_include_toda
 def test_monthly_alert_conditions_are_keyed_by_month():
     over = project_month_end(day=date(2025, 8, 20), month_to_date_usd=51.2, today_usd=1.0,
                              recent_daily_usd=[1.0], limit_usd=50.0)
-    (exceeded,) = check_monthly_cost(over)
+    (exceeded,) = monthly_cost_conditions(over)
     assert exceeded.kind == "cost_limit_exceeded" and exceeded.key == "2025-08"
     assert exceeded.message == "Monthly cost limit exceeded: $51.20 > $50.00"
     projected = project_month_end(day=date(2025, 8, 20), month_to_date_usd=40.0, today_usd=1.0,
                                   recent_daily_usd=[2.0], limit_usd=50.0)
-    (warning,) = check_monthly_cost(projected)
+    (warning,) = monthly_cost_conditions(projected)
     assert warning.kind == "cost_projection" and warning.key == "2025-08" and warning.severity == "warning"
     assert warning.message.startswith("Projected month-end cost $63.00 > monthly limit $50.00")  # 39 + 2 + 11 x 2
     calm = project_month_end(day=date(2025, 8, 20), month_to_date_usd=10.0, today_usd=0.5,
                              recent_daily_usd=[0.5], limit_usd=50.0)
-    assert check_monthly_cost(calm) == [] and month_key(date(2025, 1, 31)) == "2025-01"
+    assert monthly_cost_conditions(calm) == [] and month_key(date(2025, 1, 31)) == "2025-01"
 
 
 def test_the_monthly_limit_stops_a_provider_budget_with_its_own_message():
