@@ -22,6 +22,7 @@ from registry.models import ModelVersion
 from registry.selectors import active_version
 from registry.services import load_oof
 from training import services
+from training.config import RetrainError
 from training.models import TrainingRun
 
 from .test_training import SAMPLE, TICKERS, TINY_MODELS
@@ -132,5 +133,5 @@ def test_full_runs_and_drift_triggers_always_evaluate(daily):
     services.retrain(models=["xgboost_classifier"], tickers=TICKERS, sync=True, evaluation="auto")
     full = services.retrain(models=["xgboost_classifier"], tickers=TICKERS, sync=True)
     assert "evaluate:xgboost_classifier" in _names(full) and not _plans(full)
-    with pytest.raises(services.RetrainError, match="evaluation must be one of full, auto"):
+    with pytest.raises(RetrainError, match="evaluation must be one of full, auto"):
         services.retrain(models=["xgboost_classifier"], sync=True, evaluation="weekly")

@@ -17,6 +17,8 @@ from training.report import (
     rank_ic_tstat,
     report_row,
 )
+from training.report_table import format_report, report_from_tables
+from training.walk_forward import BASELINE_NAMES
 
 NAMES = [f"N{i}" for i in range(10)]
 DAYS = pd.to_datetime(["2021-03-01", "2021-03-02", "2021-03-03"])
@@ -191,8 +193,6 @@ def test_report_row_fields():
 
 
 def test_report_from_tables_adds_the_protocol_and_format_prints_it():
-    from training.services import BASELINE_NAMES, format_report, report_from_tables
-
     days = pd.bdate_range("2020-12-01", "2021-01-29")
     table_a = _panel_table(days, 12, seed=1)
     table_b = table_a.assign(expected_return=_panel_table(days, 12, seed=2)["expected_return"])

@@ -11,18 +11,11 @@ from features.store_format import atomic_write_bytes
 from registry.models import ModelVersion
 from registry.selectors import active_version, latest_version
 from registry.services import load_oof
+from training.config import ALL_LEARNERS, BASE_LEARNERS, RetrainError, horizon_days
+from training.evaluation_report import evaluation_report
 from training.models import TrainingRun
+from training.report_table import PREDICTION_COLUMNS, format_report, report_from_tables
 from training.selectors import NoTrainingData, tickers_with_history
-from training.services import (
-    ALL_LEARNERS,
-    BASE_LEARNERS,
-    PREDICTION_COLUMNS,
-    RetrainError,
-    evaluation_report,
-    format_report,
-    horizon_days,
-    report_from_tables,
-)
 
 HORIZON_KEY = b"investml.horizon"
 

@@ -2,10 +2,12 @@ import json as jsonlib
 
 from django.core.management.base import BaseCommand, CommandError
 
-from training.orchestrator import format_run, recent_pipeline_runs
-from training.orchestrator import run_summary as pipeline_summary
+from training.config import RetrainError
+from training.orchestrator.selectors import format_run, recent_pipeline_runs
+from training.orchestrator.selectors import run_summary as pipeline_summary
+from training.runs import run_summary
 from training.selectors import recent_runs
-from training.services import RetrainError, retrain, run_summary
+from training.services import retrain
 
 
 class Command(BaseCommand):
