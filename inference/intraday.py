@@ -119,7 +119,7 @@ def clear_caches() -> None:
 
 
 def _previous_session(day: date) -> date:
-    from features.services.market_updates import is_trading_day
+    from features.trading_calendar import is_trading_day
 
     day -= timedelta(days=1)
     while not is_trading_day(day):

@@ -240,7 +240,7 @@ def _last_bar_dates(symbols: list[str]) -> dict[str, date | None]:
 
 def _check_sessions(checked: list[tuple[int, dict[str, Any]]], errors: dict[str, list[str]]) -> None:
     """Tickers in the universe; each quote's session a trading day after the ticker's last stored bar."""
-    from features.services.market_updates import is_trading_day
+    from features.trading_calendar import is_trading_day
 
     last = _last_bar_dates(sorted({q["ticker"] for _, q in checked if q.get("ticker")}))
     for i, quote in checked:
@@ -305,7 +305,7 @@ def bar_view(bar: TodayBar) -> dict[str, Any]:
 
 
 def _in_poll_hours(now: datetime) -> bool:
-    from features.services.market_updates import is_trading_day
+    from features.trading_calendar import is_trading_day
 
     local = now.astimezone(MARKET_TZ)
     if not is_trading_day(local.date()):
@@ -334,7 +334,8 @@ def quotes_poll(*, tickers: list[str] | None = None, now: datetime | None = None
     ``ML_INTRADAY_POLL_TICKERS``, else every active ticker) and store their bars. Without ``force``
     (the periodic task) only when ``ML_INTRADAY_POLL_ENABLED`` and within ``ML_INTRADAY_POLL_HOURS``
     of a trading day. Returns a summary (requests, cost, bars stored, skipped by reason)."""
-    from features.services.market_updates import fetch_quotes, is_trading_day
+    from features.services.intraday_quotes import fetch_quotes
+    from features.trading_calendar import is_trading_day
 
     started = time.perf_counter()
     now = now or timezone.now()

@@ -43,9 +43,9 @@ from features.providers import PROVIDERS
 from features.providers.base import BAD_RESPONSE, NOT_FOUND, BudgetExceededError, ProviderError
 from features.services.ingestion import MAX_REJECTED_ROWS_STORED
 from features.services.ingestion_runs import ERROR_MAX, Progress, failure_recorded, run_succeeded, say
-from features.services.market_updates import MARKET_TZ
 from features.services.news import update_news
 from features.services.provider_updates import MeteredProvider
+from features.trading_calendar import MARKET_TZ
 
 FUNDAMENTALS_PROVIDER_ENV = "ML_FUNDAMENTALS_PROVIDER"
 REFRESH_DAYS_ENV = "ML_FUNDAMENTALS_REFRESH_DAYS"

@@ -1,4 +1,4 @@
-"""Daily market-data updates from the data providers, and the universe sync.
+"""Daily market-data updates from the data providers.
 
 ``update_market_data`` is the first stage of the daily pipeline. For each ticker it asks the
 provider only for bars after the last stored one, validates them like a price file (bad rows are
@@ -25,24 +25,19 @@ Efficiency rules (the free Alpha Vantage tier allows 25 requests a day):
 * tickers are processed in chunks: bars and cost records are written after every chunk, so an
   interrupted run keeps what it paid for.
 
-The universe: ``sync_universe`` upserts the exchanges' symbol directories into ``Ticker`` and
-marks listed-before tickers that left the directory inactive (never deleted: their bars stay).
+What is decided without the database (which tickers and days to ask for, which rows are new, how a
+split or dividend in the gap rescales stored history) is ``features.bar_updates``; the providers
+as configured are ``features.services.provider_config``.
 """
 
 from __future__ import annotations
 
-import gzip
 import logging
-import os
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from datetime import time as dtime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pandas as pd
 from django.conf import settings
@@ -51,133 +46,48 @@ from django.db.models import BigIntegerField, ExpressionWrapper, F, FloatField, 
 from django.db.models.functions import Cast, Round
 from django.utils import timezone
 
+from features.bar_updates import (
+    BULK_MAX_GAP_DAYS,
+    adjusted_frames,
+    bulk_window,
+    freshness_probe,
+    gap_adjustment,
+    is_quota_failure,
+    normalize_symbols,
+    rows_after,
+    stale_tickers,
+    tickers_split_after,
+)
 from features.common import chunked
 from features.models import CorporateAction, IngestionRun, PriceBar, Ticker
 from features.pricefiles import ParsedPrices, parse_price_frame
-from features.providers import PROVIDERS, FileDropProvider, ProviderConfig
+from features.providers import FileDropProvider
 from features.providers.base import (
     NOT_FOUND,
-    RATE_LIMITED,
-    BadResponseError,
     BudgetExceededError,
     CallRecord,
     DailyBudget,
     HttpProvider,
-    NotFoundError,
     PriceProvider,
     ProviderError,
     SharedBudget,
     UpdateResult,
     update_prices,
 )
-from features.providers.http import HttpResponse
-from features.providers.polygon import PolygonProvider, dividend_adjusted_close
+from features.providers.polygon import PolygonProvider
 from features.services.ingestion import MAX_REJECTED_ROWS_STORED, ensure_tickers, merge_bars
-from features.services.ingestion_runs import failure_recorded
-from features.services.limits import shared_budget, shared_limiter
-from features.universe import load_universe, parse_symbol_directory
+from features.services.ingestion_runs import Progress, failure_recorded, say
+from features.services.limits import shared_budget
+from features.services.provider_config import build_provider, default_provider_name
+from features.trading_calendar import MARKET_TZ, last_completed_trading_day
 from investml.ledger import cost_for_day, record_api_calls
+
+__all__ = ["CHUNK_TICKERS", "UpdateSummary", "update_market_data"]
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
-
-PROVIDER_NAMES = ("alphavantage", "stooq", "tiingo", "polygon", "files")
-DEFAULT_PROVIDER = "files"
-PROVIDER_ENV = "ML_MARKET_DATA_PROVIDER"
-KEYED_PROVIDERS = ("alphavantage", "tiingo", "polygon")  # Stooq needs no key
 CHUNK_TICKERS = 50
-BULK_MAX_GAP_DAYS = 31  # calendar days a ticker may lag the universe's newest bar in a bulk update
-BULK_GAP_QUANTILE = 0.1  # the share of stale tickers that may lag and still set the bulk window
-MARKET_TZ = ZoneInfo("America/New_York")
-DATA_READY = dtime(18, 0)  # New York time from which a trading day's bar counts as final
 RESCALE_TOLERANCE = 1e-9
-NASDAQTRADER_DEFAULT_URL = "https://www.nasdaqtrader.com/dynamic/SymDir"
-SYMBOL_DIRECTORY_FILES = ("nasdaqlisted.txt", "otherlisted.txt")
-
-
-def _log(progress: Progress | None, message: str) -> None:
-    if progress is not None:
-        progress(message)
-    else:
-        logger.info(message)
-
-
-# Trading calendar ----------------------------------------------------------------------------------
-@lru_cache(maxsize=128)
-def _holidays_of(year: int) -> frozenset[date]:
-    try:  # ``holidays`` comes with prophet (requirements/base.txt); weekends only without it
-        import holidays as holidays_lib
-
-        return frozenset(holidays_lib.financial_holidays("NYSE", years=year).keys())
-    except Exception:  # pragma: no cover - package missing or without the NYSE calendar
-        return frozenset()
-
-
-def trading_holidays(*, years: Iterable[int]) -> list[date]:
-    """NYSE full-day closures of ``years`` (holidays and special closings)."""
-    return sorted(d for year in set(years) for d in _holidays_of(year))
-
-
-def is_trading_day(day: date) -> bool:
-    return day.weekday() < 5 and day not in _holidays_of(day.year)
-
-
-def last_completed_trading_day(*, now: datetime | None = None) -> date:
-    """The newest NYSE trading day whose bar is final at ``now`` (from 18:00 New York time).
-
-    A naive ``now`` is read as New York time.
-    """
-    now = now or timezone.now()
-    local = now.astimezone(MARKET_TZ) if now.tzinfo is not None else now.replace(tzinfo=MARKET_TZ)
-    day = local.date()
-    if is_trading_day(day) and local.time() >= DATA_READY:
-        return day
-    day -= timedelta(days=1)
-    while not is_trading_day(day):
-        day -= timedelta(days=1)
-    return day
-
-
-# Providers -----------------------------------------------------------------------------------------
-def default_provider_name() -> str:
-    """``ML_MARKET_DATA_PROVIDER`` (setting or environment), else ``files`` (the bundled sample)."""
-    name = getattr(settings, PROVIDER_ENV, "") or os.environ.get(PROVIDER_ENV, "")
-    return name.strip().lower() or DEFAULT_PROVIDER
-
-
-def provider_limits(name: str) -> dict[str, Any]:
-    """The ``providers.<name>`` section of the pipeline config; 0 requests per minute/day = no limit."""
-    limits = dict(settings.PIPELINE_CONFIG.get("providers", {}).get(name, {}))
-    for key in ("requests_per_minute", "requests_per_day"):
-        if key in limits and not limits[key]:
-            limits[key] = None
-    if limits.get("requests_per_day") is not None:
-        limits["requests_per_day"] = int(limits["requests_per_day"])
-    return limits
-
-
-def build_provider(*, name: str, today: date | None = None) -> PriceProvider:
-    """A configured provider: ``files`` (``ML_DATA_PATH/prices``), ``files:<folder>``, or an HTTP one
-    with ``<NAME>_BASE_URL`` / ``<NAME>_API_KEY`` from the environment and limits from the config."""
-    raw = name.strip()
-    key = raw.lower()
-    if key == "files":
-        return FileDropProvider(Path(settings.ML_DATA_PATH) / "prices")
-    if key.startswith("files:"):
-        return FileDropProvider(raw.split(":", 1)[1])
-    if key not in PROVIDERS:
-        raise ValueError(f"unknown provider {name!r}; known: {', '.join(PROVIDER_NAMES)} (or files:<folder>)")
-    config = ProviderConfig.from_env(key, provider_limits(key))
-    if key in KEYED_PROVIDERS and not config.api_key:  # every request would fail: say so once
-        raise ValueError(f"{key.upper()}_API_KEY is not set")
-    # counted where every worker sees it (Redis or the database), seeded from today's cost records
-    limiter = shared_limiter(provider=key, per_minute=config.requests_per_minute or None,
-                             per_day=config.requests_per_day)
-    kwargs: dict[str, Any] = {"limiter": limiter}
-    if today is not None:
-        kwargs["today"] = lambda: today
-    return PROVIDERS[key](config, **kwargs)
 
 
 # Summary -------------------------------------------------------------------------------------------
@@ -268,11 +178,23 @@ def _default_tickers(provider: PriceProvider) -> list[str]:
     return active
 
 
-def _normalize(tickers: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(t.strip().upper() for t in tickers if t and t.strip()))
-
-
 # Storing -------------------------------------------------------------------------------------------
+def _rescale_updates(*, price_ratio: float, adj_ratio: float) -> dict[str, Any]:
+    """``update()`` arguments that rescale stored bars: prices x ``price_ratio`` (volumes / it) and
+    adjusted closes x ``adj_ratio``, each only when it is not 1 within RESCALE_TOLERANCE."""
+    updates: dict[str, Any] = {}
+    if abs(price_ratio - 1.0) > RESCALE_TOLERANCE:
+        for column in ("open", "high", "low", "close"):
+            updates[column] = F(column) * Value(price_ratio)
+        updates["volume"] = Cast(
+            Round(ExpressionWrapper(F("volume") * Value(1.0 / price_ratio), output_field=FloatField())),
+            output_field=BigIntegerField(),
+        )
+    if abs(adj_ratio - 1.0) > RESCALE_TOLERANCE:
+        updates["adj_close"] = F("adj_close") * Value(adj_ratio)
+    return updates
+
+
 def _rescale_history(*, bars: pd.DataFrame, actions: pd.DataFrame, last: dict[str, date],
                      ticker_ids: dict[str, int], split_aware: set[str]) -> list[str]:
     """Rescale stored bars before each ticker's re-fetched last bar when the provider's copy of that
@@ -289,10 +211,7 @@ def _rescale_history(*, bars: pd.DataFrame, actions: pd.DataFrame, last: dict[st
             ticker_id__in=ids, date__in=set(overlap["date"])
         ).values_list("ticker_id", "date", "close", "adj_close")
     }
-    split_after: set[str] = set()
-    if not actions.empty:
-        splits = actions[actions["kind"] == "split"]
-        split_after = {t for t, d in zip(splits["ticker"], splits["date"], strict=True) if t in last and d > last[t]}
+    split_after = tickers_split_after(actions, last)
     rescaled = []
     for row in overlap.itertuples(index=False):
         tid = ticker_ids[row.ticker]
@@ -301,18 +220,10 @@ def _rescale_history(*, bars: pd.DataFrame, actions: pd.DataFrame, last: dict[st
             continue
         price_ratio = row.close / old[0]
         adj_ratio = row.adj_close / old[1]
-        updates: dict[str, Any] = {}
         # With split coefficients in the reply, only a split moves raw prices; without them
         # (Stooq adjusts its whole series) any change of the last bar's close is an adjustment.
-        if abs(price_ratio - 1.0) > RESCALE_TOLERANCE and (row.ticker not in split_aware or row.ticker in split_after):
-            for column in ("open", "high", "low", "close"):
-                updates[column] = F(column) * Value(price_ratio)
-            updates["volume"] = Cast(
-                Round(ExpressionWrapper(F("volume") * Value(1.0 / price_ratio), output_field=FloatField())),
-                output_field=BigIntegerField(),
-            )
-        if abs(adj_ratio - 1.0) > RESCALE_TOLERANCE:
-            updates["adj_close"] = F("adj_close") * Value(adj_ratio)
+        prices_move = row.ticker not in split_aware or row.ticker in split_after
+        updates = _rescale_updates(price_ratio=price_ratio if prices_move else 1.0, adj_ratio=adj_ratio)
         if updates:
             count = PriceBar.objects.filter(ticker_id=tid, date__lt=row.date).update(**updates)
             logger.info("%s: rescaled %d stored bars (prices x%.6f, adjusted close x%.6f)",
@@ -357,9 +268,7 @@ def _fetch_files(provider: FileDropProvider, symbols: list[str], since: dict[str
     rows_in_files = len(bars)
     bars = bars[bars["ticker"].isin(symbols)]
     bars = bars.drop_duplicates(["ticker", "date"], keep="last")
-    days = pd.to_datetime(bars["date"])
-    floor = pd.to_datetime(bars["ticker"].map(since))  # NaT for tickers with no stored bar
-    bars = bars[floor.isna().to_numpy() | (days > floor).to_numpy()]
+    bars = rows_after(bars, since)
     bars = bars.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
     missing: dict[str, str] = {}
     if explicit:
@@ -383,12 +292,6 @@ class _Stop(Exception):
         super().__init__(message)
 
 
-def _is_quota_failure(reason: str, message: str) -> bool:
-    low = message.lower()
-    return reason == RATE_LIMITED and ("daily request limit" in low or "daily quota" in low or "daily hits" in low
-                                       or "allocation" in low)
-
-
 def update_market_data(
     *,
     provider: str | None = None,
@@ -403,8 +306,8 @@ def update_market_data(
     daily request quota stops the run (``summary.warning``). ``now`` is for tests."""
     started = time.perf_counter()
     name = (provider or default_provider_name()).strip()
-    as_of = last_completed_trading_day(now=now)
     moment = now or timezone.now()
+    as_of = last_completed_trading_day(now=moment)
     today = (moment.astimezone(MARKET_TZ) if moment.tzinfo is not None else moment).date()
     source = name.lower() if not name.lower().startswith("files:") else "files"
     source_obj = build_provider(name=name, today=today)
@@ -413,7 +316,7 @@ def update_market_data(
     is_http = isinstance(source_obj, HttpProvider)
 
     explicit = tickers is not None
-    symbols = _normalize(tickers) if explicit else _default_tickers(source_obj)
+    symbols = normalize_symbols(tickers) if explicit else _default_tickers(source_obj)
     summary.tickers_requested = len(symbols)
     run = IngestionRun.objects.create(
         kind=IngestionRun.Kind.PRICES, source=source,
@@ -434,7 +337,7 @@ def update_market_data(
                 summary.failed[symbol] = message
                 summary.failed_reasons[symbol] = NOT_FOUND
             summary.tickers_checked = len(symbols)
-            _log(progress, f"{source}: {len(parsed.bars):,} new rows for {len(parsed.tickers)} tickers "
+            say(progress, f"{source}: {len(parsed.bars):,} new rows for {len(parsed.tickers)} tickers "
                  f"in {source_obj.folder}")
             _store(parsed=parsed, last=last, source=source, split_aware=set(), summary=summary)
             # Rows the file parser rejected (per file, whatever their date): reported, not stored.
@@ -499,7 +402,7 @@ def _update_http(provider: HttpProvider, symbols: list[str], last: dict[str, dat
             reason = result.failed_reasons.get(symbol, "")
             if symbol in result.skipped:
                 continue
-            if _is_quota_failure(reason, message):
+            if is_quota_failure(reason, message):
                 quota.append(symbol)
                 continue
             summary.failed[symbol] = message
@@ -524,9 +427,8 @@ def _update_http(provider: HttpProvider, symbols: list[str], last: dict[str, dat
     todo = list(stale)
     try:
         # The freshness check: the stale ticker with the newest stored bar goes first, alone.
-        with_history = [s for s in todo if s in last]
-        if len(todo) > 1 and with_history:
-            probe = max(with_history, key=lambda s: (last[s], s))
+        probe = freshness_probe(todo=todo, last=last)
+        if probe is not None:
             todo.remove(probe)
             frame = run_chunk([probe]).frames.get(probe)
             if frame is not None:
@@ -536,15 +438,15 @@ def _update_http(provider: HttpProvider, symbols: list[str], last: dict[str, dat
                     behind = {s for s in todo if s in last and last[s] >= last[probe]}
                     todo = [s for s in todo if s not in behind]
                     summary.tickers_fresh += len(behind) + 1  # the checked ticker had nothing new either
-                    _log(progress, f"{name}: freshness check on {probe}: nothing after {last[probe]} yet; "
-                         f"{len(behind)} tickers at that day skipped")
+                    say(progress, f"{name}: freshness check on {probe}: nothing after {last[probe]} yet; "
+                        f"{len(behind)} tickers at that day skipped")
         done = 0
         for chunk in chunked(todo, chunk_size):
             run_chunk(chunk)
             done += len(chunk)
-            _log(progress, f"{name}: {done}/{len(todo)} tickers, "
-                 f"{summary.rows_added:,} rows added, {len(summary.failed)} failed, {summary.calls} calls, "
-                 f"${summary.cost_usd:.4f}")
+            say(progress, f"{name}: {done}/{len(todo)} tickers, "
+                f"{summary.rows_added:,} rows added, {len(summary.failed)} failed, {summary.calls} calls, "
+                f"${summary.cost_usd:.4f}")
     except _Stop as signal:
         _stop(summary, signal.message, [s for s in todo if s not in handled], budget=signal.budget)
 
@@ -552,13 +454,13 @@ def _update_http(provider: HttpProvider, symbols: list[str], last: dict[str, dat
 def _stale_and_budget(provider: HttpProvider, symbols: list[str], last: dict[str, date], as_of: date,
                       summary: UpdateSummary, progress: Progress | None) -> tuple[list[str], SharedBudget | None]:
     """The tickers behind ``as_of`` and today's budget (None: nothing to do, or no budget left)."""
-    stale = [s for s in symbols if not (s in last and last[s] >= as_of)]
+    stale = stale_tickers(symbols=symbols, last=last, as_of=as_of)
     summary.tickers_fresh = len(symbols) - len(stale)
     budget = shared_budget()
     spent, limit = budget.spent_usd, budget.limit_usd
     summary.spent_today_usd, summary.limit_usd = spent, limit
-    _log(progress, f"{provider.name}: {len(symbols)} tickers, {summary.tickers_fresh} already up to date with "
-         f"{as_of}, {len(stale)} to update; ${spent:.2f} of ${limit:.2f} spent today")
+    say(progress, f"{provider.name}: {len(symbols)} tickers, {summary.tickers_fresh} already up to date with "
+        f"{as_of}, {len(stale)} to update; ${spent:.2f} of ${limit:.2f} spent today")
     if not stale:
         return stale, None
     try:  # a look only, on a copy: ``budget.check`` would reserve the cost
@@ -582,24 +484,12 @@ def _update_bulk(provider: PolygonProvider, symbols: list[str], last: dict[str, 
     stale, budget = _stale_and_budget(provider, symbols, last, as_of, summary, progress)
     if budget is None:
         return
-    # A few tickers far behind the others (delisted, halted) would make every daily update fetch
-    # each day since their last bar: the window starts at the last bar of the 10th percentile of
-    # the stale tickers (a gap most of the universe shares is filled; stragglers are not), never
-    # more than BULK_MAX_GAP_DAYS back, and the tickers before it are left to a per-ticker backfill.
-    known = sorted(last[s] for s in stale if s in last)
-    if known:
-        horizon = max(known[int(len(known) * BULK_GAP_QUANTILE)], known[-1] - timedelta(days=BULK_MAX_GAP_DAYS))
-    else:
-        horizon = as_of
-    behind = sorted(s for s in stale if s in last and last[s] < horizon)
-    left_behind = set(behind)
-    if behind:
-        summary.skipped.extend(behind)
-        _log(progress, f"{provider.name}: {len(behind)} tickers more than {BULK_MAX_GAP_DAYS} days behind the "
-             f"others (e.g. {', '.join(behind[:5])}) are left to a per-ticker backfill")
-    stale = [s for s in stale if s not in left_behind]
-    first = (min(last[s] for s in stale if s in last) + timedelta(days=1)) if any(s in last for s in stale) else as_of
-    days = [d.date() for d in pd.date_range(first, as_of, freq="D") if is_trading_day(d.date())]
+    window = bulk_window(stale=stale, last=last, as_of=as_of)
+    if window.behind:
+        summary.skipped.extend(window.behind)
+        say(progress, f"{provider.name}: {len(window.behind)} tickers more than {BULK_MAX_GAP_DAYS} days behind "
+            f"the others (e.g. {', '.join(window.behind[:5])}) are left to a per-ticker backfill")
+    stale, first, days = window.tickers, window.first, window.days
     wanted = set(stale)
     calls: list[CallRecord] = []
     saved = provider.on_call, provider.budget
@@ -613,8 +503,8 @@ def _update_bulk(provider: PolygonProvider, symbols: list[str], last: dict[str, 
             grouped = provider.fetch_grouped(day)
             frames.append(grouped[grouped["ticker"].isin(wanted)])
             summary.tickers_checked = len(wanted)
-            _log(progress, f"{provider.name}: {day} {i}/{len(days)}: {len(grouped):,} bars in the market, "
-                 f"{len(frames[-1]):,} for the universe; {len(calls)} requests")
+            say(progress, f"{provider.name}: {day} {i}/{len(days)}: {len(grouped):,} bars in the market, "
+                f"{len(frames[-1]):,} for the universe; {len(calls)} requests")
     except ProviderError as exc:
         budget_hit = isinstance(exc, BudgetExceededError)
         fetched = len(frames)
@@ -628,14 +518,12 @@ def _update_bulk(provider: PolygonProvider, symbols: list[str], last: dict[str, 
         summary.bytes += sum(r.bytes for r in calls)
     if not frames or splits is None or dividends is None:
         return
-    bars = pd.concat(frames, ignore_index=True)
-    floor = pd.to_datetime(bars["ticker"].map(last))
-    bars = bars[floor.isna().to_numpy() | (bars["date"] > floor).to_numpy()].copy()
+    bars = rows_after(pd.concat(frames, ignore_index=True), last).copy()
     fetched_through = max(days[: len(frames)])
     missing = sorted(wanted - set(bars["ticker"]))
     if missing:
-        _log(progress, f"{provider.name}: {len(missing)} tickers had no bar in {first}..{fetched_through} "
-             f"(e.g. {', '.join(missing[:5])}): delisted, halted or unknown to Polygon")
+        say(progress, f"{provider.name}: {len(missing)} tickers had no bar in {first}..{fetched_through} "
+            f"(e.g. {', '.join(missing[:5])}): delisted, halted or unknown to Polygon")
     with transaction.atomic():
         adjusted = _apply_corporate_actions(bars=bars, last=last, splits=splits, dividends=dividends,
                                             source=provider.name)
@@ -650,12 +538,6 @@ def _update_bulk(provider: PolygonProvider, symbols: list[str], last: dict[str, 
             _store(parsed=parsed, last=last, source=provider.name, split_aware=set(parsed.tickers), summary=summary)
 
 
-def adjusted_frames(bars: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per ticker: its new bars with ``adj_close`` set by ``_apply_corporate_actions``."""
-    cols = ["ticker", "date", "open", "high", "low", "close", "adj_close", "volume"]
-    return {t: f[cols].sort_values("date") for t, f in bars.groupby("ticker", sort=True)}
-
-
 def _apply_corporate_actions(*, bars: pd.DataFrame, last: dict[str, date], splits: pd.DataFrame,
                              dividends: pd.DataFrame, source: str) -> list[str]:
     """Rescale stored history for splits and dividends after each ticker's last stored bar, and set
@@ -668,58 +550,38 @@ def _apply_corporate_actions(*, bars: pd.DataFrame, last: dict[str, date], split
     if not involved:
         return []
     ids = dict(Ticker.objects.filter(symbol__in=involved).values_list("symbol", "id"))
-    done = {(t, d, k) for t, d, k in CorporateAction.objects.filter(ticker_id__in=ids.values())
-            .values_list("ticker__symbol", "date", "kind")}
+    done: dict[str, set[tuple[date, str]]] = {}
+    for t, d, k in (CorporateAction.objects.filter(ticker_id__in=ids.values())
+                    .values_list("ticker__symbol", "date", "kind")):
+        done.setdefault(t, set()).add((d, k))
     rescaled = []
     for ticker in involved:
         stored_last = last.get(ticker)
-        mine = bars["ticker"] == ticker
-        new_days = bars.loc[mine].sort_values("date")
+        new_days = bars.loc[bars["ticker"] == ticker].sort_values("date")
         tid = ids.get(ticker)
-        # splits: stored bars are on the old share count; the grouped bars already on the new one
-        ratio = 1.0
-        for row in splits[splits["ticker"] == ticker].itertuples(index=False):
-            day = row.date.date()
-            if stored_last is None or day <= stored_last or (ticker, day, "split") in done or tid is None:
-                continue
-            ratio *= row.split_from / row.split_to
-            CorporateAction.objects.create(ticker_id=tid, date=day, kind="split",
-                                           value=row.split_to / row.split_from, source=source)
-        # dividends: the adjusted close of every earlier day drops by (1 - D / previous close)
         last_close = None
         if stored_last is not None and tid is not None:
             last_close = PriceBar.objects.filter(ticker_id=tid, date=stored_last).values_list("close", flat=True).first()
-        series_dates = ([pd.Timestamp(stored_last)] if last_close is not None else []) + list(new_days["date"])
-        closes = pd.Series(([last_close * ratio] if last_close is not None else []) + list(new_days["close"]),
-                           index=pd.DatetimeIndex(series_dates), dtype="float64")
-        cash = pd.Series(0.0, index=closes.index)
-        for row in dividends[dividends["ticker"] == ticker].itertuples(index=False):
-            day = row.date.date()
-            if (stored_last is not None and day <= stored_last) or (ticker, day, "dividend") in done:
-                continue
-            if row.date in cash.index:
-                cash[row.date] += row.cash_amount
-                if tid is not None:
-                    CorporateAction.objects.update_or_create(ticker_id=tid, date=day, kind="dividend",
-                                                             defaults={"value": float(row.cash_amount),
-                                                                       "source": source})
-        adj = dividend_adjusted_close(closes, cash)
+        gap = gap_adjustment(
+            new_bars=new_days,
+            # a ticker without a row has no stored history for a split to move
+            splits=splits[splits["ticker"] == ticker] if tid is not None else splits.iloc[:0],
+            dividends=dividends[dividends["ticker"] == ticker],
+            stored_last=stored_last, last_close=last_close, recorded=done.get(ticker, set()),
+        )
+        for day, value in gap.splits:
+            CorporateAction.objects.create(ticker_id=tid, date=day, kind="split", value=value, source=source)
+        if tid is not None:
+            for day, cash in gap.dividends:
+                CorporateAction.objects.update_or_create(ticker_id=tid, date=day, kind="dividend",
+                                                         defaults={"value": cash, "source": source})
         if len(new_days):
-            bars.loc[new_days.index, "adj_close"] = adj.iloc[-len(new_days):].to_numpy()
-        factor = float(adj.iloc[0] / closes.iloc[0]) if last_close is not None and len(closes) else 1.0
-        updates: dict[str, Any] = {}
-        if abs(ratio - 1.0) > RESCALE_TOLERANCE:
-            for column in ("open", "high", "low", "close"):
-                updates[column] = F(column) * Value(ratio)
-            updates["volume"] = Cast(Round(ExpressionWrapper(F("volume") * Value(1.0 / ratio),
-                                                             output_field=FloatField())),
-                                     output_field=BigIntegerField())
-        if abs(ratio * factor - 1.0) > RESCALE_TOLERANCE:
-            updates["adj_close"] = F("adj_close") * Value(ratio * factor)
+            bars.loc[new_days.index, "adj_close"] = gap.new_adj_close
+        updates = _rescale_updates(price_ratio=gap.price_ratio, adj_ratio=gap.adj_ratio)
         if updates and tid is not None and stored_last is not None:
             count = PriceBar.objects.filter(ticker_id=tid, date__lte=stored_last).update(**updates)
-            logger.info("%s: rescaled %d stored bars (prices x%.6f, adjusted close x%.6f)", ticker, count, ratio,
-                        ratio * factor)
+            logger.info("%s: rescaled %d stored bars (prices x%.6f, adjusted close x%.6f)", ticker, count,
+                        gap.price_ratio, gap.adj_ratio)
             rescaled.append(ticker)
     return rescaled
 
@@ -731,256 +593,3 @@ def _stop(summary: UpdateSummary, message: str, rest: list[str], *, budget: bool
     logger.warning(message)
 
 
-# Intraday snapshots (the API's "today so far" bars, inference.quotes) ------------------------------
-SNAPSHOT_TICKERS_PER_REQUEST = 250  # more tickers than this: one request for the whole market instead
-
-
-@dataclass
-class QuoteFetch:
-    frame: pd.DataFrame  # features.providers.polygon.SNAPSHOT_COLUMNS, the wanted tickers only
-    calls: int = 0
-    cost_usd: float = 0.0
-    bytes: int = 0
-    error: str = ""  # why the fetch stopped early (budget, request quota, provider error); "" when complete
-
-
-def fetch_quotes(*, tickers: Iterable[str], provider: str = "polygon") -> QuoteFetch:
-    """The session so far of ``tickers`` from the provider's snapshot endpoint (Polygon): one request
-    per ``SNAPSHOT_TICKERS_PER_REQUEST`` tickers, or one for the whole market when more are wanted.
-    Rate-limited, within the day's (and month's) budget and metered as ``data_api`` costs like the
-    daily updates. A failed request ends the fetch with what came before it (``error``)."""
-    name = provider.strip().lower()
-    source = build_provider(name=name)
-    if not isinstance(source, PolygonProvider):
-        raise ValueError(f"provider {name!r} has no snapshot endpoint: intraday quotes come from polygon")
-    wanted = _normalize(tickers)
-    empty = pd.DataFrame(columns=["ticker", "time", "open", "high", "low", "close", "volume", "price"])
-    if not wanted:
-        return QuoteFetch(frame=empty)
-    per = SNAPSHOT_TICKERS_PER_REQUEST
-    batches = [None] if len(wanted) > per else [wanted[i : i + per] for i in range(0, len(wanted), per)]
-    calls: list[CallRecord] = []
-    source.on_call, source.budget = calls.append, shared_budget()
-    frames, error = [], ""
-    try:
-        for batch in batches:
-            frame = source.fetch_snapshot(batch)
-            frames.append(frame[frame["ticker"].isin(wanted)])
-    except ProviderError as exc:
-        error = f"{name}: {exc.reason}: {source.redact(str(exc))}"
-        logger.warning("intraday snapshot stopped: %s", error)
-    finally:  # what was paid for is recorded, whatever happened
-        record_api_calls(records=calls, day=timezone.localdate())
-    frame = pd.concat(frames, ignore_index=True) if frames else empty
-    return QuoteFetch(frame=frame, calls=len(calls), cost_usd=sum(r.cost_usd for r in calls),
-                      bytes=sum(r.bytes for r in calls), error=error)
-
-
-# Universe ------------------------------------------------------------------------------------------
-class UniverseSyncError(Exception):
-    pass
-
-
-@dataclass
-class UniverseSyncSummary:
-    sources: list[str] = field(default_factory=list)
-    exchanges_covered: list[str] = field(default_factory=list)
-    rows_read: int = 0
-    listed: int = 0  # tickers kept after the exchange/ETF filters
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    deactivated: int = 0
-    reactivated: int = 0
-    deactivated_tickers: list[str] = field(default_factory=list)
-    calls: int = 0
-    ingestion_run: int | None = None
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "sources": self.sources, "exchanges_covered": self.exchanges_covered, "rows_read": self.rows_read,
-            "listed": self.listed, "added": self.added, "updated": self.updated, "unchanged": self.unchanged,
-            "deactivated": self.deactivated, "reactivated": self.reactivated,
-            "deactivated_tickers": self.deactivated_tickers, "calls": self.calls,
-            "ingestion_run": self.ingestion_run, "seconds": round(self.seconds, 3),
-        }
-
-
-def _directory_text(source: str | Path | bytes) -> str:
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    return data.decode("utf-8-sig", errors="replace")
-
-
-def _covered_exchanges(text: str) -> set[str]:
-    header = text.lstrip().split("\n", 1)[0]
-    if header.startswith("Symbol|"):
-        return {"NASDAQ"}
-    if header.startswith("ACT Symbol|"):
-        return {"NYSE", "AMEX", "OTHER"}
-    raise UniverseSyncError(f"not a symbol directory file (header {header[:60]!r})")
-
-
-class SymbolDirectoryDownloader(HttpProvider):
-    """Downloads ``nasdaqlisted.txt`` / ``otherlisted.txt`` with the provider layer's retries,
-    rate limit and metering. Base URL: ``NASDAQTRADER_BASE_URL`` (default: the official location)."""
-
-    name = "nasdaqtrader"
-
-    def fetch_daily(self, symbol: str, *, since: date | None = None) -> pd.DataFrame:
-        raise NotImplementedError("the symbol directory has no price bars")
-
-    def fetch_file(self, filename: str) -> bytes:
-        def parse(response: HttpResponse) -> bytes:
-            text = response.body[:200].decode("utf-8-sig", errors="replace").lstrip()
-            if not (text.startswith("Symbol|") or text.startswith("ACT Symbol|")):
-                raise BadResponseError(f"{filename} is not a symbol directory file: {text[:60]!r}")
-            return response.body
-
-        return self.request(f"{self.config.base_url}/{filename}", endpoint=filename, symbol=None, parse=parse)
-
-    def _classify_status(self, response: HttpResponse, symbol: str | None):
-        error = super()._classify_status(response, symbol)
-        if isinstance(error, NotFoundError):  # not a ticker: say which file is missing
-            return NotFoundError(f"{self.redact(response.url)} not found (HTTP 404)", provider=self.name, status=404)
-        return error
-
-
-def download_symbol_directory(*, files: Iterable[str] = SYMBOL_DIRECTORY_FILES,
-                              progress: Progress | None = None) -> tuple[list[bytes], int]:
-    """Download the symbol directory files; every request is metered. Returns (contents, calls)."""
-    limits = {"base_url": NASDAQTRADER_DEFAULT_URL, "requests_per_minute": 60.0, "requests_per_day": None,
-              **provider_limits("nasdaqtrader")}
-    config = ProviderConfig.from_env("nasdaqtrader", limits)
-    records: list[CallRecord] = []
-    day = timezone.localdate()
-    downloader = SymbolDirectoryDownloader(config, on_call=records.append, budget=shared_budget(day=day))
-    contents = []
-    try:
-        for filename in files:
-            _log(progress, f"downloading {config.base_url}/{filename}")
-            contents.append(downloader.fetch_file(filename))
-    finally:
-        record_api_calls(records=records, day=day)
-    return contents, len(records)
-
-
-def sync_universe(
-    *,
-    sources: list[str | Path | bytes],
-    exchanges: Iterable[str] = ("NYSE", "NASDAQ", "AMEX"),
-    include_etfs: bool = True,
-    common_only: bool = False,
-    force: bool = False,
-    source_label: str = "file",
-    progress: Progress | None = None,
-) -> UniverseSyncSummary:
-    """Upsert the tickers of the symbol-directory ``sources`` and deactivate the ones that left.
-
-    Kept: listings on ``exchanges`` (ETFs unless ``include_etfs=False``; only common stock with
-    ``common_only``), inserted or updated (name, exchange, ETF flag) and made active.
-    Deactivated: active tickers absent from every given file, among the exchanges the files cover
-    (``nasdaqlisted`` covers NASDAQ, ``otherlisted`` NYSE, AMEX and the rest); tickers of unknown
-    exchange (created by a price file) only when both files are given. Listings filtered out by
-    ``exchanges``/ETF/common-only are left as they are. Nothing is deleted; bars stay.
-    A sync that would deactivate more than 10% (and over 25) of the tickers in scope stops unless
-    ``force``: a truncated download must not retire the universe.
-    """
-    started = time.perf_counter()
-    summary = UniverseSyncSummary(sources=[s if isinstance(s, str) else str(s) if isinstance(s, Path) else "<download>"
-                                           for s in sources])
-    run = IngestionRun.objects.create(kind=IngestionRun.Kind.UNIVERSE, source=source_label,
-                                      file=", ".join(summary.sources)[:500])
-    summary.ingestion_run = run.id
-    with failure_recorded(run, started=started):
-        texts = [_directory_text(s) for s in sources]
-        covered: set[str] = set()
-        listed_anywhere: set[str] = set()
-        for text in texts:
-            covered |= _covered_exchanges(text)
-            frame = parse_symbol_directory(text)
-            summary.rows_read += len(frame)
-            listed_anywhere |= set(frame["symbol"])
-        kept = load_universe(texts, exchanges=[e.upper() for e in exchanges], include_etfs=include_etfs,
-                             common_only=common_only)
-        kept = kept[kept["symbol"].str.len() <= Ticker._meta.get_field("symbol").max_length]
-        summary.listed = len(kept)
-        summary.exchanges_covered = sorted(covered)
-        full = {"NASDAQ", "NYSE", "AMEX"} <= covered
-        with transaction.atomic():
-            _upsert_listed(kept, summary)
-            scope = Ticker.objects.filter(active=True, exchange__in=sorted(covered | ({""} if full else set())))
-            in_scope = scope.count()
-            gone = sorted(set(scope.values_list("symbol", flat=True)) - listed_anywhere)
-            if len(gone) > max(25, 0.10 * in_scope) and not force:
-                raise UniverseSyncError(
-                    f"refusing to deactivate {len(gone)} of {in_scope} active tickers on {', '.join(sorted(covered))} "
-                    "(is a directory file truncated?); pass --force to apply"
-                )
-            for start in range(0, len(gone), 500):
-                Ticker.objects.filter(symbol__in=gone[start : start + 500]).update(active=False, updated_at=timezone.now())
-            summary.deactivated = len(gone)
-            summary.deactivated_tickers = gone
-    summary.seconds = time.perf_counter() - started
-    run.status = IngestionRun.Status.SUCCEEDED
-    run.rows_read, run.rows_loaded = summary.rows_read, summary.added
-    run.rows_updated = summary.updated + summary.reactivated + summary.deactivated
-    run.rows_unchanged, run.tickers = summary.unchanged, summary.listed
-    if summary.deactivated:
-        run.error = f"deactivated {summary.deactivated}: {', '.join(summary.deactivated_tickers[:200])}"[:5000]
-    run.finished_at, run.duration_seconds = timezone.now(), summary.seconds
-    run.save()
-    _log(progress, f"universe: {summary.listed} listed, {summary.added} added, {summary.updated} updated, "
-         f"{summary.reactivated} reactivated, {summary.deactivated} deactivated")
-    return summary
-
-
-def _upsert_listed(kept: pd.DataFrame, summary: UniverseSyncSummary) -> None:
-    symbols = kept["symbol"].tolist()
-    existing: dict[str, Ticker] = {}
-    for start in range(0, len(symbols), 500):
-        for ticker in Ticker.objects.filter(symbol__in=symbols[start : start + 500]):
-            existing[ticker.symbol] = ticker
-    now = timezone.now()
-    new, changed = [], []
-    for row in kept.itertuples(index=False):
-        name = str(row.name)[:200]
-        ticker = existing.get(row.symbol)
-        if ticker is None:
-            new.append(Ticker(symbol=row.symbol, name=name, exchange=row.exchange, is_etf=bool(row.is_etf),
-                              active=True))
-            continue
-        if not ticker.active:
-            summary.reactivated += 1
-        elif (ticker.name, ticker.exchange, ticker.is_etf) != (name, row.exchange, bool(row.is_etf)):
-            summary.updated += 1
-        else:
-            summary.unchanged += 1
-            continue
-        ticker.name, ticker.exchange, ticker.is_etf, ticker.active, ticker.updated_at = (
-            name, row.exchange, bool(row.is_etf), True, now)
-        changed.append(ticker)
-    Ticker.objects.bulk_create(new, batch_size=1_000, ignore_conflicts=True)
-    Ticker.objects.bulk_update(changed, ["name", "exchange", "is_etf", "active", "updated_at"], batch_size=1_000)
-    summary.added = len(new)
-
-
-__all__ = [
-    "DEFAULT_PROVIDER",
-    "PROVIDER_NAMES",
-    "SymbolDirectoryDownloader",
-    "UniverseSyncError",
-    "UniverseSyncSummary",
-    "UpdateSummary",
-    "build_provider",
-    "default_provider_name",
-    "download_symbol_directory",
-    "is_trading_day",
-    "last_completed_trading_day",
-    "provider_limits",
-    "sync_universe",
-    "trading_holidays",
-    "update_market_data",
-]

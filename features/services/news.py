@@ -36,7 +36,6 @@ from features.services.ingestion_runs import (
     file_run_succeeded,
     say,
 )
-from features.services.market_updates import MARKET_TZ, trading_holidays
 from features.services.provider_updates import (
     MeteredProvider,
     TickerUpdateSummary,
@@ -44,6 +43,7 @@ from features.services.provider_updates import (
     requested_tickers,
     update_each_ticker,
 )
+from features.trading_calendar import MARKET_TZ, trading_holidays
 
 READ_CHUNK_ROWS = 100_000
 BATCH_SIZE = 1_000

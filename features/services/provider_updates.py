@@ -19,7 +19,7 @@ from features.providers import ProviderConfig
 from features.providers.base import BudgetExceededError, CallRecord, ProviderError
 from features.services.ingestion_runs import ERROR_MAX, Progress, failure_recorded, run_succeeded, say
 from features.services.limits import shared_budget, shared_limiter
-from features.services.market_updates import KEYED_PROVIDERS, provider_limits
+from features.services.provider_config import KEYED_PROVIDERS, provider_limits
 from investml.ledger import record_api_calls
 
 logger = logging.getLogger(__name__)

@@ -46,7 +46,6 @@ from features.services.ingestion_runs import (
     file_run_succeeded,
     say,
 )
-from features.services.market_updates import MARKET_TZ
 from features.services.news import parse_news_times
 from features.services.provider_updates import (
     MeteredProvider,
@@ -56,6 +55,7 @@ from features.services.provider_updates import (
     update_each_ticker,
 )
 from features.social import extract_cashtags, score_posts
+from features.trading_calendar import MARKET_TZ
 
 READ_CHUNK_ROWS = 50_000
 BATCH_SIZE = 1_000

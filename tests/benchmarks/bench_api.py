@@ -200,7 +200,7 @@ def intraday_session():
     from datetime import datetime, timedelta
     from zoneinfo import ZoneInfo
 
-    from features.services.market_updates import is_trading_day
+    from features.trading_calendar import is_trading_day
 
     ny = ZoneInfo("America/New_York")
     now = datetime.now(ny)
@@ -223,7 +223,7 @@ def extend_history(tickers, *, through) -> dict:
     from features.models import PriceBar
     from features.services.feature_store import build_features
     from features.services.ingestion import ingest_price_file
-    from features.services.market_updates import is_trading_day
+    from features.trading_calendar import is_trading_day
 
     rng = np.random.default_rng(16)
     frames = []

@@ -58,7 +58,7 @@ KEY = "BENCH-KEY-0001"
 def trading_days(env: dict[str, str]) -> tuple[str, str]:
     """(the last completed NYSE trading day, the trading day before it), by the project's calendar."""
     code = ("from datetime import timedelta\n"
-            "from features.services.market_updates import is_trading_day, last_completed_trading_day\n"
+            "from features.trading_calendar import is_trading_day, last_completed_trading_day\n"
             "d = last_completed_trading_day(); p = d - timedelta(days=1)\n"
             "while not is_trading_day(p): p -= timedelta(days=1)\n"
             "print(d.isoformat(), p.isoformat())")

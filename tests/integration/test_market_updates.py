@@ -19,7 +19,8 @@ from django.utils import timezone
 from features.models import CorporateAction, IngestionRun, PriceBar, Ticker
 from features.providers import reset_limiters
 from features.services import market_updates
-from features.services.market_updates import last_completed_trading_day, update_market_data
+from features.services.market_updates import update_market_data
+from features.trading_calendar import last_completed_trading_day
 from monitoring.models import CostRecord
 from monitoring.selectors import cost_for_day, costs_by_category
 from monitoring.services import record_cost
@@ -408,7 +409,7 @@ def test_polygon_bad_key_and_per_ticker_backfill(server, configure, monkeypatch)
     assert summary.calls == 1  # an auth error is not retried
 
     monkeypatch.setenv("POLYGON_API_KEY", KEY)
-    from features.services.market_updates import build_provider
+    from features.services.provider_config import build_provider
 
     provider = build_provider(name="polygon", today=END)
     frame = provider.fetch_daily("AAPL", since=None)

@@ -16,8 +16,8 @@ from django.core.management import CommandError, call_command
 from features.models import IngestionRun, NewsItem, Ticker
 from features.providers import reset_limiters
 from features.sentiment import aggregate_daily
-from features.services.market_updates import trading_holidays
 from features.services.news import daily_sentiment, update_news
+from features.trading_calendar import trading_holidays
 from monitoring.models import CostRecord
 from tests.fakes.provider_server import FakeProviderServer, news_item
 

@@ -4,7 +4,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from features.providers import ProviderError
-from features.services.market_updates import UniverseSyncError, download_symbol_directory, sync_universe
+from features.services.universe_sync import UniverseSyncError, download_symbol_directory, sync_universe
 
 
 class Command(BaseCommand):

@@ -3,7 +3,8 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from features.providers import PROVIDERS
-from features.services.market_updates import PROVIDER_NAMES, default_provider_name, update_market_data
+from features.services.market_updates import update_market_data
+from features.services.provider_config import PROVIDER_NAMES, default_provider_name
 
 
 class Command(BaseCommand):
