@@ -23,7 +23,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -32,8 +31,8 @@ from features.engine import FeatureSpec, compute_features_incremental
 from features.sentiment import aggregate_daily
 from features.social import aggregate_social_daily
 from features.store_format import STORE_DTYPE
+from features.trading_calendar import MARKET_TZ
 
-MARKET_TZ = ZoneInfo("America/New_York")
 CLOSE_HOUR = 16  # the regular session's close, New York time
 
 
