@@ -13,6 +13,6 @@ class InferenceConfig(AppConfig):
         authentication.connect()
         # the pipeline's batch_predict stage is this app's (the orchestrator, in training, cannot import it)
         from inference.services import batch_predict
-        from training.orchestrator import register_stage_hook
+        from training.orchestrator.stage_work import register_stage_hook
 
         register_stage_hook(stage="batch_predict", work=batch_predict)

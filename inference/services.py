@@ -314,8 +314,8 @@ def request_retrain(*, requested_by: str, reason: str = "", tickers: Sequence[st
     orchestrator, which records the trigger and folds a request into a run of the same scope that is
     already queued or running. Tickers must be in the universe (features.Ticker)."""
     from features.models import Ticker
-    from training.orchestrator import PipelineError
-    from training.orchestrator import request_retrain as orchestrate
+    from training.orchestrator.errors import PipelineError
+    from training.orchestrator.triggers import request_retrain as orchestrate
 
     symbols = sorted({normalize_ticker(t, field="tickers") for t in tickers or []})
     if symbols:

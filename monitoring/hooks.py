@@ -15,7 +15,7 @@ from inference import signals as inference_signals
 from investml import ledger
 from monitoring import request_metrics, selectors, services
 from monitoring.alert_rules import AlertCondition
-from training.orchestrator import register_stage_hook
+from training.orchestrator.stage_work import register_stage_hook
 
 
 def _raise_alert(*, kind: str, key: str, severity: str, message: str, details: dict[str, Any]) -> Any:

@@ -55,7 +55,7 @@ from monitoring.alert_rules import (
 from monitoring.drift import compare_to_profile
 from monitoring.models import Alert, CostRecord, DriftReport, PerformanceRecord
 from registry.models import ModelVersion
-from training import orchestrator
+from training.orchestrator import triggers
 
 if TYPE_CHECKING:
     from features.providers.base import CallRecord
@@ -275,7 +275,7 @@ def notify_alert(*, alert: Alert, now: datetime | None = None) -> bool:
 def _request_retrain(*, trigger: str, reason: str, tickers: list[str] | None = None) -> Any:
     """The one place monitoring asks for a retrain (``trigger``: "drift" or "performance").
 
-    Through the orchestrator (``training.orchestrator.request_retrain``). Never raises: a failed
+    Through the orchestrator (``training.orchestrator.triggers.request_retrain``). Never raises: a failed
     request is logged.
     """
     label = "data_drift" if trigger == "drift" else "performance_degradation"
@@ -284,7 +284,7 @@ def _request_retrain(*, trigger: str, reason: str, tickers: list[str] | None = N
         return None
     logger.info("Retraining trigger activated: %s threshold exceeded", label)
     try:
-        return orchestrator.request_retrain(trigger=trigger, reason=reason, requested_by="monitoring", tickers=tickers)
+        return triggers.request_retrain(trigger=trigger, reason=reason, requested_by="monitoring", tickers=tickers)
     except Exception:  # noqa: BLE001 - monitoring keeps running when the trigger fails
         logger.exception("retrain request (%s) failed: %s", trigger, reason)
         return None

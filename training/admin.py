@@ -3,8 +3,9 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
-from training import orchestrator
 from training.models import PipelineRun, PipelineStage, RetrainTrigger, TrainingRun
+from training.orchestrator.stages import cancel_run
+from training.orchestrator.triggers import request_pipeline_run
 
 
 @admin.register(TrainingRun)
@@ -120,14 +121,14 @@ class PipelineRunAdmin(admin.ModelAdmin):
     def cancel_runs(self, request, queryset):
         cancelled = 0
         for run in queryset.filter(status__in=PipelineRun.ACTIVE):
-            orchestrator.cancel_run(run_id=run.pk, actor=request.user.get_username())
+            cancel_run(run_id=run.pk, actor=request.user.get_username())
             cancelled += 1
         self.message_user(request, f"{cancelled} run(s) cancelled", messages.SUCCESS)
 
     @admin.action(description="Run the pipeline again for the selected runs' tickers")
     def run_again(self, request, queryset):
         for run in queryset:
-            new = orchestrator.request_pipeline_run(
+            new = request_pipeline_run(
                 trigger=PipelineRun.Trigger.ADMIN, requested_by=request.user.get_username(),
                 tickers=list(run.tickers) or None, reason=f"admin: again after pipeline run {run.pk}",
             )

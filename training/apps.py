@@ -17,7 +17,8 @@ def seed_schedules_after_migrate(sender, *, using=DEFAULT_DB_ALIAS, verbosity=1,
     from django.db import connections
     from django_celery_beat.models import PeriodicTask
 
-    from training.orchestrator import PipelineError, seed_schedules
+    from training.orchestrator.errors import PipelineError
+    from training.orchestrator.schedules import seed_schedules
 
     if PeriodicTask._meta.db_table not in connections[using].introspection.table_names():
         return  # django_celery_beat not migrated (yet): `migrate training` alone

@@ -1,4 +1,5 @@
-"""Celery tasks of the daily pipeline: thin wrappers over ``training.orchestrator``.
+"""Celery tasks of the daily pipeline: thin wrappers over ``training.orchestrator`` (the stage bodies
+are ``training.orchestrator.celery_stages``).
 
 A run is one chain (``start_chain``)::
 
@@ -14,6 +15,10 @@ was cancelled, reaped or belongs to an older generation) stops the chain (``Igno
 Beat tasks (seeded by ``manage.py seed_schedules``): ``training.pipeline.run_daily``,
 ``training.pipeline.dispatch_queued``, ``training.pipeline.reap_stale``. When a worker starts it
 reaps runs left by a killed worker at once, and again once their heartbeat can have gone stale.
+
+The orchestrator's modules are imported inside the tasks: ``training.models`` imports this module
+(registering the tasks in every process) and the orchestrator imports ``training.models``, so this
+module imports nothing from training when it loads.
 """
 
 from __future__ import annotations
@@ -28,12 +33,6 @@ from celery.signals import worker_ready
 logger = logging.getLogger(__name__)
 
 
-def _orchestrator():
-    from training import orchestrator
-
-    return orchestrator
-
-
 def _follow(task: Any, outcome: Any) -> dict[str, Any]:
     if outcome.action in ("retry", "wait"):
         raise task.retry(countdown=outcome.countdown)  # max_retries=None on the task: the orchestrator counts
@@ -43,7 +42,9 @@ def _follow(task: Any, outcome: Any) -> dict[str, Any]:
 
 
 def _stage(task: Any, run_id: int, generation: int, stage: str) -> dict[str, Any]:
-    outcome = _orchestrator().run_stage(run_id=run_id, generation=generation, stage=stage)
+    from training.orchestrator.celery_stages import run_stage  # cycle: see the module docstring
+
+    outcome = run_stage(run_id=run_id, generation=generation, stage=stage)
     if outcome.action == "fan_out":
         header = group(build_features_chunk_task.si(run_id, generation, i, tickers)
                        for i, tickers in enumerate(outcome.chunks))
@@ -63,12 +64,16 @@ def build_features_task(self, run_id: int, generation: int) -> dict[str, Any]:
 
 @shared_task(name="training.pipeline.build_features_chunk", acks_late=True)
 def build_features_chunk_task(run_id: int, generation: int, chunk: int, tickers: list[str]) -> dict[str, Any]:
-    return _orchestrator().build_feature_chunk(run_id=run_id, generation=generation, chunk=chunk, tickers=tickers)
+    from training.orchestrator.celery_stages import build_feature_chunk  # cycle: see the module docstring
+
+    return build_feature_chunk(run_id=run_id, generation=generation, chunk=chunk, tickers=tickers)
 
 
 @shared_task(name="training.pipeline.build_features_done", bind=True, acks_late=True, max_retries=None)
 def build_features_done_task(self, results: list[dict[str, Any]], run_id: int, generation: int) -> dict[str, Any]:
-    outcome = _orchestrator().finish_feature_fan_out(run_id=run_id, generation=generation, results=results)
+    from training.orchestrator.celery_stages import finish_feature_fan_out  # cycle: see the module docstring
+
+    outcome = finish_feature_fan_out(run_id=run_id, generation=generation, results=results)
     if outcome.action == "retry":  # the whole build again, after the backoff
         raise self.retry(countdown=outcome.countdown)  # pragma: no cover - chunks retry inside
     return _follow(self, outcome)
@@ -81,7 +86,9 @@ def train_task(self, run_id: int, generation: int) -> dict[str, Any]:
 
 @shared_task(name="training.pipeline.await_training", bind=True, acks_late=True, max_retries=None)
 def await_training_task(self, run_id: int, generation: int) -> dict[str, Any]:
-    return _follow(self, _orchestrator().check_training(run_id=run_id, generation=generation))
+    from training.orchestrator.train_stage import check_training  # cycle: see the module docstring
+
+    return _follow(self, check_training(run_id=run_id, generation=generation))
 
 
 @shared_task(name="training.pipeline.batch_predict", bind=True, acks_late=True, max_retries=None)
@@ -96,7 +103,9 @@ def check_drift_task(self, run_id: int, generation: int) -> dict[str, Any]:
 
 @shared_task(name="training.pipeline.finish", acks_late=True)
 def finish_task(run_id: int, generation: int) -> dict[str, Any]:
-    return {"run": run_id, "closed": _orchestrator().complete_run(run_id=run_id, generation=generation)}
+    from training.orchestrator.stages import complete_run  # cycle: see the module docstring
+
+    return {"run": run_id, "closed": complete_run(run_id=run_id, generation=generation)}
 
 
 @shared_task(name="training.pipeline.failed")
@@ -104,16 +113,18 @@ def pipeline_failed_task(request: Any, exc: Any, traceback: Any, run_id: int, ge
     """Error callback of the chain: an unexpected exception in a task fails the run. The broker or
     database unreachable around a task (a step that could not be published, a result that could not
     be stored) is not the run's fault: the reaper queues it again once its heartbeat is stale."""
-    orchestrator = _orchestrator()
-    if orchestrator.is_transient(exc):
+    from training.orchestrator.errors import failure_message, is_transient  # cycle: see the module docstring
+    from training.orchestrator.stages import fail_run  # cycle: see the module docstring
+
+    if is_transient(exc):
         logger.warning("pipeline run %s: %s: %s; left to the reaper (it queues the run again)", run_id,
                        getattr(request, "task", "a task"), exc)
         return
-    message = orchestrator.failure_message(
+    message = failure_message(
         run_id=run_id, stage=str(getattr(request, "task", "") or "a task").rsplit(".", 1)[-1],
         message=f"{type(exc).__name__}: {exc}", hints=["Check the worker log (docker-compose logs -f worker)"],
     )
-    orchestrator.fail_run(run_id=run_id, generation=generation, message=message)
+    fail_run(run_id=run_id, generation=generation, message=message)
 
 
 def start_chain(*, run_id: int, generation: int) -> str:
@@ -136,29 +147,37 @@ def start_chain(*, run_id: int, generation: int) -> str:
 @shared_task(name="training.pipeline.run_daily")
 def run_daily_task(tickers: list[str] | None = None) -> dict[str, Any]:
     """The scheduled daily pipeline (``training.default_schedule``)."""
-    run = _orchestrator().request_pipeline_run(trigger="schedule", requested_by="celery beat", tickers=tickers,
-                                               reason="training.default_schedule")
+    from training.orchestrator.triggers import request_pipeline_run  # cycle: see the module docstring
+
+    run = request_pipeline_run(trigger="schedule", requested_by="celery beat", tickers=tickers,
+                               reason="training.default_schedule")
     return {"run": run.pk, "status": run.status, "deduplicated": bool(getattr(run, "deduplicated", False))}
 
 
 @shared_task(name="training.pipeline.dispatch_queued")
 def dispatch_queued_task() -> dict[str, Any]:
-    return {"started": _orchestrator().dispatch_queued_runs()}
+    from training.orchestrator.limits import dispatch_queued_runs  # cycle: see the module docstring
+
+    return {"started": dispatch_queued_runs()}
 
 
 @shared_task(name="training.pipeline.reap_stale")
 def reap_stale_task() -> dict[str, Any]:
-    orchestrator = _orchestrator()
-    reaped = orchestrator.reap_stale_runs()
-    return {"reaped": reaped, "started": orchestrator.dispatch_queued_runs()}
+    from training.orchestrator.limits import dispatch_queued_runs  # cycle: see the module docstring
+    from training.orchestrator.reaper import reap_stale_runs  # cycle: see the module docstring
+
+    reaped = reap_stale_runs()
+    return {"reaped": reaped, "started": dispatch_queued_runs()}
 
 
 @worker_ready.connect
 def _reap_at_worker_start(sender: Any = None, **kwargs: Any) -> None:
     """Runs left "running" by a killed worker on this machine are reaped now (their process is
     gone); others once their heartbeat has had time to go stale."""
+    from training.orchestrator.config import orchestrator_settings  # cycle: see the module docstring
+
     try:
-        timeout = _orchestrator().orchestrator_settings().heartbeat_timeout_seconds
+        timeout = orchestrator_settings().heartbeat_timeout_seconds
         reap_stale_task.apply_async()
         reap_stale_task.apply_async(countdown=timeout + 1)
     except Exception:  # noqa: BLE001 - the periodic reaper covers it

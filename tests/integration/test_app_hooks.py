@@ -14,15 +14,16 @@ from inference import services as inference_services
 from investml import ledger
 from monitoring.models import Alert, CostRecord
 from registry import loaders
-from training import orchestrator
 from training.learners import load_learner
+from training.orchestrator import stage_work
+from training.orchestrator.errors import PermanentStageError
 
 pytestmark = pytest.mark.django_db
 
 
 def test_the_apps_above_install_what_the_ones_below_call():
-    assert orchestrator.STAGE_HOOKS["batch_predict"] is inference_services.batch_predict
-    assert set(orchestrator.STAGE_HOOKS) == {"batch_predict", "check_drift"}
+    assert stage_work.STAGE_HOOKS["batch_predict"] is inference_services.batch_predict
+    assert set(stage_work.STAGE_HOOKS) == {"batch_predict", "check_drift"}
     assert loaders.installed().load_learner is load_learner
     # the ledger writes and reads monitoring's tables
     day = date(2025, 3, 4)
@@ -39,11 +40,11 @@ def test_the_apps_above_install_what_the_ones_below_call():
 
 
 def test_a_missing_stage_or_ledger_fails_loudly(monkeypatch):
-    monkeypatch.delitem(orchestrator.STAGE_HOOKS, "batch_predict")
-    with pytest.raises(orchestrator.PermanentStageError, match="no batch_predict stage is registered: the inference"):
-        orchestrator._stage_hook("batch_predict")
+    monkeypatch.delitem(stage_work.STAGE_HOOKS, "batch_predict")
+    with pytest.raises(PermanentStageError, match="no batch_predict stage is registered: the inference"):
+        stage_work.stage_hook("batch_predict")
     with pytest.raises(ValueError, match="not a stage another app provides"):
-        orchestrator.register_stage_hook(stage="train", work=dict)
+        stage_work.register_stage_hook(stage="train", work=dict)
 
     monkeypatch.setattr(ledger, "_installed", None)
     assert ledger.record_api_calls(records=[]) == 0  # nothing to record needs no ledger

@@ -168,7 +168,7 @@ def test_as_of_is_the_new_york_day_the_values_became_known(server):
 def test_the_schedules_are_seeded_with_the_others():
     from django_celery_beat.models import PeriodicTask
 
-    from training.orchestrator import seed_schedules
+    from training.orchestrator.schedules import seed_schedules
 
     rows = {row["task"]: row for row in seed_schedules()}
     for task, hour, minute in (("features.update_news", "22", "30"), ("features.refresh_fundamentals", "23", "15")):

@@ -26,5 +26,5 @@ def test_pipeline_lines_land_in_ml_logs_path(tmp_path):
     _manage(["migrate", "--noinput", "-v0"], env)
     result = _manage(["run_pipeline", "--sync", "--noop", "0", "--reason", "log check"], env)
     text = (logs / "pipeline.log").read_text()
-    assert "INFO training.orchestrator: pipeline run 1 queued: command trigger" in text
+    assert "INFO training.orchestrator.triggers: pipeline run 1 queued: command trigger" in text
     assert "(log check)" in text and "INFO training.orchestrator" in result.stderr  # the console keeps them too

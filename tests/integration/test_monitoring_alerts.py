@@ -45,11 +45,11 @@ def monitoring_settings(settings, monkeypatch):
 
 @pytest.fixture
 def retrains(monkeypatch):
-    """Record retrain requests instead of queueing pipeline runs (``training.orchestrator.request_retrain``)."""
-    from training import orchestrator
+    """Record retrain requests instead of queueing pipeline runs (``training.orchestrator.triggers.request_retrain``)."""
+    from training.orchestrator import triggers
 
     calls: list[dict] = []
-    monkeypatch.setattr(orchestrator, "request_retrain", lambda **kw: calls.append(kw) or None)
+    monkeypatch.setattr(triggers, "request_retrain", lambda **kw: calls.append(kw) or None)
     return calls
 
 
@@ -281,9 +281,9 @@ def test_drift_and_accuracy_alerts_request_one_retrain_per_opening(caplog, retra
 
 
 def test_a_failing_retrain_request_is_logged_not_raised(monkeypatch, caplog):
-    from training import orchestrator
+    from training.orchestrator import triggers
 
-    monkeypatch.setattr(orchestrator, "request_retrain", lambda **kw: 1 / 0)
+    monkeypatch.setattr(triggers, "request_retrain", lambda **kw: 1 / 0)
     with caplog.at_level(logging.ERROR, logger="monitoring"):
         assert services._request_retrain(trigger="drift", reason="x") is None
     assert any("retrain request (drift) failed" in m for m in caplog.messages)

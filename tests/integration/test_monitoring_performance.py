@@ -41,11 +41,11 @@ def isolated(settings):
 
 @pytest.fixture
 def retrains(monkeypatch):
-    """Record retrain requests instead of queueing pipeline runs (``training.orchestrator.request_retrain``)."""
-    from training import orchestrator
+    """Record retrain requests instead of queueing pipeline runs (``training.orchestrator.triggers.request_retrain``)."""
+    from training.orchestrator import triggers
 
     calls: list[dict] = []
-    monkeypatch.setattr(orchestrator, "request_retrain", lambda **kw: calls.append(kw) or None)
+    monkeypatch.setattr(triggers, "request_retrain", lambda **kw: calls.append(kw) or None)
     return calls
 
 

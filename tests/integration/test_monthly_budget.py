@@ -24,7 +24,7 @@ from monitoring.models import Alert, CostRecord
 from monitoring.services import record_cost
 from tests.fakes.provider_server import FakeProviderServer, make_bars
 from training import pipeline_tasks
-from training.orchestrator import request_pipeline_run
+from training.orchestrator.triggers import request_pipeline_run
 
 pytestmark = pytest.mark.django_db
 

@@ -21,18 +21,23 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from monitoring.models import Alert
 from monitoring.services import record_cost
-from training import orchestrator, pipeline_tasks
+from training import pipeline_tasks
 from training.models import PipelineRun, PipelineStage, RetrainTrigger, TrainingRun
-from training.orchestrator import (
+from training.orchestrator import stage_work, sync_executor, train_stage
+from training.orchestrator.errors import PipelineError
+from training.orchestrator.limits import dispatch_queued_runs
+from training.orchestrator.reaper import reap_stale_runs
+from training.orchestrator.schedules import seed_schedules
+from training.orchestrator.stages import (
+    STAGES,
     begin_stage,
     cancel_run,
-    check_training,
     complete_run,
-    reap_stale_runs,
-    request_pipeline_run,
-    request_retrain,
-    seed_schedules,
+    finish_stage,
+    worker_host,
 )
+from training.orchestrator.train_stage import check_training
+from training.orchestrator.triggers import request_pipeline_run, request_retrain
 
 pytestmark = pytest.mark.django_db
 
@@ -109,7 +114,7 @@ def test_at_most_three_runs_hold_a_slot_the_others_wait_queued_in_order(sent):
     assert _holding() == 3 and PipelineRun.objects.get(pk=runs[4].pk).status == "running"
     assert [pk for pk, _ in sent] == [r.pk for r in runs]
     assert max(PipelineRun.objects.values_list("running_at_start", flat=True)) == 3
-    assert orchestrator.dispatch_queued_runs() == []  # nothing queued, nothing started twice
+    assert dispatch_queued_runs() == []  # nothing queued, nothing started twice
 
 
 def test_automatic_triggers_are_suppressed_when_auto_retraining_is_off_manual_ones_are_not(sent, settings):
@@ -119,7 +124,7 @@ def test_automatic_triggers_are_suppressed_when_auto_retraining_is_off_manual_on
     assert RetrainTrigger.objects.get(pipeline_run=drift).outcome == "suppressed"
     manual = request_retrain(trigger="api", reason="by hand", requested_by="alice")
     assert manual.status == "running" and sent == [(manual.pk, 1)]
-    with pytest.raises(orchestrator.PipelineError, match="unknown trigger"):
+    with pytest.raises(PipelineError, match="unknown trigger"):
         request_retrain(trigger="cron", reason="")
 
 
@@ -153,21 +158,21 @@ def test_transient_errors_are_retried_with_backoff_and_every_attempt_recorded(se
             raise OperationalError("could not connect to server: Connection refused")
         return {"rows": 42}
 
-    monkeypatch.setattr(orchestrator, "STAGE_WORK", _quick(build_features=flaky))
+    monkeypatch.setattr(sync_executor, "STAGE_WORK", _quick(build_features=flaky))
     run = request_pipeline_run(trigger="command", sync=True, options={"noop_seconds": 0})
     assert run.status == "succeeded", run.error
     attempts = _stages(run, "build_features")
     assert [a.status for a in attempts] == ["failed", "failed", "succeeded"] and attempts[-1].counts == {"rows": 42}
     assert "OperationalError: could not connect to server" in attempts[0].error and "retry 1 of 2" in attempts[0].error
     assert run.attempts == 3 and "attempt 2 of build_features failed" in run.error
-    assert [s.name for s in run.stages.filter(status="succeeded").order_by("position")] == list(orchestrator.STAGES)
+    assert [s.name for s in run.stages.filter(status="succeeded").order_by("position")] == list(STAGES)
 
 
 def test_transient_errors_fail_the_run_after_max_retries(sent, monkeypatch):
     def down(**kwargs):
         raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    monkeypatch.setattr(orchestrator, "STAGE_WORK", _quick(update_market_data=down))
+    monkeypatch.setattr(sync_executor, "STAGE_WORK", _quick(update_market_data=down))
     run = request_pipeline_run(trigger="command", sync=True, options={"noop_seconds": 0})
     assert run.status == "failed" and len(_stages(run, "update_market_data")) == 3
     assert run.status_reason.startswith(f"ERROR: Pipeline {run.pk} failed at update_market_data: ConnectionError")
@@ -177,7 +182,7 @@ def test_transient_errors_fail_the_run_after_max_retries(sent, monkeypatch):
 
 def test_a_permanent_error_fails_the_run_at_once_saying_what_to_do(sent, monkeypatch, settings, tmp_path):
     settings.ML_FEATURES_PATH = tmp_path / "features"
-    monkeypatch.setattr(orchestrator, "STAGE_WORK", {**orchestrator.STAGE_WORK,
+    monkeypatch.setattr(sync_executor, "STAGE_WORK", {**stage_work.STAGE_WORK,
                                                      "update_market_data": lambda **kw: {"rows_added": 0}})
     with pytest.raises(CommandError) as err:
         call_command("run_pipeline", "--sync", stdout=io.StringIO())
@@ -194,7 +199,7 @@ def test_the_reaper_requeues_a_run_whose_worker_died_and_stale_tasks_stop(sent, 
     assert sent == [(run.pk, 1)]
     for stage in ("update_market_data", "build_features"):
         ticket = begin_stage(run_id=run.pk, generation=1, stage=stage)
-        orchestrator.finish_stage(ticket=ticket, counts={"ok": True})
+        finish_stage(ticket=ticket, counts={"ok": True})
     ticket = begin_stage(run_id=run.pk, generation=1, stage="train")
     assert ticket.action == "run"
     dead = subprocess.Popen(["true"])
@@ -225,7 +230,7 @@ def test_the_reaper_gives_up_after_max_retries_and_fails_sync_runs_at_once(sent)
     assert run.status == "failed" and "gave up after 3 attempts" in run.status_reason
     assert "no heartbeat for" in run.status_reason
 
-    waiting = PipelineRun.objects.create(trigger="command", scope="tickers:dead", mode="sync", worker_host=orchestrator._host(),
+    waiting = PipelineRun.objects.create(trigger="command", scope="tickers:dead", mode="sync", worker_host=worker_host(),
                                          worker_pid=run.pk + 999999, heartbeat_at=timezone.now())
     assert waiting.pk in reap_stale_runs()
     waiting.refresh_from_db()
@@ -236,15 +241,13 @@ def test_max_training_hours_fails_the_run_cleanly(sent, monkeypatch, settings):
     config = copy.deepcopy(settings.PIPELINE_CONFIG)
     config["training"]["max_training_hours"] = 1 / 3600  # one second
     settings.PIPELINE_CONFIG = config
-    import training.services
-
     def slow_retrain(**kwargs):
         TrainingRun.objects.create(status="running", trigger=kwargs["trigger"], requested_by=kwargs["requested_by"])
         time.sleep(30)
         raise AssertionError("not interrupted")
 
-    monkeypatch.setattr(training.services, "retrain", slow_retrain)
-    monkeypatch.setattr(orchestrator, "STAGE_WORK", _quick())
+    monkeypatch.setattr(train_stage, "retrain", slow_retrain)
+    monkeypatch.setattr(sync_executor, "STAGE_WORK", _quick())
     started = time.monotonic()
     run = request_pipeline_run(trigger="command", sync=True)
     assert time.monotonic() - started < 15
@@ -321,7 +324,7 @@ def test_run_pipeline_command_and_retrain_status_show_pipeline_runs(sent):
     lines = out.getvalue().strip().splitlines()
     summary = json.loads(lines[-1])
     assert summary["status"] == "succeeded" and summary["tickers"] == ["AAPL", "MSFT"]
-    assert [s["name"] for s in summary["stages"]] == list(orchestrator.STAGES)
+    assert [s["name"] for s in summary["stages"]] == list(STAGES)
     assert any(line.startswith("[1/5] update_market_data") for line in lines)
 
     out = io.StringIO()

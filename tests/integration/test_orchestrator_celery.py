@@ -27,7 +27,8 @@ from investml.pipeline_config import load_pipeline_config
 from registry import artifacts
 from registry.models import ModelVersion
 from training.models import PipelineRun, PipelineStage, TrainingRun
-from training.orchestrator import STAGES, request_pipeline_run
+from training.orchestrator.stages import STAGES
+from training.orchestrator.triggers import request_pipeline_run
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "sample_data" / "prices" / "sp500_sample_2013-05-21_2018-05-18.csv.gz"

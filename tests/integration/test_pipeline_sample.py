@@ -20,7 +20,7 @@ from features.models import PriceBar, Ticker
 from inference.models import DailyPrediction
 from registry.models import ModelVersion
 from training.models import PipelineRun, TrainingRun
-from training.orchestrator import STAGES
+from training.orchestrator.stages import STAGES
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 

@@ -23,7 +23,7 @@ from tests.integration.test_celery_runtime import _subprocess_env
 from tests.integration.test_orchestrator_celery import tiny_market  # noqa: F401 - a fixture
 from tests.servers import free_port, wait_until
 from training.models import PipelineRun, PipelineStage, TrainingRun
-from training.orchestrator import STAGES
+from training.orchestrator.stages import STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

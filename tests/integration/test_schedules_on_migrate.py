@@ -14,7 +14,7 @@ from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler
 
 from investml.celery import app
-from training.orchestrator import schedule_specs
+from training.orchestrator.schedules import schedule_specs
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

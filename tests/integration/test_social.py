@@ -23,8 +23,9 @@ from features.social import extract_cashtags
 from monitoring.models import CostRecord
 from tests.fakes.provider_server import Reply
 from tests.fakes.social_server import FakeStockTwitsServer, stocktwits_message
-from training import orchestrator
 from training.models import PipelineRun
+from training.orchestrator.errors import PermanentStageError
+from training.orchestrator.stage_work import stage_update_market_data
 
 pytestmark = pytest.mark.django_db
 
@@ -255,16 +256,16 @@ def test_pipeline_market_stage_fetches_posts_only_when_a_social_provider_is_set(
     stocktwits.messages["KO"] = _messages("KO", range(700, 710))
     run = PipelineRun.objects.create(trigger="command", scope="tickers:KO", mode="sync", tickers=["KO"])
 
-    counts = orchestrator.stage_update_market_data(run=run)  # bars from the bundled files, nothing else
+    counts = stage_update_market_data(run=run)  # bars from the bundled files, nothing else
     assert "social" not in counts and stocktwits.count() == 0 and update_social_if_configured() is None
 
     settings.ML_SOCIAL_PROVIDER = "stocktwits"
-    counts = orchestrator.stage_update_market_data(run=run)
+    counts = stage_update_market_data(run=run)
     assert counts["social"]["posts_added"] == 10 and counts["social"]["calls"] == 1
     assert counts["social"]["failed"] == 0 and stocktwits.count("KO") == 1
     run.refresh_from_db()
     assert float(run.cost_usd) == pytest.approx(0.001)
 
     settings.ML_SOCIAL_PROVIDER = "myspace"
-    with pytest.raises(orchestrator.PermanentStageError, match="unknown social provider 'myspace'"):
-        orchestrator.stage_update_market_data(run=run)
+    with pytest.raises(PermanentStageError, match="unknown social provider 'myspace'"):
+        stage_update_market_data(run=run)

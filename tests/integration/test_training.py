@@ -253,7 +253,8 @@ def test_retrain_queues_on_celery_and_the_chord_path_runs(built, monkeypatch):
 def test_a_run_stopped_meanwhile_registers_nothing_late(built, monkeypatch):
     """The orchestrator stops a run (cancelled, over max_training_hours) while its Prophet chunks run:
     the chunks not started are not fitted and the merge registers nothing."""
-    from training import orchestrator, tasks
+    from training import tasks
+    from training.orchestrator.training_runs import stop_training
 
     monkeypatch.setattr(tasks.retrain_task, "delay", lambda run_id: type("R", (), {"id": "task-9"})())
     run = services.retrain(models=["prophet_forecaster"], sync=False)
@@ -261,7 +262,7 @@ def test_a_run_stopped_meanwhile_registers_nothing_late(built, monkeypatch):
 
     def fit_then_stop(**kwargs):
         fitted.append(1)
-        orchestrator._stop_training(training_run_id=run.pk, why="pipeline run 1 was cancelled by test")
+        stop_training(training_run_id=run.pk, why="pipeline run 1 was cancelled by test")
         return real_fit(**kwargs)
 
     monkeypatch.setattr(services, "fit_prophet_chunk", fit_then_stop)

@@ -3,13 +3,9 @@ import json as jsonlib
 from django.core.management.base import BaseCommand, CommandError
 
 from training.models import PipelineRun
-from training.orchestrator import (
-    PipelineError,
-    format_run,
-    last_succeeded_run,
-    request_pipeline_run,
-    run_summary,
-)
+from training.orchestrator.errors import PipelineError
+from training.orchestrator.selectors import format_run, last_succeeded_run, run_summary
+from training.orchestrator.triggers import request_pipeline_run
 
 
 class Command(BaseCommand):

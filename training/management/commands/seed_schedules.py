@@ -2,7 +2,8 @@ import json as jsonlib
 
 from django.core.management.base import BaseCommand, CommandError
 
-from training.orchestrator import PipelineError, seed_schedules
+from training.orchestrator.errors import PipelineError
+from training.orchestrator.schedules import seed_schedules
 
 
 class Command(BaseCommand):
