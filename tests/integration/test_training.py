@@ -23,7 +23,8 @@ from monitoring.models import CostRecord
 from registry.metrics import METRIC_KEYS
 from registry.models import ModelVersion
 from registry.services import load_oof, load_version
-from training import services
+from training import prophet_chunks, services
+from training.config import RetrainError
 from training.models import TrainingRun
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
@@ -231,7 +232,7 @@ def test_retrain_queues_on_celery_and_the_chord_path_runs(built, monkeypatch):
         raise ConnectionError("broker unreachable")
 
     monkeypatch.setattr(tasks.retrain_task, "delay", down)
-    with pytest.raises(services.RetrainError, match="could not queue training run .* --sync"):
+    with pytest.raises(RetrainError, match="could not queue training run .* --sync"):
         services.retrain(models=["xgboost_classifier"], sync=False)
     lost = TrainingRun.objects.order_by("-id").first()
     assert lost.status == "failed" and "ConnectionError: broker unreachable" in lost.error
@@ -258,14 +259,14 @@ def test_a_run_stopped_meanwhile_registers_nothing_late(built, monkeypatch):
 
     monkeypatch.setattr(tasks.retrain_task, "delay", lambda run_id: type("R", (), {"id": "task-9"})())
     run = services.retrain(models=["prophet_forecaster"], sync=False)
-    real_fit, fitted = services.fit_prophet_chunk, []
+    real_fit, fitted = prophet_chunks.fit_prophet_chunk, []
 
     def fit_then_stop(**kwargs):
         fitted.append(1)
         stop_training(training_run_id=run.pk, why="pipeline run 1 was cancelled by test")
         return real_fit(**kwargs)
 
-    monkeypatch.setattr(services, "fit_prophet_chunk", fit_then_stop)
+    monkeypatch.setattr(services, "fit_prophet_chunk", fit_then_stop)  # where the chunk task looks it up
     assert retrain_eagerly(run.pk).successful()
     run.refresh_from_db()
     assert fitted == [1]  # the other two chunks saw the stop and skipped their fit
@@ -282,7 +283,7 @@ def test_failures_are_recorded_in_the_troubleshooting_tone(tiny_setup):
     assert run.error.startswith(f"ERROR: Pipeline training_run_{run.pk} failed at preparation: NoTrainingData")
     assert "no successful build" in run.error and "Solutions:" in run.error and "build_features" in run.error
     assert run.stages[0]["name"] == "load_frame" and run.stages[0]["status"] == "failed"
-    with pytest.raises(services.RetrainError, match="unknown model"):
+    with pytest.raises(RetrainError, match="unknown model"):
         services.retrain(models=["gpt"], sync=True)
 
 
