@@ -59,7 +59,7 @@ def request_pipeline_run(
     enabled one), ``noop_seconds`` (a smoke run: every stage only waits that long; for checking
     workers, limits and schedules), ``evaluation`` (``auto``, the default except for drift and
     performance triggers: walk-forward evaluation weekly, refits in between; ``full``: every learner
-    evaluated; see ``training.services.plan_learner``). ``progress`` receives one line per stage.
+    evaluated; see ``training.daily_plan.plan_learner``). ``progress`` receives one line per stage.
     """
     return _request(trigger=trigger, reason=reason, requested_by=requested_by, tickers=tickers, sync=sync,
                     options=options, progress=progress)
