@@ -59,7 +59,7 @@ VersionRef = FeatureSetVersion | int | str | None
 
 def configured_feature_set() -> str:
     """The feature set the pipeline builds, trains on and serves (``training.feature_set``)."""
-    return str(settings.PIPELINE_CONFIG["training"].get("feature_set") or DEFAULT_FEATURE_SET)
+    return settings.PIPELINE_CONFIG.training.feature_set
 
 
 def latest_feature_set_version(*, name: str | None = None) -> FeatureSetVersion | None:

@@ -1,238 +1,210 @@
-"""The pipeline configuration file (the spec's ``config.json``), loaded and validated.
+"""The pipeline configuration file (the spec's ``config.json``): one typed, validated, frozen object.
 
-Framework-free on purpose: settings import it at start-up, and a bad file must stop start-up
-with a message that names the offending key, before anything runs on wrong values.
+Framework-free on purpose: settings load it once at start-up (``settings.PIPELINE_CONFIG``), and a
+bad file stops start-up with a message that names the offending key, before anything runs on wrong
+values. Every key is typed, ranged and documented here; unknown keys are errors (a typo must not
+silently fall back to a default). Learners every file gets, listed or not, with their defaults.
+
+Environment variables that the spec also names (``ENABLE_AUTO_RETRAINING``,
+``MODEL_PERFORMANCE_THRESHOLD``, ``DATA_DRIFT_THRESHOLD``, ``ML_DAILY_COST_LIMIT_USD``) win over
+their keys here; settings resolve that once.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+FEATURE_SETS = ("default", "alpha158", "default_cs", "alpha158_cs", "default_social")
 
 
 class PipelineConfigError(ValueError):
     """The pipeline config file is missing, not JSON, or does not match the schema."""
 
 
-@dataclass(frozen=True)
-class Field:
-    kind: type | tuple[type, ...]
-    required: bool = False
-    default: Any = None
-    choices: tuple[Any, ...] | None = None
-    minimum: float | None = None
-    pattern: str | None = None
-    maximum: float | None = None
+class _Section(BaseModel):
+    # strict: "3" is not 3 and true is not 1 (a typo, not a value); floats accept JSON integers
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-_NUMBER = (int, float)
+Fraction = Annotated[float, Field(ge=0, le=1)]
+NonNegative = Annotated[float, Field(ge=0)]
+Positive = Annotated[int, Field(ge=1)]
 
-_ORCHESTRATOR = {
-    "name": Field(str, default="ml_orchestrator"),
-    "max_concurrent_pipelines": Field(int, default=3, minimum=1),
-    "enable_scheduling": Field(bool, default=True),
-    "enable_auto_retraining": Field(bool, default=True),
-    "cost_limit_daily_usd": Field(_NUMBER, default=10.0, minimum=0),
-    "max_retries": Field(int, default=3, minimum=0),
-    "retry_backoff_seconds": Field(_NUMBER, default=30.0, minimum=0),
-}
 
-_SCHEDULE = {
-    "frequency": Field(str, default="daily", choices=("hourly", "daily", "weekly")),
-    "time_of_day": Field(str, default="02:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$"),
-    "day_of_week": Field(int, default=0, minimum=0),
-}
+class OrchestratorConfig(_Section):
+    max_concurrent_pipelines: Positive = 3
+    enable_scheduling: bool = True  # the daily pipeline schedule is enabled when seeded
+    enable_auto_retraining: bool = True  # ENABLE_AUTO_RETRAINING wins
+    cost_limit_daily_usd: NonNegative = 10.0  # ML_DAILY_COST_LIMIT_USD wins
+    max_retries: Annotated[int, Field(ge=0)] = 3  # per stage, for transient failures
+    retry_backoff_seconds: NonNegative = 30.0
 
-_TRAINING = {
-    "default_schedule": _SCHEDULE,
-    "drift_schedule": _SCHEDULE,
-    "performance_threshold": Field(_NUMBER, default=0.8, minimum=0),
-    "drift_threshold": Field(_NUMBER, default=0.3, minimum=0),
-    "max_training_hours": Field(_NUMBER, default=24.0, minimum=0),
-    "horizon_days": Field(int, default=5, minimum=1),
-    "feature_set": Field(str, default="default",
-                         choices=("default", "alpha158", "default_cs", "alpha158_cs", "default_social")),
-    "promotion_metric": Field(str, default="rank_ic"),
-    "train_years": Field(_NUMBER, default=5, minimum=0),
+
+class ScheduleConfig(_Section):
+    frequency: Literal["hourly", "daily", "weekly"] = "daily"
+    time_of_day: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = "02:00"  # UTC
+    day_of_week: Annotated[int, Field(ge=0, le=6)] = 0  # weekly runs (crontab): 0 = Sunday
+
+
+class TrainingConfig(_Section):
+    default_schedule: ScheduleConfig = ScheduleConfig()  # the daily pipeline
+    drift_schedule: ScheduleConfig = ScheduleConfig()  # the drift check
+    performance_threshold: NonNegative = 0.75  # MODEL_PERFORMANCE_THRESHOLD wins
+    drift_threshold: Fraction = 0.3  # DATA_DRIFT_THRESHOLD wins
+    max_training_hours: Annotated[float, Field(gt=0)] = 24.0
+    horizon_days: Positive = 5
+    feature_set: Literal[FEATURE_SETS] = "default"  # type: ignore[valid-type]
+    promotion_metric: str = "rank_ic"  # one of registry.metrics.METRIC_KEYS (settings check it)
+    train_years: NonNegative = 5  # history a model trains on; 0 = all
     # daily runs refit; the walk-forward evaluation runs when the last one is this many trading days old
-    "reevaluate_every_trading_days": Field(int, default=5, minimum=0),
-}
-
-_COMMON_MODEL = {
-    "type": Field(str, required=True),
-    "horizon_days": Field(int, minimum=1),
-    "seed": Field(int, default=42),
-    "enabled": Field(bool, default=True),
-}
-
-MODEL_SCHEMAS: dict[str, dict[str, Field]] = {
-    "lstm_predictor": {
-        **_COMMON_MODEL,
-        "features": Field(int, default=20, minimum=1),
-        "sequence_length": Field(int, default=60, minimum=2),
-        "hidden_size": Field(int, default=128, minimum=1),
-        "num_layers": Field(int, default=1, minimum=1),
-        "dropout": Field(_NUMBER, default=0.0, minimum=0, maximum=0.95),
-        "batch_size": Field(int, default=256, minimum=1),
-        "epochs": Field(int, default=20, minimum=1),
-        "learning_rate": Field(_NUMBER, default=1e-3, minimum=0),
-        "weight_decay": Field(_NUMBER, default=0.0, minimum=0),
-        "patience": Field(int, default=3, minimum=1),
-        "use_amp": Field(bool, default=False),
-        "gradient_checkpointing": Field(bool, default=False),
-    },
-    "xgboost_classifier": {
-        **_COMMON_MODEL,
-        "n_estimators": Field(int, default=400, minimum=1),
-        "max_depth": Field(int, default=6, minimum=1),
-        "learning_rate": Field(_NUMBER, default=0.05, minimum=0),
-        "subsample": Field(_NUMBER, default=0.8, minimum=0, maximum=1),
-        "colsample_bytree": Field(_NUMBER, default=0.8, minimum=0, maximum=1),
-        "min_child_weight": Field(_NUMBER, default=100.0, minimum=0),
-        "reg_alpha": Field(_NUMBER, default=10.0, minimum=0),
-        "reg_lambda": Field(_NUMBER, default=100.0, minimum=0),
-        "objective": Field(str, default="binary", choices=("binary", "rank")),
-        "eval_every": Field(int, default=25, minimum=1),
-    },
-    "prophet_forecaster": {
-        **_COMMON_MODEL,
-        "interval_width": Field(_NUMBER, default=0.8, minimum=0),
-        "changepoint_prior_scale": Field(_NUMBER, default=0.05, minimum=0),
-        "history_days": Field(int, default=750, minimum=30),
-    },
-    "ensemble": {
-        **_COMMON_MODEL,
-        "members": Field(list, default=None),
-    },
-}
-
-MODEL_TYPES = {
-    "lstm_predictor": "neural_network",
-    "xgboost_classifier": "tree_ensemble",
-    "prophet_forecaster": "time_series",
-    "ensemble": "ensemble",
-}
-
-_PROVIDER = {
-    "requests_per_minute": Field(_NUMBER, default=5, minimum=0),
-    "requests_per_day": Field(int, default=500, minimum=0),
-    "cost_per_call_usd": Field(_NUMBER, default=0.0, minimum=0),
-    "timeout_seconds": Field(_NUMBER, default=30, minimum=0),
-    "max_retries": Field(int, default=4, minimum=0),
-}
-
-_MONITORING = {
-    "latency_ms_threshold": Field(_NUMBER, default=500.0, minimum=0),
-    "error_rate_threshold": Field(_NUMBER, default=0.05, minimum=0),
-    "resource_usage_threshold": Field(_NUMBER, default=0.85, minimum=0),
-    "accuracy_threshold": Field(_NUMBER, default=0.8, minimum=0),
-    "drift_window_days": Field(int, default=20, minimum=1),
-    "performance_window_days": Field(int, default=20, minimum=1),
-}
-
-SECTIONS: dict[str, Any] = {
-    "orchestrator": _ORCHESTRATOR,
-    "training": _TRAINING,
-    "models": MODEL_SCHEMAS,
-    "providers": None,  # provider name -> _PROVIDER
-    "monitoring": _MONITORING,
-}
+    reevaluate_every_trading_days: Annotated[int, Field(ge=0)] = 5
 
 
-def _check_field(path: str, value: Any, field: Field) -> Any:
-    kinds = field.kind if isinstance(field.kind, tuple) else (field.kind,)
-    # bool is an int subclass in Python; "true" where a number is wanted is a typo, not a 1.
-    if isinstance(value, bool) and bool not in kinds:
-        raise PipelineConfigError(f"{path}: expected {_kind_name(kinds)}, got a boolean")
-    if not isinstance(value, kinds):
-        raise PipelineConfigError(
-            f"{path}: expected {_kind_name(kinds)}, got {type(value).__name__} {value!r}"
-        )
-    if field.choices is not None and value not in field.choices:
-        raise PipelineConfigError(f"{path}: {value!r} is not one of {list(field.choices)}")
-    if field.minimum is not None and value < field.minimum:
-        raise PipelineConfigError(f"{path}: {value!r} is below the minimum {field.minimum}")
-    if field.maximum is not None and value > field.maximum:
-        raise PipelineConfigError(f"{path}: {value!r} is above the maximum {field.maximum}")
-    if field.pattern is not None and not re.match(field.pattern, value):
-        raise PipelineConfigError(f"{path}: {value!r} does not match the format {field.pattern}")
-    return float(value) if kinds == _NUMBER else value
+class _LearnerConfig(_Section):
+    horizon_days: Positive | None = None  # None: training.horizon_days
+    seed: int = 42
+    enabled: bool = True
 
 
-def _kind_name(kinds: tuple[type, ...]) -> str:
-    return "a number" if kinds == _NUMBER else " or ".join(k.__name__ for k in kinds)
+class LSTMConfig(_LearnerConfig):
+    type: Literal["neural_network"] = "neural_network"
+    features: Positive = 20
+    sequence_length: Annotated[int, Field(ge=2)] = 60
+    hidden_size: Positive = 128
+    num_layers: Positive = 1
+    dropout: Annotated[float, Field(ge=0, le=0.95)] = 0.0
+    batch_size: Positive = 256
+    epochs: Positive = 20
+    learning_rate: Annotated[float, Field(gt=0)] = 1e-3
+    weight_decay: NonNegative = 0.0
+    patience: Positive = 3
+    validation_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    use_amp: bool = False
+    gradient_checkpointing: bool = False
+    device: Literal["cpu", "cuda"] | None = None  # None: CUDA when available
 
 
-def _check_object(path: str, raw: Any, schema: Mapping[str, Any]) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise PipelineConfigError(f"{path}: expected an object, got {type(raw).__name__}")
-    for key in raw:
-        if key not in schema:
-            raise PipelineConfigError(
-                f"{path}.{key}: unknown key (allowed: {', '.join(sorted(schema))})"
-            )
-    out: dict[str, Any] = {}
-    for key, spec in schema.items():
-        where = f"{path}.{key}"
-        if isinstance(spec, Field):
-            if key in raw:
-                out[key] = _check_field(where, raw[key], spec)
-            elif spec.required:
-                raise PipelineConfigError(f"{where}: required key is missing")
-            else:
-                out[key] = spec.default
-        else:
-            out[key] = _check_object(where, raw.get(key, {}), spec)
+class XGBoostConfig(_LearnerConfig):
+    type: Literal["tree_ensemble"] = "tree_ensemble"
+    n_estimators: Positive = 400
+    max_depth: Positive = 6
+    learning_rate: Annotated[float, Field(gt=0)] = 0.05
+    subsample: Annotated[float, Field(gt=0, le=1)] = 0.8
+    colsample_bytree: Annotated[float, Field(gt=0, le=1)] = 0.8
+    min_child_weight: NonNegative = 100.0
+    reg_alpha: NonNegative = 10.0
+    reg_lambda: NonNegative = 100.0
+    objective: Literal["binary", "rank"] = "binary"
+    calibration: Literal["platt", "isotonic", "none"] = "platt"
+    validation_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    eval_every: Positive = 25
+    permutation_top: Annotated[int, Field(ge=0)] = 20
+    n_jobs: Positive | None = None  # None: every core
+    device: Literal["cpu", "cuda"] = "cpu"
+
+
+class ProphetConfig(_LearnerConfig):
+    type: Literal["time_series"] = "time_series"
+    interval_width: Annotated[float, Field(gt=0, lt=1)] = 0.8
+    changepoint_prior_scale: Annotated[float, Field(gt=0)] = 0.05
+    history_days: Annotated[int, Field(ge=30)] = 750
+    min_history_days: Annotated[int, Field(ge=3)] = 30
+    uncertainty_samples: Annotated[int, Field(ge=0)] = 200
+    yearly_seasonality: bool = False
+
+
+class EnsembleConfig(_LearnerConfig):
+    type: Literal["ensemble"] = "ensemble"
+    members: list[str] | None = None  # None: every enabled base learner
+    ridge_alpha: NonNegative = 0.1
+    non_negative: bool = True
+
+
+class ModelsConfig(_Section):
+    lstm_predictor: LSTMConfig = LSTMConfig()
+    xgboost_classifier: XGBoostConfig = XGBoostConfig()
+    prophet_forecaster: ProphetConfig = ProphetConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
+
+
+class ProviderLimits(_Section):
+    """A provider's limits; the keys a file leaves out keep the provider's own defaults
+    (``features.providers.base.DEFAULT_LIMITS``)."""
+
+    requests_per_minute: NonNegative = 5  # 0: unlimited
+    requests_per_day: Annotated[int, Field(ge=0)] = 500  # 0: unlimited
+    cost_per_call_usd: NonNegative = 0.0
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30
+    max_retries: Annotated[int, Field(ge=0)] = 4
+    backoff_base_seconds: NonNegative = 1.0  # exponential backoff between retries, capped
+    backoff_max_seconds: NonNegative = 60.0
+    max_retry_after_seconds: NonNegative = 120.0  # a longer Retry-After fails the request instead
+
+
+class MonitoringSection(_Section):
+    # MONITORING_* environment variables of the same names win (monitoring.config)
+    latency_ms_threshold: NonNegative = 500.0
+    error_rate_threshold: Fraction = 0.05
+    resource_usage_threshold: Fraction = 0.85
+    drift_window_days: Positive = 20
+    performance_window_days: Positive = 20
+
+
+MODEL_TYPES = {name: field.default.type for name, field in ModelsConfig.model_fields.items()}
+
+
+class PipelineConfig(_Section):
+    orchestrator: OrchestratorConfig = OrchestratorConfig()
+    training: TrainingConfig = TrainingConfig()
+    models: ModelsConfig = ModelsConfig()
+    providers: dict[str, ProviderLimits] = {}
+    monitoring: MonitoringSection = MonitoringSection()
+
+    def model_params(self, name: str) -> dict[str, Any]:
+        """The ``models.<name>`` block as the learner's keyword arguments take it."""
+        return getattr(self.models, name).model_dump()
+
+    def provider_limits(self, name: str) -> ProviderLimits | None:
+        return self.providers.get(name)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> PipelineConfig:
+        """A new validated config: ``overrides`` merged section by section (a learner's block is
+        merged into its current one), e.g. ``{"training": {"horizon_days": 10}}``."""
+        return validate_pipeline_config(_merge(self.model_dump(exclude_none=True), overrides))
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
-def validate_pipeline_config(raw: Any) -> dict[str, Any]:
-    """Return the config with defaults filled in, or raise naming the first bad key."""
+def _error_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "config"
+    if first["type"] == "extra_forbidden":
+        return f"{where}: unknown key"
+    got = first.get("input")
+    shown = "a boolean" if isinstance(got, bool) else f"{type(got).__name__} {got!r}"
+    return f"{where}: {first['msg']} (got {shown})"
+
+
+def validate_pipeline_config(raw: Any) -> PipelineConfig:
+    """The config with defaults filled in, or ``PipelineConfigError`` naming the first bad key."""
     if not isinstance(raw, dict):
         raise PipelineConfigError("config: expected a JSON object at the top level")
-    for section in raw:
-        if section not in SECTIONS:
-            raise PipelineConfigError(
-                f"{section}: unknown section (allowed: {', '.join(SECTIONS)})"
-            )
-    config = {
-        "orchestrator": _check_object("orchestrator", raw.get("orchestrator", {}), _ORCHESTRATOR),
-        "training": _check_object("training", raw.get("training", {}), _TRAINING),
-        "monitoring": _check_object("monitoring", raw.get("monitoring", {}), _MONITORING),
-    }
-    models_raw = raw.get("models", {})
-    if not isinstance(models_raw, dict):
-        raise PipelineConfigError("models: expected an object of model name -> settings")
-    models: dict[str, dict[str, Any]] = {}
-    for name, schema in MODEL_SCHEMAS.items():
-        # Every known learner gets its defaults, so a config may list only the ones it tunes.
-        given = models_raw.get(name, {"type": MODEL_TYPES[name]})
-        models[name] = _check_object(f"models.{name}", given, schema)
-        if models[name]["type"] != MODEL_TYPES[name]:
-            raise PipelineConfigError(
-                f"models.{name}.type: {models[name]['type']!r} is not {MODEL_TYPES[name]!r}"
-            )
-    for name in models_raw:
-        if name not in MODEL_SCHEMAS:
-            raise PipelineConfigError(
-                f"models.{name}: unknown model (known: {', '.join(MODEL_SCHEMAS)})"
-            )
-    config["models"] = models
-    providers_raw = raw.get("providers", {})
-    if not isinstance(providers_raw, dict):
-        raise PipelineConfigError("providers: expected an object of provider name -> limits")
-    config["providers"] = {
-        name: _check_object(f"providers.{name}", value, _PROVIDER)
-        for name, value in providers_raw.items()
-    }
-    return config
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise PipelineConfigError(_error_message(exc)) from None
 
 
-def load_pipeline_config(path: str | Path) -> dict[str, Any]:
+def load_pipeline_config(path: str | Path) -> PipelineConfig:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from features.storage import StorageError, storage_root
 from investml.pipeline_config import PipelineConfigError, load_pipeline_config
+from registry.metrics import METRIC_KEYS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -234,16 +235,20 @@ try:
 except PipelineConfigError as exc:
     raise ImproperlyConfigured(f"Invalid pipeline config: {exc}") from exc
 
+if PIPELINE_CONFIG.training.promotion_metric not in METRIC_KEYS:
+    raise ImproperlyConfigured(f"Invalid pipeline config: training.promotion_metric "
+                               f"{PIPELINE_CONFIG.training.promotion_metric!r} is not one of {', '.join(METRIC_KEYS)}")
+
 # Environment variables win over the config file, as the spec lists both.
 ENABLE_AUTO_RETRAINING = env.bool(
-    "ENABLE_AUTO_RETRAINING", default=PIPELINE_CONFIG["orchestrator"]["enable_auto_retraining"]
+    "ENABLE_AUTO_RETRAINING", default=PIPELINE_CONFIG.orchestrator.enable_auto_retraining
 )
-MODEL_PERFORMANCE_THRESHOLD = env.float("MODEL_PERFORMANCE_THRESHOLD", default=0.75)
-DATA_DRIFT_THRESHOLD = env.float(
-    "DATA_DRIFT_THRESHOLD", default=PIPELINE_CONFIG["training"]["drift_threshold"]
+MODEL_PERFORMANCE_THRESHOLD = env.float(
+    "MODEL_PERFORMANCE_THRESHOLD", default=PIPELINE_CONFIG.training.performance_threshold
 )
+DATA_DRIFT_THRESHOLD = env.float("DATA_DRIFT_THRESHOLD", default=PIPELINE_CONFIG.training.drift_threshold)
 ML_DAILY_COST_LIMIT_USD = env.float(
-    "ML_DAILY_COST_LIMIT_USD", default=PIPELINE_CONFIG["orchestrator"]["cost_limit_daily_usd"]
+    "ML_DAILY_COST_LIMIT_USD", default=PIPELINE_CONFIG.orchestrator.cost_limit_daily_usd
 )
 # Redis key prefix of the provider limits and API spend every worker shares (features.services.limits)
 ML_SHARED_LIMITS_PREFIX = env.str("ML_SHARED_LIMITS_PREFIX", default="investml:limits:")

@@ -14,8 +14,8 @@ validated with out of sample (``ModelVersion.metrics``), e.g. 0.75 x 0.54 = 0.40
 "live accuracy lost a quarter of its validated value", which on a rolling window is a breakdown, not
 noise. ``absolute`` applies ``MODEL_PERFORMANCE_THRESHOLD`` itself as the floor (the spec's reading).
 In relative mode a version without a validated value of the metric is tracked but never alerts.
-``monitoring.accuracy_threshold`` of the pipeline config is not used: ``MODEL_PERFORMANCE_THRESHOLD``
-(environment) is the one knob.
+``MODEL_PERFORMANCE_THRESHOLD`` (environment; default the pipeline config's
+``training.performance_threshold``) is the one knob.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ LOWER_IS_BETTER = frozenset({"mae"})
 
 
 def _monitoring_section() -> dict[str, Any]:
-    config = getattr(settings, "PIPELINE_CONFIG", {}) or {}
-    return dict(config.get("monitoring", {}) or {})
+    return settings.PIPELINE_CONFIG.monitoring.model_dump()
 
 
 def value(name: str, default: Any, *, config_key: str | None = None, kind: type = float) -> Any:

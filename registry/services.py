@@ -392,7 +392,7 @@ class GateDecision:
 
 def gate_settings() -> dict[str, Any]:
     """The gate's knobs, read at each call (settings, pipeline config, environment)."""
-    metric = check_metric(str(settings.PIPELINE_CONFIG["training"].get("promotion_metric", "rank_ic")))
+    metric = check_metric(settings.PIPELINE_CONFIG.training.promotion_metric)
     kind = os.environ.get("ML_PROMOTION_SCORE", "confidence").strip().lower()
     if kind not in ("confidence", "value"):
         raise RegistryError(f"ML_PROMOTION_SCORE must be 'confidence' or 'value', not {kind!r}")

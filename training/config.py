@@ -69,11 +69,11 @@ def cpu_hour_usd() -> float:
 
 
 def horizon_days() -> int:
-    return int(settings.PIPELINE_CONFIG["training"].get("horizon_days", 5))
+    return settings.PIPELINE_CONFIG.training.horizon_days
 
 
 def model_config(name: str) -> dict[str, Any]:
-    return dict(settings.PIPELINE_CONFIG["models"].get(name, {}))
+    return settings.PIPELINE_CONFIG.model_params(name)
 
 
 def target_for(name: str, horizon: int) -> str:
@@ -85,7 +85,7 @@ def target_for(name: str, horizon: int) -> str:
 
 
 def reevaluate_every_trading_days() -> int:
-    return int(settings.PIPELINE_CONFIG["training"].get("reevaluate_every_trading_days", 5))
+    return settings.PIPELINE_CONFIG.training.reevaluate_every_trading_days
 
 
 def resolve_models(models: Sequence[str] | None) -> list[str]:

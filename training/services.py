@@ -113,7 +113,7 @@ def retrain(
         tickers=symbols,
         options=jsonable({
             "horizon": horizon,
-            "train_years": settings.PIPELINE_CONFIG["training"].get("train_years", 5),
+            "train_years": settings.PIPELINE_CONFIG.training.train_years,
             "walk_forward": asdict(wf),
             "lstm_max_train_rows": env_int("ML_LSTM_MAX_TRAIN_ROWS", LSTM_MAX_TRAIN_ROWS),
             "prophet_chunk_tickers": env_int("ML_PROPHET_CHUNK_TICKERS", 50),
@@ -172,7 +172,7 @@ def execute_run(*, run_id: int, distributed: bool = False) -> TrainingRun:
         run.save()
     if restarted:
         append_log(run_id, f"restarting (the previous attempt was interrupted): attempt {attempt} of {limit}")
-    max_seconds = float(settings.PIPELINE_CONFIG["training"].get("max_training_hours", 24.0)) * 3600
+    max_seconds = settings.PIPELINE_CONFIG.training.max_training_hours * 3600
     cpu0, wall0, excluded = cpu_seconds_now(), time.perf_counter(), 0.0
     try:
         ctx = prepare(run)

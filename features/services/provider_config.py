@@ -39,12 +39,13 @@ def default_provider_name() -> str:
 
 def provider_limits(name: str) -> dict[str, Any]:
     """The ``providers.<name>`` section of the pipeline config; 0 requests per minute/day = no limit."""
-    limits = dict(settings.PIPELINE_CONFIG.get("providers", {}).get(name, {}))
+    configured = settings.PIPELINE_CONFIG.providers.get(name)
+    if configured is None:
+        return {}
+    limits = configured.model_dump(exclude_unset=True)
     for key in ("requests_per_minute", "requests_per_day"):
         if key in limits and not limits[key]:
             limits[key] = None
-    if limits.get("requests_per_day") is not None:
-        limits["requests_per_day"] = int(limits["requests_per_day"])
     return limits
 
 

@@ -53,9 +53,8 @@ def daily(settings, tmp_path, monkeypatch):
     caches = {name: dict(conf) for name, conf in settings.CACHES.items()}
     caches["default"]["KEY_PREFIX"] = f"test-refit-{uuid.uuid4().hex[:10]}"
     settings.CACHES = caches
-    settings.PIPELINE_CONFIG = {**settings.PIPELINE_CONFIG, "models": TINY_MODELS,
-                                "training": {**settings.PIPELINE_CONFIG["training"], "horizon_days": 5,
-                                             "reevaluate_every_trading_days": 5}}
+    settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides(
+        {"models": TINY_MODELS, "training": {"horizon_days": 5, "reevaluate_every_trading_days": 5}})
     for name, value in {"ML_WALK_FORWARD_FOLDS": "2", "ML_WALK_FORWARD_TEST_DAYS": "40",
                         "ML_WALK_FORWARD_MIN_TRAIN_DAYS": "150", "ML_LSTM_MAX_TRAIN_ROWS": "1500",
                         "ML_PROPHET_CHUNK_TICKERS": "8"}.items():
@@ -116,10 +115,8 @@ def test_daily_runs_refit_between_weekly_evaluations(daily, settings):
     assert not [n for n in _names(third) if n.startswith(("fit:", "evaluate:", "register:"))]
 
     # a changed procedure, and an aged evaluation, are evaluated again
-    models = {**TINY_MODELS, "xgboost_classifier": {**TINY_MODELS["xgboost_classifier"], "n_estimators": 12}}
-    settings.PIPELINE_CONFIG = {**settings.PIPELINE_CONFIG, "models": models,
-                                "training": {**settings.PIPELINE_CONFIG["training"],
-                                             "reevaluate_every_trading_days": 1}}
+    settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides(
+        {"models": {"xgboost_classifier": {"n_estimators": 12}}, "training": {"reevaluate_every_trading_days": 1}})
     fourth = _auto_run()
     assert _plans(fourth)["xgboost_classifier"] == "evaluate"
     assert "the hyperparameters changed" in next(

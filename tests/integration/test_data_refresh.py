@@ -5,7 +5,6 @@ records of the real services."""
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 from datetime import UTC, date, datetime, timedelta
@@ -35,10 +34,9 @@ def server(settings, monkeypatch):
     fake = FakeProviderServer(api_keys=(KEY,))
     for symbol in GOOD:
         fake.overviews[symbol] = overview_item(symbol)
-    config = copy.deepcopy(settings.PIPELINE_CONFIG)
-    config["providers"]["alphavantage"] = {"requests_per_minute": 60_000, "requests_per_day": 0,
-                                           "cost_per_call_usd": 0.01, "timeout_seconds": 5, "max_retries": 0}
-    settings.PIPELINE_CONFIG = config
+    settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides({"providers": {"alphavantage": {
+        "requests_per_minute": 60_000, "requests_per_day": 0, "cost_per_call_usd": 0.01, "timeout_seconds": 5,
+        "max_retries": 0}}})
     settings.ML_DAILY_COST_LIMIT_USD = 10.0
     settings.ML_FUNDAMENTALS_PROVIDER = "alphavantage"
     monkeypatch.setenv("ALPHAVANTAGE_BASE_URL", fake.alphavantage_url)
@@ -99,9 +97,8 @@ def test_a_weekly_cycle_covers_the_universe_a_share_a_day_point_in_time(server):
 
 
 def test_a_run_stays_within_the_providers_remaining_daily_quota(server, settings):
-    config = copy.deepcopy(settings.PIPELINE_CONFIG)
-    config["providers"]["alphavantage"]["requests_per_day"] = 3
-    settings.PIPELINE_CONFIG = config
+    settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides(
+        {"providers": {"alphavantage": {"requests_per_day": 3}}})
     Ticker.objects.bulk_create([Ticker(symbol=f"T{i:02d}") for i in range(20)])
     for i in range(20):
         server.overviews[f"T{i:02d}"] = overview_item(f"T{i:02d}")

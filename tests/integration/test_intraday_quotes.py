@@ -9,7 +9,6 @@ session is Monday 2018-05-21, and the clock the staleness check reads is set to 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import io
 import json
@@ -78,11 +77,9 @@ def server():
 @pytest.fixture
 def polygon(settings, monkeypatch, server):
     """The Polygon provider pointed at the stand-in server (no limits, $0.001 a request)."""
-    config = copy.deepcopy(settings.PIPELINE_CONFIG)
-    config.setdefault("providers", {})["polygon"] = {
+    settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides({"providers": {"polygon": {
         "requests_per_minute": 60_000, "requests_per_day": 0, "cost_per_call_usd": 0.001,
-        "timeout_seconds": 5, "max_retries": 1}
-    settings.PIPELINE_CONFIG = config
+        "timeout_seconds": 5, "max_retries": 1}}})
     monkeypatch.setenv("POLYGON_BASE_URL", server.base_url)
     monkeypatch.setenv("POLYGON_API_KEY", KEY)
     reset_limiters()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import logging
@@ -55,12 +54,10 @@ def configure(settings, monkeypatch, server):
     """Point provider ``name`` at the fake server with the given limits (pipeline config ``providers``)."""
 
     def apply(name: str = "alphavantage", **limits) -> None:
-        config = copy.deepcopy(settings.PIPELINE_CONFIG)
         values = {"requests_per_minute": 60_000, "requests_per_day": 0, "cost_per_call_usd": 0.0,
                   "timeout_seconds": 5, "max_retries": 3}
         values.update(limits)
-        config.setdefault("providers", {})[name] = values
-        settings.PIPELINE_CONFIG = config
+        settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides({"providers": {name: values}})
         url = server.alphavantage_url if name == "alphavantage" else server.base_url
         monkeypatch.setenv(f"{name.upper()}_BASE_URL", url)
         monkeypatch.setenv(f"{name.upper()}_API_KEY", KEY)

@@ -5,7 +5,6 @@ provider updates (over real HTTP against the fake provider server) and for pipel
 
 from __future__ import annotations
 
-import copy
 import io
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -132,11 +131,9 @@ def test_provider_updates_stop_at_the_monthly_limit_with_its_message(settings, m
         symbols = [f"M{i}" for i in range(6)]
         for i, symbol in enumerate(symbols):
             server.add_symbol(symbol, make_bars(symbol, end=date(2024, 6, 28), days=30, seed=i))
-        config = copy.deepcopy(settings.PIPELINE_CONFIG)
-        config.setdefault("providers", {})["alphavantage"] = {
+        settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides({"providers": {"alphavantage": {
             "requests_per_minute": 60_000, "requests_per_day": 0, "cost_per_call_usd": 0.01, "timeout_seconds": 5,
-            "max_retries": 3}
-        settings.PIPELINE_CONFIG = config
+            "max_retries": 3}}})
         monkeypatch.setenv("ALPHAVANTAGE_BASE_URL", server.alphavantage_url)
         monkeypatch.setenv("ALPHAVANTAGE_API_KEY", KEY)
         spend(timezone.localdate(), 49.97)  # month-to-date; the daily limit ($100) is far
@@ -156,9 +153,7 @@ def test_provider_updates_stop_at_the_monthly_limit_with_its_message(settings, m
 
 
 def test_pipeline_runs_are_skipped_past_the_monthly_limit(settings, monkeypatch):
-    config = copy.deepcopy(settings.PIPELINE_CONFIG)
-    config["orchestrator"].update(enable_scheduling=True)
-    settings.PIPELINE_CONFIG = config
+    settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides({"orchestrator": {"enable_scheduling": True}})
     sent: list[tuple[int, int]] = []
     monkeypatch.setattr(pipeline_tasks, "start_chain",
                         lambda *, run_id, generation: sent.append((run_id, generation)) or f"task-{run_id}")

@@ -3,7 +3,6 @@ sentiment for the feature store."""
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 from datetime import UTC, date, datetime
@@ -125,10 +124,9 @@ def test_update_news_from_alpha_vantage(settings, monkeypatch):
             news_item("Apple profit beats estimates", "20240628T093000", ticker="AAPL"),
             news_item("Apple shares fall after downgrade", "20240628T170500", ticker="AAPL"),
         ]
-        config = copy.deepcopy(settings.PIPELINE_CONFIG)
-        config["providers"]["alphavantage"] = {"requests_per_minute": 60_000, "requests_per_day": 0,
-                                               "cost_per_call_usd": 0.01, "timeout_seconds": 5, "max_retries": 1}
-        settings.PIPELINE_CONFIG = config
+        settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides({"providers": {"alphavantage": {
+            "requests_per_minute": 60_000, "requests_per_day": 0, "cost_per_call_usd": 0.01, "timeout_seconds": 5,
+            "max_retries": 1}}})
         monkeypatch.setenv("ALPHAVANTAGE_BASE_URL", server.alphavantage_url)
         monkeypatch.setenv("ALPHAVANTAGE_API_KEY", KEY)
 

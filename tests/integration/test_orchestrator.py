@@ -5,7 +5,6 @@ retries with every attempt recorded, permanent failures, the reaper and stale ge
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import subprocess
@@ -50,10 +49,8 @@ SEEDED = {"investml: daily pipeline", "investml: drift check", "investml: perfor
 @pytest.fixture
 def sent(settings, monkeypatch):
     """Fast retries, the spec's limits, and Celery chains recorded instead of sent."""
-    config = copy.deepcopy(settings.PIPELINE_CONFIG)
-    config["orchestrator"].update(max_concurrent_pipelines=3, max_retries=2, retry_backoff_seconds=0.01,
-                                  enable_scheduling=True)
-    settings.PIPELINE_CONFIG = config
+    settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides({"orchestrator": {
+        "max_concurrent_pipelines": 3, "max_retries": 2, "retry_backoff_seconds": 0.01, "enable_scheduling": True}})
     settings.ENABLE_AUTO_RETRAINING = True
     settings.ML_DAILY_COST_LIMIT_USD = 10.0
     chains: list[tuple[int, int]] = []
@@ -238,9 +235,8 @@ def test_the_reaper_gives_up_after_max_retries_and_fails_sync_runs_at_once(sent)
 
 
 def test_max_training_hours_fails_the_run_cleanly(sent, monkeypatch, settings):
-    config = copy.deepcopy(settings.PIPELINE_CONFIG)
-    config["training"]["max_training_hours"] = 1 / 3600  # one second
-    settings.PIPELINE_CONFIG = config
+    settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides(
+        {"training": {"max_training_hours": 1 / 3600}})  # one second
     def slow_retrain(**kwargs):
         TrainingRun.objects.create(status="running", trigger=kwargs["trigger"], requested_by=kwargs["requested_by"])
         time.sleep(30)
@@ -303,15 +299,13 @@ def test_seeding_the_schedules_twice_leaves_one_task_per_schedule(sent, settings
     assert PeriodicTask.objects.get(name="investml: daily pipeline").crontab.hour == "4"
 
     # enable_scheduling false switches the automatic ones off, the maintenance ones stay on
-    config = copy.deepcopy(settings.PIPELINE_CONFIG)
-    config["orchestrator"]["enable_scheduling"] = False
-    settings.PIPELINE_CONFIG = config
+    settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides({"orchestrator": {"enable_scheduling": False}})
     seed_schedules()
     enabled = dict(PeriodicTask.objects.filter(name__in=SEEDED).values_list("name", "enabled"))
     assert not enabled["investml: daily pipeline"] and not enabled["investml: drift check"]
     assert not enabled["investml: performance tracking"]
     assert enabled["investml: evaluate alerts"] and enabled["investml: reap stale pipeline runs"]
-    config["orchestrator"]["enable_scheduling"] = True
+    settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides({"orchestrator": {"enable_scheduling": True}})
     seed_schedules(force=True)
     daily = PeriodicTask.objects.get(name="investml: daily pipeline")
     assert daily.enabled and daily.crontab.hour == "2"

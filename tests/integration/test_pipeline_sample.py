@@ -44,7 +44,7 @@ def sample_setup(settings, tmp_path, monkeypatch):
     caches = {name: dict(conf) for name, conf in settings.CACHES.items()}
     caches["default"]["KEY_PREFIX"] = f"test-pipeline-{uuid.uuid4().hex[:10]}"
     settings.CACHES = caches
-    settings.PIPELINE_CONFIG = {**settings.PIPELINE_CONFIG, "models": SMALL_MODELS}
+    settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides({"models": SMALL_MODELS})
     settings.MODEL_PERFORMANCE_THRESHOLD = 0.0  # the sample is too short for the spec's gate to pass anything
     for name, value in {"ML_WALK_FORWARD_FOLDS": "2", "ML_LSTM_MAX_TRAIN_ROWS": "3000",
                         "ML_PROPHET_CHUNK_TICKERS": "25"}.items():

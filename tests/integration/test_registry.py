@@ -33,9 +33,7 @@ FEATURES = ["f1", "f2", "f3"]
 def models_path(settings, tmp_path):
     settings.ML_MODELS_PATH = tmp_path / "ml_models"
     settings.MODEL_PERFORMANCE_THRESHOLD = 0.75
-    config = {**settings.PIPELINE_CONFIG, "training": {**settings.PIPELINE_CONFIG["training"],
-                                                         "promotion_metric": "rank_ic"}}
-    settings.PIPELINE_CONFIG = config
+    settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides({"training": {"promotion_metric": "rank_ic"}})
     return settings.ML_MODELS_PATH
 
 

@@ -296,9 +296,9 @@ def test_prophet_chunks_travel_through_s3_and_leave_nothing_behind(s3_server, s3
     call_command("ingest_prices", str(tmp_path / "bars.csv"), stdout=io.StringIO(), stderr=io.StringIO())
     (tmp_path / "bars.csv").unlink()
     build_features(tickers=tickers)
-    settings.PIPELINE_CONFIG = {**settings.PIPELINE_CONFIG, "models": {"prophet_forecaster": {
-        "type": "time_series", "history_days": 250, "uncertainty_samples": 30, "seed": 42, "enabled": True}},
-        "training": {**settings.PIPELINE_CONFIG["training"], "horizon_days": 5}}
+    settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides({
+        "models": {"prophet_forecaster": {"history_days": 250, "uncertainty_samples": 30, "seed": 42}},
+        "training": {"horizon_days": 5}})
     for name, value in {"ML_WALK_FORWARD_FOLDS": "2", "ML_WALK_FORWARD_TEST_DAYS": "40",
                         "ML_WALK_FORWARD_MIN_TRAIN_DAYS": "150", "ML_PROPHET_CHUNK_TICKERS": "3"}.items():
         monkeypatch.setenv(name, value)

@@ -4,7 +4,6 @@ feeding the pipeline's market-data stage through the local stand-in (metered, in
 
 from __future__ import annotations
 
-import copy
 import gzip
 import io
 import json
@@ -203,11 +202,9 @@ def _rows(frame: pd.DataFrame, start: str | None, end: str, tickers: list[str] |
 def stocktwits(settings, monkeypatch):
     reset_limiters()
     server = FakeStockTwitsServer()
-    config = copy.deepcopy(settings.PIPELINE_CONFIG)
-    config["providers"]["stocktwits"] = {"requests_per_minute": 60_000, "requests_per_day": 0,
-                                         "cost_per_call_usd": 0.001, "timeout_seconds": 5, "max_retries": 2,
-                                         "backoff_base_seconds": 0.01}
-    settings.PIPELINE_CONFIG = config
+    settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides({"providers": {"stocktwits": {
+        "requests_per_minute": 60_000, "requests_per_day": 0, "cost_per_call_usd": 0.001, "timeout_seconds": 5,
+        "max_retries": 2, "backoff_base_seconds": 0.01}}})
     settings.ML_SOCIAL_PROVIDER = ""
     monkeypatch.setenv("STOCKTWITS_BASE_URL", server.base_url)
     try:

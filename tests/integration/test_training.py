@@ -61,8 +61,8 @@ def tiny_setup(settings, tmp_path, monkeypatch):
             if row["ticker"] in TICKERS and row["date"] >= FIRST_DAY:
                 writer.writerow(row)
     call_command("ingest_prices", str(path), stdout=io.StringIO(), stderr=io.StringIO())
-    settings.PIPELINE_CONFIG = {**settings.PIPELINE_CONFIG, "models": TINY_MODELS,
-                                "training": {**settings.PIPELINE_CONFIG["training"], "horizon_days": 5}}
+    settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides(
+        {"models": TINY_MODELS, "training": {"horizon_days": 5}})
     for name, value in {"ML_WALK_FORWARD_FOLDS": "2", "ML_WALK_FORWARD_TEST_DAYS": "40",
                         "ML_WALK_FORWARD_MIN_TRAIN_DAYS": "150", "ML_LSTM_MAX_TRAIN_ROWS": "1500",
                         "ML_PROPHET_CHUNK_TICKERS": "3", "ML_COMPUTE_USD_PER_CPU_HOUR": "0.10"}.items():
@@ -313,8 +313,7 @@ def test_a_per_date_normalized_feature_set_is_trained_and_served_the_same_way(ti
     from inference.model_manager import get_manager
     from tests.integration.test_inference_api import _reset, make_token
 
-    settings.PIPELINE_CONFIG = {**settings.PIPELINE_CONFIG,
-                                "training": {**settings.PIPELINE_CONFIG["training"], "feature_set": "default_cs"}}
+    settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides({"training": {"feature_set": "default_cs"}})
     _reset()
     build_features(tickers=TICKERS)
     frame = training_frame()

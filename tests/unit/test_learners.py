@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 
+from investml.pipeline_config import MODEL_TYPES, load_pipeline_config
 from training.evaluation import evaluate_walk_forward
 from training.learners import ArtifactError, Learner, build_learner, load_learner
 from training.learners.base import read_artifact_meta
@@ -435,13 +436,11 @@ def test_calibrators():
 
 
 def test_build_learner_from_the_pipeline_config():
-    from investml.pipeline_config import load_pipeline_config
-
     config = load_pipeline_config(REPO / "config" / "pipeline.json")
-    for name, block in config["models"].items():
-        learner = build_learner(name, block)
-        assert learner.name == name and learner.model_type == block["type"]
-    lstm = build_learner("lstm_predictor", config["models"]["lstm_predictor"])
+    for name in MODEL_TYPES:
+        learner = build_learner(name, config.model_params(name))
+        assert learner.name == name and learner.model_type == MODEL_TYPES[name]
+    lstm = build_learner("lstm_predictor", config.model_params("lstm_predictor"))
     assert lstm.params["sequence_length"] == 60 and lstm.params["features"] == 20
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -9,8 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from investml.pipeline_config import PipelineConfigError, load_pipeline_config, validate_pipeline_config
+from investml.pipeline_config import (
+    PipelineConfig,
+    PipelineConfigError,
+    load_pipeline_config,
+    validate_pipeline_config,
+)
+from training.learners import LEARNERS
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "config" / "pipeline.json"
@@ -18,37 +26,57 @@ SHIPPED = REPO / "config" / "pipeline.json"
 
 def test_shipped_config_is_the_spec_config_and_valid():
     config = load_pipeline_config(SHIPPED)
-    assert config["orchestrator"]["max_concurrent_pipelines"] == 3
-    assert config["orchestrator"]["cost_limit_daily_usd"] == 10.0
-    assert config["training"]["default_schedule"] == {"frequency": "daily", "time_of_day": "02:00", "day_of_week": 0}
-    assert config["training"]["drift_threshold"] == 0.3
-    assert config["models"]["lstm_predictor"]["sequence_length"] == 60
-    assert config["models"]["lstm_predictor"]["hidden_size"] == 128
+    assert config.orchestrator.max_concurrent_pipelines == 3
+    assert config.orchestrator.cost_limit_daily_usd == 10.0
+    assert config.training.default_schedule.model_dump() == {"frequency": "daily", "time_of_day": "02:00",
+                                                             "day_of_week": 0}
+    assert config.training.drift_threshold == 0.3 and config.training.performance_threshold == 0.75
+    assert config.models.lstm_predictor.sequence_length == 60
+    assert config.models.lstm_predictor.hidden_size == 128
     # tuned for a noisy cross-sectional target (README "Forecast skill"): more, smaller steps, early-stopped
-    assert config["models"]["xgboost_classifier"]["n_estimators"] == 600
-    assert config["models"]["xgboost_classifier"]["learning_rate"] == 0.05
-    assert config["training"]["horizon_days"] == 5
+    assert config.models.xgboost_classifier.n_estimators == 600
+    assert config.models.xgboost_classifier.learning_rate == 0.05
+    assert config.training.horizon_days == 5
     # learners the file does not list still get their defaults
-    assert config["models"]["prophet_forecaster"]["type"] == "time_series"
+    assert config.models.prophet_forecaster.type == "time_series"
+    assert config.model_params("prophet_forecaster")["history_days"] == 750
+    # frozen: read once at start-up, changed only by building a new validated object
+    with pytest.raises(ValidationError):
+        config.training.horizon_days = 10  # type: ignore[misc]
+    assert config.with_overrides({"training": {"horizon_days": 10}}).training.horizon_days == 10
+    with pytest.raises(PipelineConfigError, match="training.horizon_days"):
+        config.with_overrides({"training": {"horizon_days": 0}})
+
+
+def test_every_learner_parameter_is_in_the_schema():
+    """A learner argument the schema does not know could not be configured (or would be rejected)."""
+    for name, learner in LEARNERS.items():
+        module, cls_name, _ = learner
+        params = getattr(importlib.import_module(module), cls_name).PARAMS
+        assert set(params) <= set(PipelineConfig().model_params(name)), (name, set(params) - set(
+            PipelineConfig().model_params(name)))
 
 
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
         (lambda c: c["orchestrator"].update(max_concurent_pipelines=3), "orchestrator.max_concurent_pipelines: unknown key"),
-        (lambda c: c["orchestrator"].update(max_concurrent_pipelines="3"), "orchestrator.max_concurrent_pipelines: expected int"),
-        (lambda c: c["orchestrator"].update(max_concurrent_pipelines=True), "orchestrator.max_concurrent_pipelines: expected int, got a boolean"),
-        (lambda c: c["training"].update(drift_threshold="high"), "training.drift_threshold: expected a number"),
+        (lambda c: c["orchestrator"].update(max_concurrent_pipelines="3"), "orchestrator.max_concurrent_pipelines: Input should be a valid integer (got str '3')"),
+        (lambda c: c["orchestrator"].update(max_concurrent_pipelines=True), "orchestrator.max_concurrent_pipelines: Input should be a valid integer (got a boolean)"),
+        (lambda c: c["orchestrator"].update(name="ml_orchestrator"), "orchestrator.name: unknown key"),
+        (lambda c: c["training"].update(drift_threshold="high"), "training.drift_threshold: Input should be a valid number"),
         (lambda c: c["training"]["default_schedule"].update(time_of_day="25:00"), "training.default_schedule.time_of_day"),
-        (lambda c: c["models"]["lstm_predictor"].update(hidden_size=12.5), "models.lstm_predictor.hidden_size: expected int"),
-        (lambda c: c["models"].update(random_forest={"type": "tree_ensemble"}), "models.random_forest: unknown model"),
-        (lambda c: c.update(extras={}), "extras: unknown section"),
-        (lambda c: c["orchestrator"].update(max_concurrent_pipelines=0), "below the minimum"),
-        (lambda c: c["models"]["xgboost_classifier"].update(subsample=7.5), "above the maximum"),
-        (lambda c: c["models"]["lstm_predictor"].update(dropout=3.0), "above the maximum"),
-        (lambda c: c["models"]["lstm_predictor"].update(type="banana"), "models.lstm_predictor.type: 'banana'"),
-        (lambda c: c["models"]["xgboost_classifier"].update(objective="poisson"), "is not one of"),
+        (lambda c: c["training"]["default_schedule"].update(day_of_week=7), "training.default_schedule.day_of_week"),
+        (lambda c: c["models"]["lstm_predictor"].update(hidden_size=12.5), "models.lstm_predictor.hidden_size: Input should be a valid integer"),
+        (lambda c: c["models"].update(random_forest={"type": "tree_ensemble"}), "models.random_forest: unknown key"),
+        (lambda c: c.update(extras={}), "extras: unknown key"),
+        (lambda c: c["orchestrator"].update(max_concurrent_pipelines=0), "greater than or equal to 1"),
+        (lambda c: c["models"]["xgboost_classifier"].update(subsample=7.5), "less than or equal to 1"),
+        (lambda c: c["models"]["lstm_predictor"].update(dropout=3.0), "less than or equal to 0.95"),
+        (lambda c: c["models"]["lstm_predictor"].update(type="banana"), "models.lstm_predictor.type: Input should be 'neural_network'"),
+        (lambda c: c["models"]["xgboost_classifier"].update(objective="poisson"), "models.xgboost_classifier.objective"),
         (lambda c: c["training"].update(feature_set="nope"), "training.feature_set"),
+        (lambda c: c.update(providers={"polygon": {"requests_per_day": -1}}), "providers.polygon.requests_per_day"),
     ],
 )
 def test_invalid_config_names_the_key(mutate, message):
@@ -83,7 +111,17 @@ def test_bad_config_stops_startup_naming_the_key(tmp_path):
     path.write_text(json.dumps(raw))
     result = _manage(["check"], ML_PIPELINE_CONFIG=str(path), INVESTML_VAR_DIR=str(tmp_path / "var"))
     assert result.returncode != 0
-    assert "training.max_training_hours: expected a number" in result.stderr
+    assert "training.max_training_hours: Input should be a valid number" in result.stderr
+
+
+def test_unknown_promotion_metric_stops_startup(tmp_path):
+    raw = json.loads(SHIPPED.read_text())
+    raw["training"]["promotion_metric"] = "sharpe_ratio"
+    path = tmp_path / "pipeline.json"
+    path.write_text(json.dumps(raw))
+    result = _manage(["check"], ML_PIPELINE_CONFIG=str(path), INVESTML_VAR_DIR=str(tmp_path / "var"))
+    assert result.returncode != 0
+    assert "training.promotion_metric 'sharpe_ratio' is not one of accuracy" in result.stderr
 
 
 def test_environment_overrides_and_defaults(tmp_path):

@@ -33,18 +33,15 @@ def orchestrator_settings() -> OrchestratorSettings:
     """The orchestrator's knobs, read at each call: config/pipeline.json's ``orchestrator`` and
     ``training`` sections, ``ENABLE_AUTO_RETRAINING`` and ``ML_DAILY_COST_LIMIT_USD`` (environment
     wins, as in settings), and the ``ML_PIPELINE_*`` variables."""
-    orch = settings.PIPELINE_CONFIG["orchestrator"]
-    training = settings.PIPELINE_CONFIG["training"]
+    orch = settings.PIPELINE_CONFIG.orchestrator
     return OrchestratorSettings(
-        max_concurrent_pipelines=max(1, int(orch.get("max_concurrent_pipelines", 3))),
-        enable_scheduling=bool(orch.get("enable_scheduling", True)),
-        enable_auto_retraining=bool(getattr(settings, "ENABLE_AUTO_RETRAINING",
-                                            orch.get("enable_auto_retraining", True))),
-        cost_limit_daily_usd=float(getattr(settings, "ML_DAILY_COST_LIMIT_USD",
-                                           orch.get("cost_limit_daily_usd", 10.0))),
-        max_retries=max(0, int(orch.get("max_retries", 3))),
-        retry_backoff_seconds=max(0.0, float(orch.get("retry_backoff_seconds", 30.0))),
-        max_training_hours=float(training.get("max_training_hours", 24.0)),
+        max_concurrent_pipelines=orch.max_concurrent_pipelines,
+        enable_scheduling=orch.enable_scheduling,
+        enable_auto_retraining=bool(settings.ENABLE_AUTO_RETRAINING),
+        cost_limit_daily_usd=float(settings.ML_DAILY_COST_LIMIT_USD),
+        max_retries=orch.max_retries,
+        retry_backoff_seconds=orch.retry_backoff_seconds,
+        max_training_hours=settings.PIPELINE_CONFIG.training.max_training_hours,
         heartbeat_seconds=max(0.05, _env_number("ML_PIPELINE_HEARTBEAT_SECONDS", 30)),
         heartbeat_timeout_seconds=max(1.0, _env_number("ML_PIPELINE_HEARTBEAT_TIMEOUT_SECONDS", 600)),
         poll_seconds=max(0.05, _env_number("ML_PIPELINE_POLL_SECONDS", 10)),

@@ -11,8 +11,8 @@ from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from investml.celery import app
+from investml.pipeline_config import ScheduleConfig
 from training.orchestrator.config import orchestrator_settings
-from training.orchestrator.errors import PipelineError
 
 SEED_MARK = "seeded: "
 
@@ -30,26 +30,22 @@ class ScheduleSpec:
     expire_seconds: int | None = None
 
 
-def _crontab(schedule: dict[str, Any], *, where: str) -> dict[str, str]:
-    hour, minute = (int(part) for part in str(schedule.get("time_of_day", "02:00")).split(":"))
-    frequency = schedule.get("frequency", "daily")
+def _crontab(schedule: ScheduleConfig) -> dict[str, str]:
+    hour, minute = (int(part) for part in schedule.time_of_day.split(":"))
     fields = {"minute": str(minute), "hour": str(hour), "day_of_week": "*", "day_of_month": "*",
               "month_of_year": "*"}
-    if frequency == "hourly":
+    if schedule.frequency == "hourly":
         fields["hour"] = "*"
-    elif frequency == "weekly":
-        day = int(schedule.get("day_of_week", 0))
-        if not 0 <= day <= 6:
-            raise PipelineError(f"{where}.day_of_week must be 0 (Sunday) .. 6 (Saturday), got {day}")
-        fields["day_of_week"] = str(day)
+    elif schedule.frequency == "weekly":
+        fields["day_of_week"] = str(schedule.day_of_week)
     return fields
 
 
 def schedule_specs() -> list[ScheduleSpec]:
     """The periodic tasks the orchestrator seeds, from config/pipeline.json's ``training`` section."""
-    training = settings.PIPELINE_CONFIG["training"]
-    daily = _crontab(training["default_schedule"], where="training.default_schedule")
-    drift = _crontab(training["drift_schedule"], where="training.drift_schedule")
+    training = settings.PIPELINE_CONFIG.training
+    daily = _crontab(training.default_schedule)
+    drift = _crontab(training.drift_schedule)
     return [
         ScheduleSpec("investml: daily pipeline", "training.pipeline.run_daily",
                      "The daily pipeline on the whole universe (training.default_schedule, UTC).", True, crontab=daily),
