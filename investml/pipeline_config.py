@@ -62,6 +62,8 @@ class TrainingConfig(_Section):
     train_years: NonNegative = 5  # history a model trains on; 0 = all
     # daily runs refit; the walk-forward evaluation runs when the last one is this many trading days old
     reevaluate_every_trading_days: Annotated[int, Field(ge=0)] = 5
+    # a daily LSTM refit fine-tunes the active network this many epochs (0: fits from scratch)
+    refit_warm_start_epochs: Annotated[int, Field(ge=0)] = 1
 
 
 class _LearnerConfig(_Section):

@@ -13,12 +13,15 @@ The ensemble's side of the plan is ``training.stacking``'s.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 
 from registry import services as registry_services
+from registry.artifacts import ArtifactIntegrityError
 from registry.models import ModelVersion
 from registry.selectors import active_version, evaluation_source_id, latest_evaluated_version, version_label
 from training.config import model_config, reevaluate_every_trading_days, target_for
@@ -96,11 +99,37 @@ def refit_learner(ctx: RunContext, name: str, *, source: ModelVersion) -> ModelV
     """Fit ``source``'s procedure on this run's data and register it with ``source``'s evaluation."""
     cpu0, wall0 = cpu_seconds_now(), time.perf_counter()
     make = make_learner(name, max_rows=int(ctx.run.options.get("lstm_max_train_rows", 0)))
-    learner, report = final_fit(ctx, name, make, refit_of=version_label(source))
+    counts = {"refit_of": version_label(source)}
+    epochs = settings.PIPELINE_CONFIG.training.refit_warm_start_epochs
+    active = active_version(model_name=name)
+    if name == "lstm_predictor" and epochs > 0 and active is not None:
+        warm = _warm_started(ctx, make, previous=active, epochs=epochs)
+        if warm is not None:
+            make, counts["warm_start_from"] = warm, version_label(active)
+    learner, report = final_fit(ctx, name, make, **counts)
     return register_and_gate(ctx, name, learner=learner, table=registry_services.load_oof(version=source),
                              summary=carried_summary(source), columns=list(source.feature_columns or []),
                              cpu=cpu_seconds_now() - cpu0, wall=time.perf_counter() - wall0,
                              extra=report.extra, carried_from=source)
+
+
+def _warm_started(ctx: RunContext, make: Callable[[], Any], *, previous: ModelVersion,
+                  epochs: int) -> Callable[[], Any] | None:
+    """``make`` with each learner warm-started from ``previous``'s network (the active refit of the
+    same procedure: same architecture and columns); None when that network cannot be loaded."""
+    try:
+        network = registry_services.load_version(version=previous)
+    except ArtifactIntegrityError as exc:  # the refit still runs, from scratch
+        append_log(ctx.run.pk, f"lstm_predictor: no warm start ({exc}); fitting from scratch")
+        return None
+    append_log(ctx.run.pk, f"lstm_predictor: warm start from {version_label(previous)}, at most {epochs} epoch(s)")
+
+    def warm() -> Any:
+        learner = make()
+        getattr(learner, "inner", learner).warm_start_from(network, epochs=epochs)
+        return learner
+
+    return warm
 
 
 def carried_summary(source: ModelVersion) -> dict[str, Any]:

@@ -92,6 +92,9 @@ def test_daily_runs_refit_between_weekly_evaluations(daily, settings):
                               "prophet_forecaster": "keep", "ensemble": "refit"}
     names = _names(second)
     assert not [n for n in names if n.startswith(("evaluate:", "chunk:"))], names
+    lstm_fit = next(s["counts"] for s in second.stages if s["name"] == "fit:lstm_predictor")
+    source_label = f"lstm_predictor@{evaluated['lstm_predictor'].version}"
+    assert lstm_fit["warm_start_from"] == source_label and lstm_fit["epochs_run"] == 1  # fine-tuned, not refit cold
     for name in REFIT:
         refit = active_version(model_name=name)
         source = evaluated[name]

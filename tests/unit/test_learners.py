@@ -423,6 +423,41 @@ def test_lstm_performance_options_run(small_frame):
     assert report.extra["amp"] == ("bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "off")
 
 
+def test_lstm_warm_start_fine_tunes_the_previous_network(small_frame):
+    """The daily refit's warm start: yesterday's network and input scaling, at most ``epochs``
+    epochs, never worse on validation than where it started; a mismatch is refused."""
+    feats = [*FEATURES, "planted"]
+    dates = np.sort(small_frame["date"].unique())
+    yesterday = small_frame[small_frame["date"] <= dates[-2]]
+    previous = tiny_lstm(sequence_length=6, epochs=4)
+    previous.fit(yesterday, feature_columns=feats, horizon=5)
+    previous_out = previous.predict(small_frame).expected_return
+
+    warm = tiny_lstm(sequence_length=6, epochs=4)
+    warm.warm_start_from(LSTMLearner.from_bytes(previous.to_bytes()), epochs=1)
+    report = warm.fit(small_frame, feature_columns=feats, horizon=5)
+    assert report.extra["warm_start"] and report.extra["epochs_run"] == 1
+    assert report.extra["best_epoch"] in (0, 1)  # 0: fine-tuning did not beat the starting weights
+    np.testing.assert_array_equal(warm._state["mean"], previous._state["mean"])  # the scaling is kept
+    out = warm.predict(small_frame).expected_return
+    assert np.isfinite(out).all()
+    # started from yesterday's network: far closer to it than a network fitted from scratch
+    cold = tiny_lstm(sequence_length=6, epochs=4, seed=3)
+    cold.fit(small_frame, feature_columns=feats, horizon=5)
+    cold_out = cold.predict(small_frame).expected_return
+    assert np.corrcoef(out, previous_out)[0, 1] > np.corrcoef(cold_out, previous_out)[0, 1]
+    if report.extra["best_epoch"] == 1:  # the fine-tuned weights won: they are new
+        assert warm.to_bytes() != previous.to_bytes()
+    assert tiny_lstm(sequence_length=6).fit(small_frame, feature_columns=feats, horizon=5).extra["warm_start"] is False
+
+    other = tiny_lstm(sequence_length=6)
+    other.warm_start_from(previous, epochs=1)
+    with pytest.raises(ValueError, match="same feature columns"):
+        other.fit(small_frame, feature_columns=FEATURES, horizon=5)
+    with pytest.raises(ValueError, match="same features, sequence_length"):
+        tiny_lstm(sequence_length=8).warm_start_from(previous, epochs=1)
+
+
 def test_calibrators():
     rng = np.random.default_rng(0)
     margin = rng.standard_normal(4000)

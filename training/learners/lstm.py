@@ -22,6 +22,10 @@ Gaussian errors, ``prob_up = Phi((expected_return - drift) / sigma)``, the proba
 the cross-section, and ``confidence = |2 * prob_up - 1|``: the forecast's edge relative to the
 model's own typical error, 0 when it is well inside the noise.
 
+Warm start (``warm_start_from``): the daily refit fine-tunes the active network on the newest
+window for a few epochs instead of fitting from scratch, keeping the starting weights when
+fine-tuning does not lower the validation loss.
+
 Performance settings (spec "Performance Tuning"): ``batch_size``; ``use_amp`` (autocast: bfloat16 on
 a CPU with bf16 kernels, float32 on one without, float16 with a GradScaler on CUDA; inference stays
 float32); ``gradient_checkpointing``
@@ -177,6 +181,7 @@ class LSTMLearner:
         self._net: _LSTMNet | None = None
         self._runner: Callable[[np.ndarray], np.ndarray] | None = None  # serving only (use_runner)
         self._state: dict[str, Any] = {}
+        self._warm: dict[str, Any] | None = None  # warm_start_from: what the next fit starts from
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LSTMLearner:
@@ -187,6 +192,29 @@ class LSTMLearner:
         return self.params["sequence_length"] - 1
 
     # ----------------------------------------------------------------------------------------------
+
+    def warm_start_from(self, previous: LSTMLearner, *, epochs: int) -> None:
+        """Start the next ``fit`` from ``previous``'s weights and input scaling, for at most ``epochs``
+        epochs, keeping whichever of the starting and the fine-tuned weights has the lower
+        validation loss.
+
+        The daily refit's shortcut: yesterday's network already fits all but the newest day, and
+        a cold fit runs at least ``1 + patience`` epochs. The input scaling stays ``previous``'s so
+        its weights keep their meaning. ``previous`` must have the same architecture and feature
+        columns (``fit`` checks the columns)."""
+        arch = ("features", "sequence_length", "hidden_size", "num_layers")
+        if previous._net is None or previous.feature_columns is None:
+            raise NotFittedError("warm start from an unfitted lstm_predictor")
+        if any(previous.params[k] != self.params[k] for k in arch):
+            raise ValueError(f"warm start needs the same {', '.join(arch)}")
+        if epochs < 1:
+            raise ValueError("warm start needs at least one epoch")
+        self._warm = {
+            "weights": copy.deepcopy(previous._net.state_dict()),
+            "columns": list(previous.feature_columns),
+            "mean": previous._state["mean"], "std": previous._state["std"],
+            "epochs": int(epochs),
+        }
 
     def _new_net(self, n_inputs: int) -> _LSTMNet:
         p = self.params
@@ -234,6 +262,9 @@ class LSTMLearner:
         if not cols:
             raise ValueError("lstm_predictor needs at least one feature column")
         check_frame(frame, [*cols, ret_col])
+        warm = self._warm
+        if warm is not None and warm["columns"] != cols:
+            raise ValueError("warm start needs the same feature columns as the previous fit")
         self.feature_columns, self.horizon = cols, int(horizon)
 
         torch.manual_seed(p["seed"])
@@ -251,7 +282,10 @@ class LSTMLearner:
         if not in_fit.any():
             raise ValueError("no labelled training rows")
 
-        mean, std = column_stats(frame[cols].to_numpy(dtype=np.float64)[in_fit])
+        if warm is not None:
+            mean, std = warm["mean"], warm["std"]
+        else:
+            mean, std = column_stats(frame[cols].to_numpy(dtype=np.float64)[in_fit])
         y_mean = float(np.mean(targets.ret[in_fit]))
         y_std = float(np.nanstd(targets.excess[in_fit])) or 1.0
         self._state = {"mean": mean, "std": std, "y_mean": y_mean, "y_std": y_std, "sigma": None}
@@ -261,7 +295,10 @@ class LSTMLearner:
         fit_rows = np.flatnonzero(in_fit[order])
         val_rows = np.flatnonzero(in_val[order])
 
-        net = self._new_net(len(cols)).to(self.device)
+        net = self._new_net(len(cols))
+        if warm is not None:
+            net.load_state_dict(warm["weights"])
+        net = net.to(self.device)
         self._net = net
         opt = torch.optim.Adam(net.parameters(), lr=p["learning_rate"], weight_decay=p["weight_decay"])
         cuda = self.device.type == "cuda"
@@ -277,9 +314,11 @@ class LSTMLearner:
             return float(np.mean((pred - y_sorted[val_rows]) ** 2))
 
         best_loss, best_epoch, best_state, stale = np.inf, 0, None, 0
+        if warm is not None and len(val_rows):  # the starting weights are a candidate too (epoch 0)
+            best_loss, best_state = val_loss(), copy.deepcopy(net.state_dict())
         history: list[float] = []
         epochs_run = 0
-        for epoch in range(1, p["epochs"] + 1):
+        for epoch in range(1, (warm["epochs"] if warm is not None else p["epochs"]) + 1):
             epochs_run = epoch
             net.train()
             perm = fit_rows[rng.permutation(len(fit_rows))]
@@ -315,6 +354,7 @@ class LSTMLearner:
                     break
         if best_state is not None:
             net.load_state_dict(best_state)
+        self._warm = None
 
         resid_rows = val_rows if len(val_rows) else fit_rows
         resid = targets.excess[order][resid_rows] - y_std * self._forward(windows, resid_rows)
@@ -334,6 +374,7 @@ class LSTMLearner:
                 "device": self.device.type,
                 "amp": ("float16" if cuda else "bfloat16") if amp else "off",
                 "feature_columns": cols,
+                "warm_start": warm is not None,
             },
         )
 
