@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.engine import FeatureSpec, compute_features, compute_features_incremental
+from features.engine import compute_features, compute_features_incremental
+from features.feature_sets import FeatureSpec
 from features.labels import compute_labels
 from features.store import FeatureStore
 from features.store_format import LABEL_HORIZONS, STORE_DTYPE, ReplaceScope, day_numbers, sort_keys, to_date

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.engine import FeatureSpec, compute_features_incremental
+from features.engine import compute_features_incremental
+from features.feature_sets import FeatureSpec
 from features.sentiment import aggregate_daily
 from features.social import aggregate_social_daily
 from features.store_format import STORE_DTYPE

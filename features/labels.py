@@ -22,7 +22,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from features.engine import _prepare_bars
+from features.bars import prepare_bars
 
 __all__ = ["compute_labels", "cs_beats_median", "cs_demean", "cs_rank_norm", "label_columns"]
 
@@ -50,7 +50,7 @@ def compute_labels(bars: pd.DataFrame, horizons: Iterable[int] = (1, 5)) -> pd.D
     frame = bars[["ticker", "date", "adj_close"]].copy()
     for col in ("open", "high", "low", "close", "volume"):
         frame[col] = 0.0  # unused by labels; satisfies the shared bar preparation
-    b = _prepare_bars(frame)
+    b = prepare_bars(frame)
     n = b.n
     ac = b.adj_close
     out: dict[str, object] = {"ticker": b.ticker_column(), "date": b.dates}

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from features.engine import FeatureSpec
+from features.feature_sets import FeatureSpec
 from features.store_format import LABEL_HORIZONS, STORE_DTYPE, STORE_FORMAT
 
 __all__ = ["content_hash", "feature_definitions", "next_version", "version_content"]

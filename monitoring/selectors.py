@@ -21,7 +21,7 @@ from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from features import storage
-from features.engine import FEATURE_GROUPS, MODEL_FEATURE_COLUMNS
+from features.feature_sets import FEATURE_GROUPS, MODEL_FEATURE_COLUMNS
 from features.models import FeatureMaterialization, IngestionRun
 from features.profile import profile_build
 from features.providers.base import budget_message, monthly_limit_message

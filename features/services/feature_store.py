@@ -39,7 +39,7 @@ from django.utils import timezone
 
 from features.build import ChunkData, combine_market, equal_weighted_returns, materialize
 from features.common import chunked
-from features.engine import DEFAULT_SPEC, FEATURE_SETS, FeatureSpec
+from features.feature_sets import DEFAULT_SPEC, FEATURE_SETS, FeatureSpec
 from features.intraday import EngineWindow, close_of
 from features.models import (
     BenchmarkReturn,

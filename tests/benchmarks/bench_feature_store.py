@@ -34,7 +34,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from features import engine  # noqa: E402
+from features import engine, feature_sets  # noqa: E402
 from features.build import ChunkData, combine_market, equal_weighted_returns, materialize  # noqa: E402
 from features.store import FeatureStore  # noqa: E402
 from features.synthetic import generate_market  # noqa: E402
@@ -92,7 +92,7 @@ def bench_online(root: Path, store: FeatureStore, n_reads: int, rows: list[tuple
     from features.services.feature_store import publish_online_features
 
     settings.ML_FEATURES_PATH = root.parent.parent
-    content = version_content(engine.DEFAULT_SPEC)
+    content = version_content(feature_sets.DEFAULT_SPEC)
     fs = FeatureSet(name=root.parent.name)
     version = FeatureSetVersion(pk=2_000_000_000 + os.getpid() % 100_000, feature_set=fs, version=root.name,
                                 features=content["features"], params=content["params"])
@@ -161,7 +161,7 @@ def main() -> None:
     n_chunks = -(-(len(bounds) - 1) // args.chunk_size)
     log: list[str] = []
     full = materialize(
-        store=store, chunks=chunks_of(bars, bounds, args.chunk_size, before=last_day), spec=engine.DEFAULT_SPEC,
+        store=store, chunks=chunks_of(bars, bounds, args.chunk_size, before=last_day), spec=feature_sets.DEFAULT_SPEC,
         market_returns=ret, market_source=src, incremental=False, total_chunks=n_chunks, progress=log.append,
     )
     full_s = time.perf_counter() - t0
@@ -193,12 +193,12 @@ def main() -> None:
                                    stored=store.market())
     wb, _ = ticker_bounds(window)
     inc = materialize(
-        store=store, chunks=chunks_of(window, wb, args.chunk_size, since=since), spec=engine.DEFAULT_SPEC,
+        store=store, chunks=chunks_of(window, wb, args.chunk_size, since=since), spec=feature_sets.DEFAULT_SPEC,
         market_returns=ret2, market_source=src2, incremental=True, total_chunks=n_chunks,
     )
     inc_s = time.perf_counter() - t0
     say(("one-day incremental", f"{inc_s:.1f} s -> {inc.rows:,} rows, {len(inc.commit.files_written)} files "
-         f"rewritten (input {len(window):,} bars: MAX_LOOKBACK={engine.MAX_LOOKBACK} + 1 per ticker)"))
+         f"rewritten (input {len(window):,} bars: MAX_LOOKBACK={feature_sets.MAX_LOOKBACK} + 1 per ticker)"))
     say(("  select the lookback window (DB load stand-in)", f"{select_s:.1f} s"))
     say(("  engine / TA-Lib / merge+commit", f"{inc.engine_s:.2f} s / {inc.talib_s:.2f} s / {inc.commit_s:.2f} s"))
     expected = int((bars["date"].to_numpy() == last_day).sum())
@@ -228,7 +228,7 @@ def main() -> None:
         shutil.rmtree(root.parent, ignore_errors=True)
 
     width = max(len(k) for k, _ in rows)
-    print(f"feature store benchmark ({len(engine.FEATURE_COLUMNS)} features, chunks of {args.chunk_size} tickers, "
+    print(f"feature store benchmark ({len(feature_sets.FEATURE_COLUMNS)} features, chunks of {args.chunk_size} tickers, "
           f"{os.cpu_count()} CPUs, shared with other work)")
     for k, v in rows:
         print(f"{k:<{width}}  {v}")

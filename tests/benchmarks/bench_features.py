@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from features import engine  # noqa: E402
+from features import engine, feature_sets  # noqa: E402
 from features.synthetic import generate_market  # noqa: E402
 
 
@@ -85,13 +85,13 @@ def main() -> None:
     inc = inc[inc["date"] >= since]
     inc_s = time.perf_counter() - t
     rows.append(
-        ("one-day incremental", f"{len(sub):,} bars in (MAX_LOOKBACK={engine.MAX_LOOKBACK}+1/ticker)")
+        ("one-day incremental", f"{len(sub):,} bars in (MAX_LOOKBACK={feature_sets.MAX_LOOKBACK}+1/ticker)")
     )
     rows.append(("  select last bars", f"{sel_s:.1f} s"))
     rows.append(("  compute", f"{inc_s:.1f} s -> {len(inc):,} rows (TA-Lib {tm_inc['talib']:.1f} s)"))
     rows.append(("peak RSS (whole run)", f"{peak_rss_gb():.2f} GiB"))
 
-    print_rows(f"feature engine benchmark ({len(engine.FEATURE_COLUMNS)} features)", rows)
+    print_rows(f"feature engine benchmark ({len(feature_sets.FEATURE_COLUMNS)} features)", rows)
 
 
 def print_rows(title: str, rows: list[tuple[str, str]]) -> None:

@@ -19,7 +19,7 @@ import pytest
 from django.core.cache import cache
 from django.core.management import CommandError, call_command
 
-from features.engine import DEFAULT_SPEC, FEATURE_COLUMNS, FeatureSpec
+from features.feature_sets import DEFAULT_SPEC, FEATURE_COLUMNS, FeatureSpec
 from features.models import (
     BenchmarkReturn,
     FeatureMaterialization,

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from django.core.management import CommandError, call_command
 
-from features.engine import FEATURE_GROUPS, MODEL_FEATURE_COLUMNS
+from features.feature_sets import FEATURE_GROUPS, MODEL_FEATURE_COLUMNS
 from features.profile import profile_build
 from features.selectors import latest_feature_set_version, training_frame
 from features.services.feature_store import build_features

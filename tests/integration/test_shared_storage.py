@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import engine, storage
+from features import engine, feature_sets, storage
 from features.build import materialize
 from features.store import FeatureStore
 from features.synthetic import generate_market
@@ -105,7 +105,7 @@ def test_feature_store_on_s3_matches_the_local_store(s3_server, s3_bucket, tmp_p
     monkeypatch.chdir(tmp_path)
     bars = generate_market(4, 2.5, 7)
     bars["ticker"] = bars["ticker"].astype(str)
-    spec = engine.FeatureSpec.from_params({**engine.DEFAULT_SPEC.to_dict(), "cs_normalization": "robust_zscore"})
+    spec = feature_sets.FeatureSpec.from_params({**feature_sets.DEFAULT_SPEC.to_dict(), "cs_normalization": "robust_zscore"})
     cut = pd.Timestamp(np.sort(bars["date"].unique())[-25])
     old = bars[bars["date"] < cut]
     window = engine.select_lookback(bars, cut)

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from django.core.management import CommandError, call_command
 
-from features.engine import FEATURE_COLUMNS
+from features.feature_sets import FEATURE_COLUMNS
 from features.services.feature_store import build_features
 from monitoring.models import CostRecord
 from registry.metrics import METRIC_KEYS

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.engine import FEATURE_GROUPS, MODEL_FEATURE_COLUMNS, compute_features
+from features.engine import compute_features
+from features.feature_sets import FEATURE_GROUPS, MODEL_FEATURE_COLUMNS
 from features.profile import profile_build
 from monitoring.drift import compare_to_profile, psi
 

@@ -10,6 +10,7 @@ import pytest
 import talib
 
 from features import engine as E
+from features import feature_sets
 from features.synthetic import generate_market
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"  # the bundled real sample (PROVENANCE.md there)
@@ -37,7 +38,7 @@ def real_bars() -> pd.DataFrame:
     short.loc[ZERO_VOLUME_DAYS, "volume"] = 0
     df = pd.concat([raw[raw["ticker"].isin(TICKERS)], short], ignore_index=True)
     assert df["ticker"].nunique() == len(TICKERS) + 1
-    assert 200 < (df["ticker"] == SHORT).sum() < E.MAX_LOOKBACK
+    assert 200 < (df["ticker"] == SHORT).sum() < feature_sets.MAX_LOOKBACK
     return df
 
 
@@ -152,22 +153,22 @@ def _adjusted(g: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def test_feature_columns_and_spec():
-    assert len(E.FEATURE_COLUMNS) == len(set(E.FEATURE_COLUMNS))
+    assert len(feature_sets.FEATURE_COLUMNS) == len(set(feature_sets.FEATURE_COLUMNS))
     for col in (
         "rsi_14", "macd_hist_12_26_9", "bb_pctb_20_2", "sma_200", "ema_50", "close_to_sma_50",
         "ret_20", "atr_14", "obv_20", "vol_60", "volume_z_20", "beta_60", "corr_60", "rel_ret_20",
         "pe_ratio", "earnings_yield", "log_market_cap", "dividend_yield", "sent_mean_5",
         "sent_mean_20", "news_count_5", "has_news", "day_of_week", "month",
     ):  # fmt: skip
-        assert col in E.FEATURE_COLUMNS
-    assert E.FEATURE_COLUMNS == [c for g in E.FEATURE_GROUPS.values() for c in g]
-    assert E.MAX_LOOKBACK >= 900
-    h = E.DEFAULT_SPEC.version_hash()
-    assert h == E.FeatureSpec.from_params({}).version_hash()
-    assert h != E.FeatureSpec.from_params({"rsi_period": 10}).version_hash()
-    assert "rsi_10" in E.FeatureSpec.from_params({"rsi_period": 10}).columns()
+        assert col in feature_sets.FEATURE_COLUMNS
+    assert feature_sets.FEATURE_COLUMNS == [c for g in feature_sets.FEATURE_GROUPS.values() for c in g]
+    assert feature_sets.MAX_LOOKBACK >= 900
+    h = feature_sets.DEFAULT_SPEC.version_hash()
+    assert h == feature_sets.FeatureSpec.from_params({}).version_hash()
+    assert h != feature_sets.FeatureSpec.from_params({"rsi_period": 10}).version_hash()
+    assert "rsi_10" in feature_sets.FeatureSpec.from_params({"rsi_period": 10}).columns()
     with pytest.raises(ValueError):
-        E.FeatureSpec.from_params({"nope": 1})
+        feature_sets.FeatureSpec.from_params({"nope": 1})
 
 
 # ------------------------------------------------------------------------------ TA-Lib equality
@@ -175,7 +176,7 @@ def test_feature_columns_and_spec():
 
 def test_talib_equality_on_adjusted_real_prices(real_bars):
     feats = E.compute_features(real_bars)
-    assert list(feats.columns) == ["ticker", "date", *E.FEATURE_COLUMNS]
+    assert list(feats.columns) == ["ticker", "date", *feature_sets.FEATURE_COLUMNS]
     assert len(feats) == len(real_bars)
     checked = 0
     for tick, g in real_bars.groupby("ticker"):
@@ -261,8 +262,8 @@ def _truncation_check(bars, cut, *, market=None, fundamentals=None, sentiment=No
     b = E.compute_features(later, market_returns=market, fundamentals=fundamentals, sentiment=sentiment)
     b = b[b["date"] <= cut].reset_index(drop=True)
     f = full[full["date"] <= cut].reset_index(drop=True)
-    _assert_frames_close(a, b, E.FEATURE_COLUMNS, 1e-12, f"{what} ends at t vs t+30d")
-    _assert_frames_close(a, f, E.FEATURE_COLUMNS, 1e-12, f"{what} ends at t vs full")
+    _assert_frames_close(a, b, feature_sets.FEATURE_COLUMNS, 1e-12, f"{what} ends at t vs t+30d")
+    _assert_frames_close(a, f, feature_sets.FEATURE_COLUMNS, 1e-12, f"{what} ends at t vs full")
     at_t = a[a["date"] == cut]
     assert len(at_t) > 0
     return at_t
@@ -305,19 +306,19 @@ def test_incremental_equals_full(source, real_bars, synth_bars, real_fundamental
     dates = np.sort(bars["date"].unique())
     since = dates[-k]
     # history used by the incremental run must be shorter than the full one
-    assert len(dates) > E.MAX_LOOKBACK + k
+    assert len(dates) > feature_sets.MAX_LOOKBACK + k
     full = E.compute_features(bars, fundamentals=fund, sentiment=sent)
     full = full[full["date"] >= since].reset_index(drop=True)
     tm = {}
     inc = E.compute_features_incremental(bars, since, fundamentals=fund, sentiment=sent, timings=tm)
     assert tm["total"] >= tm["talib"] > 0
-    _assert_frames_close(inc, full, E.FEATURE_COLUMNS, 1e-9, f"{source} incremental")
+    _assert_frames_close(inc, full, feature_sets.FEATURE_COLUMNS, 1e-9, f"{source} incremental")
     # the caller-side recipe: last MAX_LOOKBACK bars before since + new days
     sub = E.select_lookback(bars, since)
-    assert sub.groupby("ticker", observed=True).size().max() <= E.MAX_LOOKBACK + k
+    assert sub.groupby("ticker", observed=True).size().max() <= feature_sets.MAX_LOOKBACK + k
     inc2 = E.compute_features(sub, fundamentals=fund, sentiment=sent)
     inc2 = inc2[inc2["date"] >= since].reset_index(drop=True)
-    _assert_frames_close(inc2, full, E.FEATURE_COLUMNS, 1e-9, f"{source} select_lookback")
+    _assert_frames_close(inc2, full, feature_sets.FEATURE_COLUMNS, 1e-9, f"{source} select_lookback")
 
 
 def test_incremental_with_market_series(real_bars, spy):
@@ -325,16 +326,16 @@ def test_incremental_with_market_series(real_bars, spy):
     full = E.compute_features(real_bars, market_returns=spy)
     full = full[full["date"] >= since].reset_index(drop=True)
     inc = E.compute_features_incremental(real_bars, since, market_returns=spy)
-    _assert_frames_close(inc, full, E.FEATURE_COLUMNS, 1e-9, "incremental SPY")
+    _assert_frames_close(inc, full, feature_sets.FEATURE_COLUMNS, 1e-9, "incremental SPY")
 
 
 def test_alpha158_feature_set_no_lookahead_and_incremental(synth_bars):
     """The ``alpha158`` set (default features + Qlib's Alpha158 family) through the engine: a value
     at t is the same whether the bars end at t, at t+30 days or run to the end, and an incremental
     run equals the full build."""
-    spec = E.FEATURE_SETS["alpha158"]
+    spec = feature_sets.FEATURE_SETS["alpha158"]
     columns = spec.columns()
-    assert len(spec.groups()["alpha158"]) == 157 and columns[: len(E.FEATURE_COLUMNS)] == E.FEATURE_COLUMNS
+    assert len(spec.groups()["alpha158"]) == 157 and columns[: len(feature_sets.FEATURE_COLUMNS)] == feature_sets.FEATURE_COLUMNS
     full = E.compute_features(synth_bars, params=spec)
     dates = np.sort(synth_bars["date"].unique())
     for cut in (pd.Timestamp(dates[300]), pd.Timestamp(dates[-200])):
@@ -349,8 +350,8 @@ def test_alpha158_feature_set_no_lookahead_and_incremental(synth_bars):
     inc = E.compute_features_incremental(synth_bars, since, params=spec)
     _assert_frames_close(inc, full[full["date"] >= since].reset_index(drop=True), columns, 1e-9, "alpha158 incremental")
     # the default set's version hash does not change with the family's existence
-    assert "alpha158_windows" not in E.DEFAULT_SPEC.to_dict()
-    assert E.DEFAULT_SPEC.version_hash() != spec.version_hash()
+    assert "alpha158_windows" not in feature_sets.DEFAULT_SPEC.to_dict()
+    assert feature_sets.DEFAULT_SPEC.version_hash() != spec.version_hash()
 
 
 # ------------------------------------------------------------------------------ joins
@@ -473,8 +474,8 @@ def test_sentiment_features():
     assert (f.loc["BBB", "news_count_5"].dropna() == 0).all()
     # without a sentiment source the columns are unknown (NaN)
     g = E.compute_features(bars)
-    assert g[E.FEATURE_GROUPS["sentiment"]].isna().all().all()
-    assert g[E.FEATURE_GROUPS["fundamentals"]].isna().all().all()
+    assert g[feature_sets.FEATURE_GROUPS["sentiment"]].isna().all().all()
+    assert g[feature_sets.FEATURE_GROUPS["fundamentals"]].isna().all().all()
 
 
 # ------------------------------------------------------------------------------ edge cases
@@ -487,7 +488,7 @@ def test_degenerate_inputs_give_nan_not_inf():
     bars.loc[flat, "volume"] = 0
     bars = bars.sample(frac=1.0, random_state=0)  # unsorted input is fine
     f = E.compute_features(bars)
-    vals = f[E.FEATURE_COLUMNS].to_numpy(dtype=float)
+    vals = f[feature_sets.FEATURE_COLUMNS].to_numpy(dtype=float)
     assert not np.isinf(vals).any()
     b = f[f["ticker"] == "BBB"].iloc[70:]
     assert b["vol_20"].eq(0).all()  # constant price: zero volatility
@@ -509,7 +510,7 @@ def test_float32_output_and_categorical_tickers():
     f64 = E.compute_features(bars)
     f32 = E.compute_features(bars, dtype=np.float32)
     assert isinstance(f32["ticker"].dtype, pd.CategoricalDtype)
-    assert f32[E.FEATURE_COLUMNS].dtypes.eq(np.float32).all()
+    assert f32[feature_sets.FEATURE_COLUMNS].dtypes.eq(np.float32).all()
     np.testing.assert_allclose(
         f32["sma_20"].to_numpy(dtype=float), f64["sma_20"].to_numpy(), rtol=1e-6, equal_nan=True
     )

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from features.engine import FEATURE_COLUMNS, MODEL_FEATURE_COLUMNS, compute_features
+from features.engine import compute_features
+from features.feature_sets import FEATURE_COLUMNS, MODEL_FEATURE_COLUMNS
 from features.synthetic import generate_market
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import engine
+from features import engine, feature_sets
 from features.build import ChunkData, combine_market, equal_weighted_returns, materialize
 from features.normalize import CLIP, cs_apply, cs_stats
 from features.store import FeatureStore
@@ -59,12 +59,12 @@ def test_apply_names_the_dates_without_statistics():
 
 
 def test_spec_records_the_normalization_in_its_version():
-    spec = replace(engine.DEFAULT_SPEC, cs_normalization="robust_zscore")
-    assert spec.version_hash() != engine.DEFAULT_SPEC.version_hash()
-    assert "cs_normalization" not in engine.DEFAULT_SPEC.to_dict()  # old versions keep their hash
+    spec = replace(feature_sets.DEFAULT_SPEC, cs_normalization="robust_zscore")
+    assert spec.version_hash() != feature_sets.DEFAULT_SPEC.version_hash()
+    assert "cs_normalization" not in feature_sets.DEFAULT_SPEC.to_dict()  # old versions keep their hash
     assert version_content(spec)["params"]["cs_normalization"] == "robust_zscore"
     with pytest.raises(ValueError, match="cs_normalization must be one of"):
-        engine.FeatureSpec.from_params({"cs_normalization": "zscore-ish"})
+        feature_sets.FeatureSpec.from_params({"cs_normalization": "zscore-ish"})
 
 
 def test_store_normalizes_every_read_over_the_whole_universe(tmp_path):
@@ -108,7 +108,7 @@ def test_store_normalizes_every_read_over_the_whole_universe(tmp_path):
 def test_incremental_build_equals_full_build_with_normalization(tmp_path):
     bars = generate_market(8, 2.5, 11)
     bars["ticker"] = bars["ticker"].astype(str)
-    spec = replace(engine.DEFAULT_SPEC, cs_normalization="robust_zscore")
+    spec = replace(feature_sets.DEFAULT_SPEC, cs_normalization="robust_zscore")
     cols = spec.columns()
     cut = pd.Timestamp(np.sort(bars["date"].unique())[-15])
 
@@ -144,6 +144,6 @@ def test_incremental_build_equals_full_build_with_normalization(tmp_path):
 
 
 def test_every_named_feature_set_is_a_valid_training_choice():
-    assert set(FEATURE_SETS) == set(engine.FEATURE_SETS)
-    for name, spec in engine.FEATURE_SETS.items():
+    assert set(FEATURE_SETS) == set(feature_sets.FEATURE_SETS)
+    for name, spec in feature_sets.FEATURE_SETS.items():
         assert spec.cs_normalization == ("robust_zscore" if name.endswith("_cs") else "none")

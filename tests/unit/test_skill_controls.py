@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.engine import MODEL_FEATURE_COLUMNS, compute_features
+from features.engine import compute_features
+from features.feature_sets import MODEL_FEATURE_COLUMNS
 from features.labels import compute_labels
 from features.synthetic import generate_market
 from registry.metrics import daily_ic

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from features import engine as E
+from features import feature_sets
 from features.social import (
     aggregate_social_daily,
     clean_post,
@@ -26,7 +27,7 @@ from features.social import (
 DATA = Path(__file__).resolve().parents[1] / "data"
 TWEETS = DATA / "stocknet_tweets_2014-01_2014-02_sample.csv.gz"
 PRICES = Path(__file__).resolve().parents[2] / "sample_data" / "prices" / "sp500_sample_2013-05-21_2018-05-18.csv.gz"
-SPEC = E.FEATURE_SETS["default_social"]
+SPEC = feature_sets.FEATURE_SETS["default_social"]
 SOCIAL = SPEC.groups()["social"]
 
 # Posts written for the tests in the style of StockTwits and Twitter (not taken from any data set):
@@ -179,13 +180,13 @@ def test_engine_columns_on_a_written_day_sequence():
 
 
 def test_default_set_is_unchanged_and_social_set_only_adds_columns():
-    assert not any(c.startswith("social_") for c in E.FEATURE_COLUMNS)
-    assert "social_windows" not in E.DEFAULT_SPEC.to_dict()
-    assert SPEC.columns()[: len(E.FEATURE_COLUMNS)] == E.FEATURE_COLUMNS
+    assert not any(c.startswith("social_") for c in feature_sets.FEATURE_COLUMNS)
+    assert "social_windows" not in feature_sets.DEFAULT_SPEC.to_dict()
+    assert SPEC.columns()[: len(feature_sets.FEATURE_COLUMNS)] == feature_sets.FEATURE_COLUMNS
     assert SPEC.model_columns()[-len(SOCIAL):] == SOCIAL
-    assert SPEC.version_hash() != E.DEFAULT_SPEC.version_hash()
+    assert SPEC.version_hash() != feature_sets.DEFAULT_SPEC.version_hash()
     with pytest.raises(ValueError, match="social_windows"):
-        E.FeatureSpec.from_params({"social_windows": [0]})
+        feature_sets.FeatureSpec.from_params({"social_windows": [0]})
 
 
 def test_real_posts_truncation_and_incremental_invariance():

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import engine
+from features import engine, feature_sets
 from features.build import ChunkData, combine_market, compute_chunk, equal_weighted_returns, materialize
 from features.store import FeatureStore
 from features.store_format import (
@@ -211,30 +211,30 @@ def test_vacuum_removes_only_old_unreferenced_files(tmp_path):
 
 
 def test_feature_definitions_and_content_hash():
-    defs = feature_definitions(engine.DEFAULT_SPEC)
-    assert [d["name"] for d in defs] == engine.FEATURE_COLUMNS
+    defs = feature_definitions(feature_sets.DEFAULT_SPEC)
+    assert [d["name"] for d in defs] == feature_sets.FEATURE_COLUMNS
     byname = {d["name"]: d for d in defs}
     assert byname["macd_signal_12_26_9"]["params"]["signal"] == 9
     assert byname["beta_60"] == {"name": "beta_60", "group": "market",
                                  "params": {"window": 60, "min_obs": 48, "market": "SPY else equal-weighted"}}
-    content = version_content(engine.DEFAULT_SPEC)
+    content = version_content(feature_sets.DEFAULT_SPEC)
     assert content["storage"] == {"format": 1, "dtype": "float32", "label_horizons": [1, 5]}
     h = content_hash(content)
     assert h == content_hash(json.loads(json.dumps(content))) and len(h) == 64
-    other = engine.FeatureSpec.from_params({"annualization": 260})
+    other = feature_sets.FeatureSpec.from_params({"annualization": 260})
     assert content_hash(version_content(other)) != h
 
 
 def test_next_version():
-    base = version_content(engine.DEFAULT_SPEC)
+    base = version_content(feature_sets.DEFAULT_SPEC)
     f, p = base["features"], base["params"]
     assert next_version(None, None, None, f, p) == "1.0.0"
     assert next_version("1.3.2", f, p, f, p) == "1.3.3"  # only storage/labels changed
-    tuned = version_content(engine.FeatureSpec.from_params({"annualization": 260}))
+    tuned = version_content(feature_sets.FeatureSpec.from_params({"annualization": 260}))
     assert next_version("1.3.2", f, p, tuned["features"], tuned["params"]) == "1.4.0"
-    more = version_content(engine.FeatureSpec.from_params({"ema_periods": [12, 26, 50, 100]}))
+    more = version_content(feature_sets.FeatureSpec.from_params({"ema_periods": [12, 26, 50, 100]}))
     assert next_version("1.3.2", f, p, more["features"], more["params"]) == "1.4.0"
-    renamed = version_content(engine.FeatureSpec.from_params({"rsi_period": 10}))
+    renamed = version_content(feature_sets.FeatureSpec.from_params({"rsi_period": 10}))
     assert next_version("1.3.2", f, p, renamed["features"], renamed["params"]) == "2.0.0"
 
 
@@ -255,21 +255,21 @@ def test_incremental_materialize_equals_full_rebuild(bars, tmp_path):
     old = bars[bars["date"] < cut]
     store = FeatureStore(tmp_path / "inc")
     ret, src = _market(old)
-    materialize(store=store, chunks=_chunks(old), spec=engine.DEFAULT_SPEC, market_returns=ret,
+    materialize(store=store, chunks=_chunks(old), spec=feature_sets.DEFAULT_SPEC, market_returns=ret,
                    market_source=src, incremental=False)
     since = {t: pd.Timestamp(d) + pd.Timedelta(days=1) for t, d in store.last_dates().items()}
     window = engine.select_lookback(bars, cut)
     window["ticker"] = window["ticker"].astype(str)
     ret2, src2 = _market(window, stored=store.market())
     messages: list[str] = []
-    inc = materialize(store=store, chunks=_chunks(window, since), spec=engine.DEFAULT_SPEC, market_returns=ret2,
+    inc = materialize(store=store, chunks=_chunks(window, since), spec=feature_sets.DEFAULT_SPEC, market_returns=ret2,
                          market_source=src2, incremental=True, progress=messages.append)
     assert inc.rows == int((bars["date"] >= cut).sum())
     assert messages and "rows/s" in messages[0]
 
     full = FeatureStore(tmp_path / "full")
     ret3, src3 = _market(bars)
-    materialize(store=full, chunks=_chunks(bars), spec=engine.DEFAULT_SPEC, market_returns=ret3,
+    materialize(store=full, chunks=_chunks(bars), spec=feature_sets.DEFAULT_SPEC, market_returns=ret3,
                    market_source=src3, incremental=False)
     for dataset in ("features", "labels"):
         a, b = store.read(dataset), full.read(dataset)
@@ -280,7 +280,7 @@ def test_incremental_materialize_equals_full_rebuild(bars, tmp_path):
 
     # nothing new: no commit, nothing written
     before = (store.root / "_manifest.json").read_bytes()
-    again = materialize(store=store, chunks=iter([]), spec=engine.DEFAULT_SPEC, market_returns=ret2,
+    again = materialize(store=store, chunks=iter([]), spec=feature_sets.DEFAULT_SPEC, market_returns=ret2,
                            incremental=True)
     assert again.rows == 0 and again.commit.files_written == []
     assert (store.root / "_manifest.json").read_bytes() == before
@@ -288,11 +288,11 @@ def test_incremental_materialize_equals_full_rebuild(bars, tmp_path):
 
 def test_compute_chunk_trims_to_the_range_and_keeps_labels_apart(bars):
     ret, _ = _market(bars)
-    res = compute_chunk(ChunkData(bars=bars), spec=engine.DEFAULT_SPEC, market_returns=ret,
+    res = compute_chunk(ChunkData(bars=bars), spec=feature_sets.DEFAULT_SPEC, market_returns=ret,
                            start="2011-01-03", end="2011-06-30")
     assert res.features["date"].min() >= pd.Timestamp("2011-01-03")
     assert res.features["date"].max() <= pd.Timestamp("2011-06-30")
-    assert list(res.features.columns) == ["ticker", "date", *engine.FEATURE_COLUMNS]
+    assert list(res.features.columns) == ["ticker", "date", *feature_sets.FEATURE_COLUMNS]
     assert list(res.labels.columns) == ["ticker", "date", *label_store_columns()]
-    assert res.features[engine.FEATURE_COLUMNS].dtypes.eq(np.float32).all()
+    assert res.features[feature_sets.FEATURE_COLUMNS].dtypes.eq(np.float32).all()
     assert res.talib_s > 0

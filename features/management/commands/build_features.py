@@ -3,7 +3,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from features.engine import FEATURE_SETS
+from features.feature_sets import FEATURE_SETS
 from features.services.feature_store import (
     DEFAULT_CHUNK_SIZE,
     FeatureStoreError,
