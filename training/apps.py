@@ -53,3 +53,6 @@ class TrainingConfig(AppConfig):
 
         loaders.install(loaders.Loaders(load_learner=load_learner, artifact_error=ArtifactError,
                                         load_training_frame=load_training_frame))
+        # register the Celery tasks in every process (web, worker, beat): tasks are sent by name, and
+        # Celery's autodiscovery imports tasks.py in workers only (and never pipeline_tasks.py)
+        from training import pipeline_tasks, tasks  # noqa: F401

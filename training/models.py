@@ -203,8 +203,3 @@ class OrchestratorLock(models.Model):
     def __str__(self) -> str:
         return self.name
 
-
-# The pipeline's Celery tasks live in training/pipeline_tasks.py, which Celery's autodiscovery (it
-# looks for tasks.py only) does not find; importing it here registers them in every process that
-# loads the models (web, worker, beat). It imports nothing from training at import time.
-from training import pipeline_tasks  # noqa: E402, F401

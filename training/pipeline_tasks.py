@@ -1,7 +1,7 @@
 """Celery tasks of the daily pipeline: thin wrappers over ``training.orchestrator`` (the stage bodies
 are ``training.orchestrator.celery_stages``).
 
-A run is one chain (``start_chain``)::
+A run is one chain (``training.orchestrator.dispatch.start_chain``)::
 
     update_market_data -> build_features -> train -> await_training -> batch_predict -> check_drift -> finish
 
@@ -16,9 +16,8 @@ Beat tasks (seeded by ``manage.py seed_schedules``): ``training.pipeline.run_dai
 ``training.pipeline.dispatch_queued``, ``training.pipeline.reap_stale``. When a worker starts it
 reaps runs left by a killed worker at once, and again once their heartbeat can have gone stale.
 
-The orchestrator's modules are imported inside the tasks: ``training.models`` imports this module
-(registering the tasks in every process) and the orchestrator imports ``training.models``, so this
-module imports nothing from training when it loads.
+The orchestrator sends a run's chain by these tasks' names (``training.orchestrator.dispatch``), so
+it never imports this module; ``training.apps`` imports it to register the tasks in every process.
 """
 
 from __future__ import annotations
@@ -26,9 +25,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import chain, chord, group, shared_task
+from celery import chord, group, shared_task
 from celery.exceptions import Ignore
 from celery.signals import worker_ready
+
+from training.orchestrator.celery_stages import build_feature_chunk, finish_feature_fan_out, run_stage
+from training.orchestrator.config import orchestrator_settings
+from training.orchestrator.errors import failure_message, is_transient
+from training.orchestrator.limits import dispatch_queued_runs
+from training.orchestrator.reaper import reap_stale_runs
+from training.orchestrator.stages import complete_run, fail_run
+from training.orchestrator.train_stage import check_training
+from training.orchestrator.triggers import request_pipeline_run
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +50,6 @@ def _follow(task: Any, outcome: Any) -> dict[str, Any]:
 
 
 def _stage(task: Any, run_id: int, generation: int, stage: str) -> dict[str, Any]:
-    from training.orchestrator.celery_stages import run_stage  # cycle: see the module docstring
-
     outcome = run_stage(run_id=run_id, generation=generation, stage=stage)
     if outcome.action == "fan_out":
         header = group(build_features_chunk_task.si(run_id, generation, i, tickers)
@@ -64,15 +70,11 @@ def build_features_task(self, run_id: int, generation: int) -> dict[str, Any]:
 
 @shared_task(name="training.pipeline.build_features_chunk", acks_late=True)
 def build_features_chunk_task(run_id: int, generation: int, chunk: int, tickers: list[str]) -> dict[str, Any]:
-    from training.orchestrator.celery_stages import build_feature_chunk  # cycle: see the module docstring
-
     return build_feature_chunk(run_id=run_id, generation=generation, chunk=chunk, tickers=tickers)
 
 
 @shared_task(name="training.pipeline.build_features_done", bind=True, acks_late=True, max_retries=None)
 def build_features_done_task(self, results: list[dict[str, Any]], run_id: int, generation: int) -> dict[str, Any]:
-    from training.orchestrator.celery_stages import finish_feature_fan_out  # cycle: see the module docstring
-
     outcome = finish_feature_fan_out(run_id=run_id, generation=generation, results=results)
     if outcome.action == "retry":  # the whole build again, after the backoff
         raise self.retry(countdown=outcome.countdown)  # pragma: no cover - chunks retry inside
@@ -86,8 +88,6 @@ def train_task(self, run_id: int, generation: int) -> dict[str, Any]:
 
 @shared_task(name="training.pipeline.await_training", bind=True, acks_late=True, max_retries=None)
 def await_training_task(self, run_id: int, generation: int) -> dict[str, Any]:
-    from training.orchestrator.train_stage import check_training  # cycle: see the module docstring
-
     return _follow(self, check_training(run_id=run_id, generation=generation))
 
 
@@ -103,8 +103,6 @@ def check_drift_task(self, run_id: int, generation: int) -> dict[str, Any]:
 
 @shared_task(name="training.pipeline.finish", acks_late=True)
 def finish_task(run_id: int, generation: int) -> dict[str, Any]:
-    from training.orchestrator.stages import complete_run  # cycle: see the module docstring
-
     return {"run": run_id, "closed": complete_run(run_id=run_id, generation=generation)}
 
 
@@ -113,8 +111,6 @@ def pipeline_failed_task(request: Any, exc: Any, traceback: Any, run_id: int, ge
     """Error callback of the chain: an unexpected exception in a task fails the run. The broker or
     database unreachable around a task (a step that could not be published, a result that could not
     be stored) is not the run's fault: the reaper queues it again once its heartbeat is stale."""
-    from training.orchestrator.errors import failure_message, is_transient  # cycle: see the module docstring
-    from training.orchestrator.stages import fail_run  # cycle: see the module docstring
 
     if is_transient(exc):
         logger.warning("pipeline run %s: %s: %s; left to the reaper (it queues the run again)", run_id,
@@ -127,19 +123,6 @@ def pipeline_failed_task(request: Any, exc: Any, traceback: Any, run_id: int, ge
     fail_run(run_id=run_id, generation=generation, message=message)
 
 
-def start_chain(*, run_id: int, generation: int) -> str:
-    """Send a claimed run's chain to the broker; returns the first task's id."""
-    steps = [update_market_data_task, build_features_task, train_task, await_training_task, batch_predict_task,
-             check_drift_task, finish_task]
-    pipeline = chain(*(step.si(run_id, generation) for step in steps))
-    pipeline = pipeline.on_error(pipeline_failed_task.s(run_id, generation))
-    result = pipeline.apply_async()
-    first = result
-    while getattr(first, "parent", None) is not None:
-        first = first.parent
-    return str(first.id or "")
-
-
 # --------------------------------------------------------------------------------------------------
 # beat and maintenance
 
@@ -147,8 +130,6 @@ def start_chain(*, run_id: int, generation: int) -> str:
 @shared_task(name="training.pipeline.run_daily")
 def run_daily_task(tickers: list[str] | None = None) -> dict[str, Any]:
     """The scheduled daily pipeline (``training.default_schedule``)."""
-    from training.orchestrator.triggers import request_pipeline_run  # cycle: see the module docstring
-
     run = request_pipeline_run(trigger="schedule", requested_by="celery beat", tickers=tickers,
                                reason="training.default_schedule")
     return {"run": run.pk, "status": run.status, "deduplicated": bool(getattr(run, "deduplicated", False))}
@@ -156,15 +137,11 @@ def run_daily_task(tickers: list[str] | None = None) -> dict[str, Any]:
 
 @shared_task(name="training.pipeline.dispatch_queued")
 def dispatch_queued_task() -> dict[str, Any]:
-    from training.orchestrator.limits import dispatch_queued_runs  # cycle: see the module docstring
-
     return {"started": dispatch_queued_runs()}
 
 
 @shared_task(name="training.pipeline.reap_stale")
 def reap_stale_task() -> dict[str, Any]:
-    from training.orchestrator.limits import dispatch_queued_runs  # cycle: see the module docstring
-    from training.orchestrator.reaper import reap_stale_runs  # cycle: see the module docstring
 
     reaped = reap_stale_runs()
     return {"reaped": reaped, "started": dispatch_queued_runs()}
@@ -174,8 +151,6 @@ def reap_stale_task() -> dict[str, Any]:
 def _reap_at_worker_start(sender: Any = None, **kwargs: Any) -> None:
     """Runs left "running" by a killed worker on this machine are reaped now (their process is
     gone); others once their heartbeat has had time to go stale."""
-    from training.orchestrator.config import orchestrator_settings  # cycle: see the module docstring
-
     try:
         timeout = orchestrator_settings().heartbeat_timeout_seconds
         reap_stale_task.apply_async()

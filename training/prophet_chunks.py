@@ -19,7 +19,7 @@ from features.common import chunked
 from registry import services as registry_services
 from registry.models import ModelVersion
 from registry.selectors import active_version, latest_version, version_label
-from training import selectors
+from training import dispatch, selectors
 from training.config import model_config
 from training.evaluation import Split, evaluate_walk_forward
 from training.fitting import RunContext, register_and_gate
@@ -120,8 +120,6 @@ def scratch_path(run_id: int, chunk: int, suffix: str) -> str:
 
 def dispatch_prophet(ctx: RunContext) -> None:
     """Start the chunks' chord; the run waits for its ``prophet`` part."""
-    from training.tasks import dispatch_prophet_chunks  # cycle: training.tasks -> training.services -> here
-
     tickers = sorted(ctx.frame["ticker"].unique())
     parts = chunked(tickers, int(ctx.run.options.get("prophet_chunk_tickers", 50)))
     with transaction.atomic():
@@ -131,7 +129,7 @@ def dispatch_prophet(ctx: RunContext) -> None:
         run.save(update_fields=["parts_pending", "options"])
     try:
         with stage(ctx.run.pk, "dispatch:prophet_forecaster", chunks=len(parts), tickers=len(tickers)) as rec:
-            rec.counts["chord"] = dispatch_prophet_chunks(run_id=ctx.run.pk, chunks=parts)
+            rec.counts["chord"] = dispatch.prophet_chunks_send(run_id=ctx.run.pk, chunks=parts)
     except Exception:
         part_done(ctx.run.pk, "prophet")  # nothing will report back
         raise

@@ -2,7 +2,7 @@
 register it, gate it, stack the ensemble on out-of-fold predictions, and account for the cost.
 
 ``retrain`` creates a ``TrainingRun`` and runs it in-process (``sync=True``) or queues
-``training.tasks.retrain_task``. A run goes through these stages, each recorded in
+``training.tasks.retrain_task`` (sent by ``training.dispatch``). A run goes through these stages, each recorded in
 ``TrainingRun.stages`` with its wall and CPU seconds and counts (``training.runs``):
 
 ``load_frame``          the feature store's training frame (``training_frame``) for the window;
@@ -39,6 +39,7 @@ from django.utils import timezone
 from features.common import jsonable
 from investml import ledger
 from registry import artifacts
+from training import dispatch
 from training.config import (
     ENSEMBLE,
     LSTM_MAX_TRAIN_ROWS,
@@ -127,10 +128,8 @@ def retrain(
     append_log(run.pk, f"queued by {requested_by or trigger}: models {', '.join(names)}; tickers {scope or 'all'}")
     if sync:
         return execute_run(run_id=run.pk, distributed=False)
-    from training.tasks import retrain_task  # cycle: training.tasks imports this module
-
     try:
-        result = retrain_task.delay(run.pk)
+        task_id = dispatch.retrain_send(run_id=run.pk)
     except Exception as exc:  # broker down: the run must not stay queued forever
         record_failure(run.pk, "queueing", exc)
         TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.FAILED, finished_at=timezone.now())
@@ -138,7 +137,7 @@ def retrain(
             f"could not queue training run {run.pk} on Celery ({type(exc).__name__}: {exc}); check the broker "
             "(REDIS_URL) and the worker, or run in this process with --sync"
         ) from exc
-    TrainingRun.objects.filter(pk=run.pk, celery_task_id="").update(celery_task_id=result.id or "")
+    TrainingRun.objects.filter(pk=run.pk, celery_task_id="").update(celery_task_id=task_id)
     run.refresh_from_db()
     return run
 

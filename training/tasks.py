@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import chord, group, shared_task
+from celery import shared_task
 
 from training import services
 
@@ -38,11 +38,3 @@ def prophet_merge_task(results: list[dict[str, Any]], run_id: int) -> dict[str, 
 @shared_task(name="training.prophet_failed")
 def prophet_failed_task(request: Any, exc: Any, traceback: Any, run_id: int) -> None:
     services.fail_prophet_part(run_id=run_id, error=f"{type(exc).__name__}: {exc}")
-
-
-def dispatch_prophet_chunks(*, run_id: int, chunks: list[list[str]]) -> str:
-    """Start the chord for a run's Prophet chunks; returns the callback's task id."""
-    header = group(prophet_chunk_task.s(run_id, i, tickers) for i, tickers in enumerate(chunks))
-    callback = prophet_merge_task.s(run_id).on_error(prophet_failed_task.s(run_id))
-    result = chord(header)(callback)
-    return str(result.id or "")

@@ -39,7 +39,7 @@ def api_schema(served, monkeypatch, keep_test_connection):
     from investml.wsgi import application
 
     # POST /retrain queues a pipeline run: record the Celery chain instead of sending it
-    monkeypatch.setattr("training.pipeline_tasks.start_chain", lambda *, run_id, generation: f"task-{run_id}")
+    monkeypatch.setattr("training.orchestrator.dispatch.start_chain", lambda *, run_id, generation: f"task-{run_id}")
     batch_predict()  # so /recommendations has rows
     yield schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
 

@@ -20,9 +20,8 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from monitoring.models import Alert
 from monitoring.services import record_cost
-from training import pipeline_tasks
 from training.models import PipelineRun, PipelineStage, RetrainTrigger, TrainingRun
-from training.orchestrator import stage_work, sync_executor, train_stage
+from training.orchestrator import dispatch, stage_work, sync_executor, train_stage
 from training.orchestrator.errors import PipelineError
 from training.orchestrator.limits import dispatch_queued_runs
 from training.orchestrator.reaper import reap_stale_runs
@@ -59,7 +58,7 @@ def sent(settings, monkeypatch):
         chains.append((run_id, generation))
         return f"task-{run_id}-{generation}"
 
-    monkeypatch.setattr(pipeline_tasks, "start_chain", start_chain)
+    monkeypatch.setattr(dispatch, "start_chain", start_chain)
     return chains
 
 

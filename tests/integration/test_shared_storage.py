@@ -275,7 +275,7 @@ def test_prophet_chunks_travel_through_s3_and_leave_nothing_behind(s3_server, s3
     from registry import artifacts
     from registry.models import ModelVersion
     from registry.services import load_version
-    from training import services, tasks
+    from training import dispatch, services
     from training.models import TrainingRun
 
     monkeypatch.chdir(tmp_path)
@@ -303,7 +303,7 @@ def test_prophet_chunks_travel_through_s3_and_leave_nothing_behind(s3_server, s3
                         "ML_WALK_FORWARD_MIN_TRAIN_DAYS": "150", "ML_PROPHET_CHUNK_TICKERS": "3"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("ML_WALK_FORWARD_GAP_DAYS", raising=False)
-    monkeypatch.setattr(tasks.retrain_task, "delay", lambda run_id: type("R", (), {"id": "task-s3"})())
+    monkeypatch.setattr(dispatch, "retrain_send", lambda *, run_id: "task-s3")
     run = services.retrain(models=["prophet_forecaster"], sync=False)
     seen: list[list[str]] = []
     real_merge = services.merge_prophet_chunks

@@ -28,7 +28,7 @@ def own_cache(settings, monkeypatch):
     caches["default"]["KEY_PREFIX"] = f"test-tokmemo-{uuid.uuid4().hex[:10]}"
     settings.CACHES = caches
     settings.ML_API_TOKEN_CACHE_SECONDS = 30
-    monkeypatch.setattr("training.pipeline_tasks.start_chain", lambda *, run_id, generation: f"task-{run_id}")
+    monkeypatch.setattr("training.orchestrator.dispatch.start_chain", lambda *, run_id, generation: f"task-{run_id}")
     throttling.reset_leases()
     authentication.forget_all()
     yield

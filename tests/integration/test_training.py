@@ -23,7 +23,7 @@ from monitoring.models import CostRecord
 from registry.metrics import METRIC_KEYS
 from registry.models import ModelVersion
 from registry.services import load_oof, load_version
-from training import prophet_chunks, services
+from training import dispatch, prophet_chunks, services, tasks
 from training.config import RetrainError
 from training.models import TrainingRun
 
@@ -80,7 +80,6 @@ def built(tiny_setup):
 def retrain_eagerly(run_id: int):
     """The worker's side of a queued training run, in this process (chords included); its result."""
     from investml.celery import app
-    from training import tasks
 
     saved = (app.conf.task_always_eager, app.conf.task_eager_propagates)
     app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
@@ -215,11 +214,8 @@ def test_retrain_sync_registers_all_four_learners(built, tmp_path):
 
 
 def test_retrain_queues_on_celery_and_the_chord_path_runs(built, monkeypatch):
-    from training import tasks
-
     queued = []
-    monkeypatch.setattr(tasks.retrain_task, "delay", lambda run_id: queued.append(run_id) or
-                        type("R", (), {"id": "task-123"})())
+    monkeypatch.setattr(dispatch, "retrain_send", lambda *, run_id: queued.append(run_id) or "task-123")
     out = io.StringIO()
     call_command("retrain", "--models", "xgboost_classifier,prophet_forecaster", stdout=out)
     run = TrainingRun.objects.get()
@@ -228,10 +224,10 @@ def test_retrain_queues_on_celery_and_the_chord_path_runs(built, monkeypatch):
     assert "queued training run" in out.getvalue()
 
     # a broker that is down fails the run at once instead of leaving it queued
-    def down(run_id):
+    def down(*, run_id):
         raise ConnectionError("broker unreachable")
 
-    monkeypatch.setattr(tasks.retrain_task, "delay", down)
+    monkeypatch.setattr(dispatch, "retrain_send", down)
     with pytest.raises(RetrainError, match="could not queue training run .* --sync"):
         services.retrain(models=["xgboost_classifier"], sync=False)
     lost = TrainingRun.objects.order_by("-id").first()
@@ -254,10 +250,9 @@ def test_retrain_queues_on_celery_and_the_chord_path_runs(built, monkeypatch):
 def test_a_run_stopped_meanwhile_registers_nothing_late(built, monkeypatch):
     """The orchestrator stops a run (cancelled, over max_training_hours) while its Prophet chunks run:
     the chunks not started are not fitted and the merge registers nothing."""
-    from training import tasks
     from training.orchestrator.training_runs import stop_training
 
-    monkeypatch.setattr(tasks.retrain_task, "delay", lambda run_id: type("R", (), {"id": "task-9"})())
+    monkeypatch.setattr(dispatch, "retrain_send", lambda *, run_id: "task-9")
     run = services.retrain(models=["prophet_forecaster"], sync=False)
     real_fit, fitted = prophet_chunks.fit_prophet_chunk, []
 

@@ -12,8 +12,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from investml import ledger
-from training import pipeline_tasks
 from training.models import OrchestratorLock, PipelineRun
+from training.orchestrator import dispatch
 from training.orchestrator.config import orchestrator_settings
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def dispatch_queued_runs() -> list[int]:
                 break
             continue
         try:
-            task_id = pipeline_tasks.start_chain(run_id=run.pk, generation=run.generation)
+            task_id = dispatch.start_chain(run_id=run.pk, generation=run.generation)
         except Exception as exc:  # broker down: give the slot back, the run waits queued
             logger.warning("could not queue pipeline run %s on Celery (%s: %s); it stays queued", run.pk,
                            type(exc).__name__, exc)
