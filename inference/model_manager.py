@@ -197,9 +197,9 @@ def onnx_check(learner: Any, *, repeats: int = 20, seed: int = 0) -> dict[str, A
     "faster", "close", "runner"}``: ``faster`` when ONNX Runtime wins on one row (the API's call) and
     is at most 10% slower on 256 rows (the daily batch); ``max_abs_diff`` in target standard deviations.
     """
-    import torch
+    import torch  # heavy (~1 s): only the ONNX check needs it in the API process
 
-    from training.learners.lstm_onnx import OnnxLSTMRunner, export_onnx
+    from training.learners.lstm_onnx import OnnxLSTMRunner, export_onnx  # heavy: onnx, onnxruntime
 
     length, n_inputs = learner.params["sequence_length"], learner._net.lstm.input_size
     runner = OnnxLSTMRunner(model=export_onnx(learner._net, sequence_length=length, n_inputs=n_inputs),

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from features.providers import PROVIDERS
 from features.services.market_updates import update_market_data
+from features.services.news import update_news
 from features.services.provider_config import PROVIDER_NAMES, default_provider_name
 
 
@@ -50,8 +51,6 @@ class Command(BaseCommand):
             self.stderr.write(f"WARNING: {summary.warning}")
             self.stdout.write(f"  stopped: {summary.warning}; {len(summary.skipped)} tickers skipped")
         if news:
-            from features.services.news import update_news
-
             try:
                 news_summary = update_news(provider=summary.provider, tickers=symbols, progress=self.stderr.write)
             except ValueError as exc:
