@@ -91,7 +91,7 @@ class _Windows:
             if found is not None and time.monotonic() - found[0] < conf.intraday_window_seconds():
                 self._data.move_to_end(key)
                 return found[1]
-        from features.services.feature_store import engine_window
+        from features.services.build_inputs import engine_window
 
         window = engine_window(version=self.version(version_id), ticker=ticker, feature_date=feature_date)
         size = conf.intraday_window_cache_size()

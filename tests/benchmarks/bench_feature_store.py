@@ -89,7 +89,7 @@ def bench_online(root: Path, store: FeatureStore, n_reads: int, rows: list[tuple
 
     from features.models import FeatureSet, FeatureSetVersion
     from features.selectors import get_online_features, get_online_features_many, online_vector_key
-    from features.services.feature_store import publish_online_features
+    from features.services.online_store import publish_online_features
 
     settings.ML_FEATURES_PATH = root.parent.parent
     content = version_content(feature_sets.DEFAULT_SPEC)

@@ -39,7 +39,8 @@ from features.selectors import (
     online_vector_key,
     training_frame,
 )
-from features.services.feature_store import build_features, ensure_feature_set_version
+from features.services.feature_set_versions import ensure_feature_set_version
+from features.services.feature_store import build_features
 from features.store_format import files_checksum, sha256_file
 from features.tasks import build_features_task
 

@@ -32,7 +32,7 @@ from features.engine import compute_features
 from features.models import NewsItem, PriceBar, Ticker
 from features.providers import reset_limiters
 from features.selectors import feature_store_for, get_online_features
-from features.services.feature_store import engine_window
+from features.services.build_inputs import engine_window
 from inference import intraday, prediction_log
 from inference.model_manager import get_manager
 from inference.models import PredictionLog

@@ -11,9 +11,10 @@ from typing import Any
 
 from django.db.models import F
 
-from features.services.feature_store import DEFAULT_CHUNK_SIZE, FeatureStoreError, build_features
+from features.services.feature_store import DEFAULT_CHUNK_SIZE, build_features
 from features.services.market_updates import update_market_data
 from features.services.social import update_social_if_configured
+from features.services.store_errors import FeatureStoreError
 from training.models import PipelineRun
 from training.orchestrator.errors import PermanentStageError, StageError, TransientStageError, is_transient
 

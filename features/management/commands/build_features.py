@@ -4,12 +4,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from features.feature_sets import FEATURE_SETS
-from features.services.feature_store import (
-    DEFAULT_CHUNK_SIZE,
-    FeatureStoreError,
-    build_features,
-    export_feature_matrix,
-)
+from features.services.feature_store import DEFAULT_CHUNK_SIZE, build_features, export_feature_matrix
+from features.services.store_errors import FeatureStoreError
 
 
 class Command(BaseCommand):

@@ -3,7 +3,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from features.services.feature_store import MARKET_SYMBOL, FeatureStoreError, ingest_benchmark_returns
+from features.services.benchmark_returns import MARKET_SYMBOL, ingest_benchmark_returns
+from features.services.store_errors import FeatureStoreError
 
 
 class Command(BaseCommand):

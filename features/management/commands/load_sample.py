@@ -2,7 +2,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from features.services.feature_store import FeatureStoreError, ingest_benchmark_returns
+from features.services.benchmark_returns import ingest_benchmark_returns
+from features.services.store_errors import FeatureStoreError
 
 
 class Command(BaseCommand):
