@@ -17,7 +17,7 @@ from django.core import mail
 from django.db import IntegrityError
 from django.utils import timezone
 
-from monitoring import request_metrics, selectors, services
+from monitoring import notifications, request_metrics, selectors, services
 from monitoring.alert_rules import AlertCondition
 from monitoring.models import Alert, DriftReport, PerformanceRecord
 from registry.models import ModelVersion, RegisteredModel
@@ -33,7 +33,7 @@ def monitoring_settings(settings, monkeypatch):
     caches["default"]["KEY_PREFIX"] = f"test-mon-{uuid.uuid4().hex[:10]}"
     settings.CACHES = caches
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    settings.ALERT_EMAILS = "ops@example.com,ml@example.com"
+    settings.ALERT_EMAILS = ["ops@example.com", "ml@example.com"]
     settings.ALERT_WEBHOOK_URL = ""
     settings.ML_DAILY_COST_LIMIT_USD = 10.0
     settings.DATA_DRIFT_THRESHOLD = 0.3
@@ -377,13 +377,13 @@ def test_notifications_go_out_once_then_at_most_once_per_cooldown():
 def test_a_severity_rise_notifies_at_once_and_acknowledged_alerts_stay_quiet():
     now = timezone.now()
     first = services.raise_alert(condition=condition("warning"), now=now).alert
-    assert services.notify_alert(alert=first, now=now)
+    assert notifications.notify_alert(alert=first, now=now)
     services.acknowledge_alert(alert_id=first.pk, user="bob")
     same = services.raise_alert(condition=condition("warning"), now=now).alert
-    assert not services.notify_alert(alert=same, now=now + timedelta(hours=5))  # acknowledged: quiet
+    assert not notifications.notify_alert(alert=same, now=now + timedelta(hours=5))  # acknowledged: quiet
     worse = services.raise_alert(condition=condition("critical"), now=now).alert
-    assert services.notify_alert(alert=worse, now=now + timedelta(minutes=1))  # severity rose
-    assert not services.notify_alert(alert=worse, now=now + timedelta(minutes=2))
+    assert notifications.notify_alert(alert=worse, now=now + timedelta(minutes=1))  # severity rose
+    assert not notifications.notify_alert(alert=worse, now=now + timedelta(minutes=2))
     assert len(mail.outbox) == 2 and "CRITICAL" in mail.outbox[1].subject
 
 
@@ -408,7 +408,7 @@ def test_webhook_gets_json_and_a_dead_webhook_is_logged_not_raised(settings, cap
     try:
         settings.ALERT_WEBHOOK_URL = f"http://127.0.0.1:{server.server_port}/hook"
         alert = services.raise_alert(condition=condition("critical")).alert
-        assert services.notify_alert(alert=alert)
+        assert notifications.notify_alert(alert=alert)
     finally:
         server.shutdown()
         server.server_close()
@@ -419,7 +419,7 @@ def test_webhook_gets_json_and_a_dead_webhook_is_logged_not_raised(settings, cap
     settings.ALERT_WEBHOOK_TIMEOUT_SECONDS = 1
     other = services.raise_alert(condition=condition("warning", key="GET /y")).alert
     with caplog.at_level(logging.WARNING, logger="monitoring"):
-        assert services.notify_alert(alert=other)
+        assert notifications.notify_alert(alert=other)
     assert any("alert webhook failed" in m for m in caplog.messages)
 
 

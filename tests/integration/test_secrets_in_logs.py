@@ -21,7 +21,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from rest_framework.authtoken.models import Token
 
-from monitoring import services
+from monitoring import notifications, services
 from monitoring.alert_rules import AlertCondition
 
 pytestmark = pytest.mark.django_db
@@ -35,7 +35,7 @@ def monitoring_settings(settings):
     caches["default"]["KEY_PREFIX"] = f"test-secrets-{uuid.uuid4().hex[:10]}"
     settings.CACHES = caches
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    settings.ALERT_EMAILS = ""
+    settings.ALERT_EMAILS = []
     settings.ALERT_WEBHOOK_TIMEOUT_SECONDS = 1
     return settings
 
@@ -69,7 +69,7 @@ def test_a_failed_webhook_logs_its_host_not_its_secret_path(monitoring_settings,
     server.server_close()  # nothing listens on that port now: the POST fails to connect
     monitoring_settings.ALERT_WEBHOOK_URL = f"http://127.0.0.1:{port}/services/{SECRET}?token=qSECRETq"
     with caplog.at_level(logging.DEBUG):
-        assert services.notify_alert(alert=_alert("GET /dead"))
+        assert notifications.notify_alert(alert=_alert("GET /dead"))
     text = _logged(caplog)
     assert "alert webhook" in text and f"http://127.0.0.1:{port}" in text
     assert "SECRET" not in text, text
@@ -82,7 +82,7 @@ def test_a_webhook_answering_an_error_logs_its_host_not_its_secret_path(monitori
     try:
         monitoring_settings.ALERT_WEBHOOK_URL = f"http://127.0.0.1:{server.server_port}/services/{SECRET}"
         with caplog.at_level(logging.DEBUG):
-            assert services.notify_alert(alert=_alert("GET /refused"))
+            assert notifications.notify_alert(alert=_alert("GET /refused"))
     finally:
         server.shutdown()
         server.server_close()
@@ -92,10 +92,10 @@ def test_a_webhook_answering_an_error_logs_its_host_not_its_secret_path(monitori
 
 
 @pytest.fixture
-def admin_env(settings, tmp_path, monkeypatch):
+def admin_env(settings, tmp_path):
     settings.VAR_DIR = tmp_path
-    monkeypatch.delenv("DJANGO_ADMIN_PASSWORD", raising=False)
-    monkeypatch.setenv("DJANGO_ADMIN_USER", f"admin-{uuid.uuid4().hex[:6]}")
+    settings.DJANGO_ADMIN_PASSWORD = ""
+    settings.DJANGO_ADMIN_USER = f"admin-{uuid.uuid4().hex[:6]}"
     return tmp_path / "admin-password.txt"
 
 
@@ -105,9 +105,9 @@ def _run() -> str:
     return out.getvalue()
 
 
-def test_ensure_admin_prints_the_credentials_only_when_it_creates_them(admin_env):
+def test_ensure_admin_prints_the_credentials_only_when_it_creates_them(admin_env, settings):
     first = _run()
-    user = get_user_model().objects.get(username=os.environ["DJANGO_ADMIN_USER"])
+    user = get_user_model().objects.get(username=settings.DJANGO_ADMIN_USER)
     password = admin_env.read_text().strip()
     token = Token.objects.get(user=user).key
     assert user.is_superuser and user.check_password(password)
@@ -139,11 +139,11 @@ def test_ensure_admin_writes_the_password_file_with_mode_600_from_the_start(admi
     assert stat.S_IMODE(admin_env.stat().st_mode) == 0o600
 
 
-def test_ensure_admin_with_a_given_password_sets_it_and_says_so(admin_env, monkeypatch):
+def test_ensure_admin_with_a_given_password_sets_it_and_says_so(admin_env, settings):
     _run()
-    monkeypatch.setenv("DJANGO_ADMIN_PASSWORD", "a-given-password-42")
+    settings.DJANGO_ADMIN_PASSWORD = "a-given-password-42"
     out = _run()
-    user = get_user_model().objects.get(username=os.environ["DJANGO_ADMIN_USER"])
+    user = get_user_model().objects.get(username=settings.DJANGO_ADMIN_USER)
     assert user.check_password("a-given-password-42")
     assert admin_env.read_text().strip() == "a-given-password-42"
     assert stat.S_IMODE(admin_env.stat().st_mode) == 0o600
