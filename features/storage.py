@@ -47,8 +47,9 @@ from pathlib import Path
 from typing import Any
 
 REMOTE_SCHEMES = ("s3://",)
-# How long an S3 lease lock stays valid without being released (a killed writer's lock expires).
-LOCK_TTL_S = float(os.environ.get("ML_STORAGE_LOCK_TTL_SECONDS", "900"))
+# How long an S3 lease lock stays valid without being released (a killed writer's lock expires):
+# settings.ML_STORAGE_LOCK_TTL_SECONDS, set through ``configure`` (this module is Django-free).
+_lock_ttl_s = 900.0
 LOCK_POLL_S = 0.2
 # Objects read at once by ``read_many`` (s3fs runs the GETs concurrently).
 READ_BATCH = 64
@@ -62,6 +63,12 @@ class CommitConflict(Exception):  # noqa: N818 - the name says what happened
     """Another writer replaced the commit pointer after this one read it: nothing was overwritten."""
 
     retryable = True  # the orchestrator retries a stage that failed with it
+
+
+def configure(*, lock_ttl_seconds: float) -> None:
+    """Set how long an S3 lease lock holds (``investml.settings`` calls it with its setting)."""
+    global _lock_ttl_s
+    _lock_ttl_s = float(lock_ttl_seconds)
 
 
 def is_remote(root: Any) -> bool:
@@ -435,9 +442,9 @@ class S3Location(Location):
         """A lease: ``relpath`` created with If-None-Match (or taken over with If-Match once its
         ``expires`` passed), deleted on release if it is still this holder's."""
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
-        deadline = time.monotonic() + LOCK_TTL_S + 60
+        deadline = time.monotonic() + _lock_ttl_s + 60
         while True:
-            body = json.dumps({"owner": owner, "expires": time.time() + LOCK_TTL_S}).encode()
+            body = json.dumps({"owner": owner, "expires": time.time() + _lock_ttl_s}).encode()
             try:
                 self._put(relpath, body, if_none_match=True)
                 break

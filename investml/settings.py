@@ -2,18 +2,27 @@
 
 With no environment at all it runs embedded: SQLite in WAL mode, a filesystem Celery broker and
 file-based cache under ./var/. DATABASE_URL and REDIS_URL switch to PostgreSQL and Redis.
+
+Every environment variable the code uses is read here, once, into a typed setting of the same name
+(the README's "Configuration" table lists them); the apps read ``settings.<NAME>``. A value that
+does not parse, or is out of range, stops start-up with ImproperlyConfigured naming the variable.
+An empty value (docker-compose passes one when a variable is unset) means "not set".
 """
 
 from __future__ import annotations
 
+import math
+import os
 from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.conf import global_settings
 from django.core.exceptions import ImproperlyConfigured
 
-from features.storage import StorageError, storage_root
+from features import storage
 from investml.pipeline_config import PipelineConfigError, load_pipeline_config
+from monitoring.config import PERFORMANCE_METRICS
 from registry.metrics import METRIC_KEYS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -22,6 +31,67 @@ env = environ.Env()
 # A .env file is a convenience for one machine; real deployments set the environment.
 if (BASE_DIR / ".env").is_file():
     environ.Env.read_env(BASE_DIR / ".env")
+
+
+def _raw(name: str) -> str:
+    return env.str(name, default="").strip()
+
+
+def _number(name: str, default: int | float | None, *, cast: type, minimum: float | None,
+            maximum: float | None) -> int | float | None:
+    raw = _raw(name)
+    if not raw:
+        value = default
+    else:
+        # Python's int/float, not env.float: that one drops every character but digits, "." "," and
+        # "-", so "1e-4" fails and "12abc" reads 12
+        try:
+            value = cast(raw)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value):
+            raise ImproperlyConfigured(f"{name} must be {'an integer' if cast is int else 'a number'} (got {raw!r})")
+    if value is None:
+        return None
+    if minimum is not None and maximum is not None and not minimum <= value <= maximum:
+        raise ImproperlyConfigured(f"{name} must be between {minimum:g} and {maximum:g} (got {value:g})")
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum:g} (got {value:g})")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum:g} (got {value:g})")
+    return value
+
+
+def _int(name: str, default: int | None, *, minimum: int | None = None, maximum: int | None = None) -> int | None:
+    """The integer ``name``, ``default`` when unset."""
+    return _number(name, default, cast=int, minimum=minimum, maximum=maximum)
+
+
+def _float(name: str, default: float, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    """The number ``name``, ``default`` when unset."""
+    return float(_number(name, default, cast=float, minimum=minimum, maximum=maximum))
+
+
+def _bool(name: str, default: bool) -> bool:
+    return env.bool(name) if _raw(name) else default
+
+
+def _str(name: str, default: str) -> str:
+    return _raw(name) or default
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """``name`` in lower case, one of ``choices``."""
+    value = _str(name, default).lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)} (got {value!r})")
+    return value
+
+
+def _list(name: str, default: list[str]) -> list[str]:
+    """A comma-separated list, each item stripped, empty items dropped."""
+    return [item.strip() for item in env.list(name, default=[]) if item.strip()] or list(default)
+
 
 VAR_DIR = Path(env.str("INVESTML_VAR_DIR", default=str(BASE_DIR / "var")))
 
@@ -201,13 +271,14 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 
 # --- The spec's ML configuration --------------------------------------------------------------
 # ML_MODELS_PATH and ML_FEATURES_PATH: a local folder (a Path) or s3://bucket/prefix (a str) that
-# every machine shares (features.storage; endpoint and credentials from the standard AWS_* variables).
+# every machine shares (features.storage; endpoint and credentials from the standard AWS_* variables,
+# which botocore reads itself).
 
 
 def _storage_setting(name: str, default: Path) -> Path | str:
     try:
-        return storage_root(env.str(name, default=str(default)))
-    except StorageError as exc:
+        return storage.storage_root(env.str(name, default=str(default)))
+    except storage.StorageError as exc:
         raise ImproperlyConfigured(f"{name}: {exc}") from exc
 
 
@@ -215,19 +286,28 @@ ML_MODELS_PATH = _storage_setting("ML_MODELS_PATH", VAR_DIR / "ml_models")
 ML_LOGS_PATH = Path(env.str("ML_LOGS_PATH", default=str(VAR_DIR / "ml_logs")))
 ML_REGISTRY_PATH = Path(env.str("ML_REGISTRY_PATH", default=str(VAR_DIR / "ml_registry")))
 ML_FEATURES_PATH = _storage_setting("ML_FEATURES_PATH", VAR_DIR / "features")
+# On S3, how long a feature-store writer's lease object holds before another writer may take it
+# over (a killed writer's lease expires); features.storage is Django-free, so it is handed over here.
+ML_STORAGE_LOCK_TTL_SECONDS = _float("ML_STORAGE_LOCK_TTL_SECONDS", 900.0, minimum=1.0)
+storage.configure(lock_ttl_seconds=ML_STORAGE_LOCK_TTL_SECONDS)
 # An online vector missing from this machine's cache is read from the offline store and cached for
 # this long (0: never; features.selectors._read_through).
-ML_ONLINE_READTHROUGH_SECONDS = env.int("ML_ONLINE_READTHROUGH_SECONDS", default=300)
-# Daily market-data provider (alphavantage, stooq, tiingo, files); empty = the local files under ML_DATA_PATH.
-ML_MARKET_DATA_PROVIDER = env.str("ML_MARKET_DATA_PROVIDER", default="")
+ML_ONLINE_READTHROUGH_SECONDS = _int("ML_ONLINE_READTHROUGH_SECONDS", 300, minimum=0)
+# Daily market-data provider (alphavantage, stooq, tiingo, polygon, files, files:<folder>); empty = the
+# local files under ML_DATA_PATH (features.services.provider_config).
+ML_MARKET_DATA_PROVIDER = _raw("ML_MARKET_DATA_PROVIDER").lower()
 ML_DATA_PATH = Path(env.str("ML_DATA_PATH", default=str(BASE_DIR / "sample_data")))
+# Fundamentals and news (features.services.data_refresh): the provider of each (empty: off), the
+# fundamentals cycle in days and a cap on a day's fundamentals requests (0: none beyond the quota).
+ML_FUNDAMENTALS_PROVIDER = _raw("ML_FUNDAMENTALS_PROVIDER").lower()
+ML_FUNDAMENTALS_REFRESH_DAYS = _int("ML_FUNDAMENTALS_REFRESH_DAYS", 7, minimum=1)
+ML_FUNDAMENTALS_MAX_REQUESTS_PER_DAY = _int("ML_FUNDAMENTALS_MAX_REQUESTS_PER_DAY", 0, minimum=0)
+ML_NEWS_PROVIDER = _raw("ML_NEWS_PROVIDER").lower()
 # Social-media posts (features.services.social): ML_SOCIAL_PROVIDER=stocktwits fetches each active ticker's
 # public stream in the pipeline's market-data stage, up to ML_SOCIAL_MAX_PAGES pages of 30 posts per ticker;
 # empty (the default) fetches nothing. Files load with `manage.py ingest_social` either way.
-ML_SOCIAL_PROVIDER = env.str("ML_SOCIAL_PROVIDER", default="").strip().lower()
-ML_SOCIAL_MAX_PAGES = env.int("ML_SOCIAL_MAX_PAGES", default=5)
-if ML_SOCIAL_MAX_PAGES < 1:
-    raise ImproperlyConfigured(f"ML_SOCIAL_MAX_PAGES must be at least 1 (got {ML_SOCIAL_MAX_PAGES})")
+ML_SOCIAL_PROVIDER = _raw("ML_SOCIAL_PROVIDER").lower()
+ML_SOCIAL_MAX_PAGES = _int("ML_SOCIAL_MAX_PAGES", 5, minimum=1)
 
 ML_PIPELINE_CONFIG = Path(env.str("ML_PIPELINE_CONFIG", default=str(BASE_DIR / "config" / "pipeline.json")))
 try:
@@ -240,33 +320,146 @@ if PIPELINE_CONFIG.training.promotion_metric not in METRIC_KEYS:
                                f"{PIPELINE_CONFIG.training.promotion_metric!r} is not one of {', '.join(METRIC_KEYS)}")
 
 # Environment variables win over the config file, as the spec lists both.
-ENABLE_AUTO_RETRAINING = env.bool(
-    "ENABLE_AUTO_RETRAINING", default=PIPELINE_CONFIG.orchestrator.enable_auto_retraining
+ENABLE_AUTO_RETRAINING = _bool("ENABLE_AUTO_RETRAINING", PIPELINE_CONFIG.orchestrator.enable_auto_retraining)
+MODEL_PERFORMANCE_THRESHOLD = _float(
+    "MODEL_PERFORMANCE_THRESHOLD", PIPELINE_CONFIG.training.performance_threshold, minimum=0
 )
-MODEL_PERFORMANCE_THRESHOLD = env.float(
-    "MODEL_PERFORMANCE_THRESHOLD", default=PIPELINE_CONFIG.training.performance_threshold
-)
-DATA_DRIFT_THRESHOLD = env.float("DATA_DRIFT_THRESHOLD", default=PIPELINE_CONFIG.training.drift_threshold)
-ML_DAILY_COST_LIMIT_USD = env.float(
-    "ML_DAILY_COST_LIMIT_USD", default=PIPELINE_CONFIG.orchestrator.cost_limit_daily_usd
-)
+DATA_DRIFT_THRESHOLD = _float("DATA_DRIFT_THRESHOLD", PIPELINE_CONFIG.training.drift_threshold, minimum=0)
+ML_DAILY_COST_LIMIT_USD = _float("ML_DAILY_COST_LIMIT_USD", PIPELINE_CONFIG.orchestrator.cost_limit_daily_usd,
+                                 minimum=0)
+# the spec's "operational costs under $50/month"
+ML_MONTHLY_COST_LIMIT_USD = _float("ML_MONTHLY_COST_LIMIT_USD", 50.0, minimum=0)
 # Redis key prefix of the provider limits and API spend every worker shares (features.services.limits)
 ML_SHARED_LIMITS_PREFIX = env.str("ML_SHARED_LIMITS_PREFIX", default="investml:limits:")
 ML_API_HOST = env.str("ML_API_HOST", default="0.0.0.0")
-ML_API_PORT = env.int("ML_API_PORT", default=8001)
-ML_WORKERS = env.int("ML_WORKERS", default=4)
+ML_API_PORT = _int("ML_API_PORT", 8001, minimum=1, maximum=65535)
+ML_WORKERS = _int("ML_WORKERS", 4, minimum=1)
 
-for _name, _value in {
-    "MODEL_PERFORMANCE_THRESHOLD": MODEL_PERFORMANCE_THRESHOLD,
-    "DATA_DRIFT_THRESHOLD": DATA_DRIFT_THRESHOLD,
-    "ML_DAILY_COST_LIMIT_USD": ML_DAILY_COST_LIMIT_USD,
-}.items():
-    if _value < 0:
-        raise ImproperlyConfigured(f"{_name} must not be negative (got {_value})")
-if not 1 <= ML_API_PORT <= 65535:
-    raise ImproperlyConfigured(f"ML_API_PORT must be a TCP port (got {ML_API_PORT})")
-if ML_WORKERS < 1:
-    raise ImproperlyConfigured(f"ML_WORKERS must be at least 1 (got {ML_WORKERS})")
+# --- Training (training.config) -----------------------------------------------------------------
+# Walk-forward evaluation: folds, test days per fold, training days before the first fold, and the
+# purge gap between training and test (unset: the horizon; never less, checked per run).
+ML_WALK_FORWARD_FOLDS = _int("ML_WALK_FORWARD_FOLDS", 3, minimum=1)
+ML_WALK_FORWARD_TEST_DAYS = _int("ML_WALK_FORWARD_TEST_DAYS", 63, minimum=1)
+ML_WALK_FORWARD_MIN_TRAIN_DAYS = _int("ML_WALK_FORWARD_MIN_TRAIN_DAYS", 252, minimum=1)
+ML_WALK_FORWARD_GAP_DAYS = _int("ML_WALK_FORWARD_GAP_DAYS", None, minimum=0)
+# The spec's "data sampling for large datasets": the LSTM fits on a seeded random sample of this many
+# labelled rows, the others still feed its sequences (0: all). At the config's 128 units x 60 days it
+# trains ~3,500 rows/s on 2 cores, and early stopping runs at least 1 + patience epochs.
+ML_LSTM_MAX_TRAIN_ROWS = _int("ML_LSTM_MAX_TRAIN_ROWS", 50_000, minimum=0)
+ML_PROPHET_CHUNK_TICKERS = _int("ML_PROPHET_CHUNK_TICKERS", 50, minimum=1)  # tickers per Prophet task
+ML_COMPUTE_USD_PER_CPU_HOUR = _float("ML_COMPUTE_USD_PER_CPU_HOUR", 0.05, minimum=0)  # training's cost records
+# A training task redelivered after its worker was lost (most often the out-of-memory killer) runs
+# again this many times in all, then fails as out of memory.
+ML_TRAINING_MAX_ATTEMPTS = _int("ML_TRAINING_MAX_ATTEMPTS", 3, minimum=1)
+# OpenMP threads (XGBoost, torch) spin while they wait by default; on a machine shared with other
+# processes that burns the cores the other threads need (measured here: LSTM training 1.8x and
+# XGBoost 1.5x slower under load). Passive waiting costs almost nothing when the machine is idle.
+# Only effective before XGBoost/torch load: settings load first in every process (and workers inherit it).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# --- Pipeline orchestrator (training.orchestrator.config) --------------------------------------
+# A running stage's heartbeat interval; a run whose heartbeat is older than the timeout is reaped;
+# how often a waiting stage polls; tickers per feature-build chunk task.
+ML_PIPELINE_HEARTBEAT_SECONDS = _float("ML_PIPELINE_HEARTBEAT_SECONDS", 30.0, minimum=0.05)
+ML_PIPELINE_HEARTBEAT_TIMEOUT_SECONDS = _float("ML_PIPELINE_HEARTBEAT_TIMEOUT_SECONDS", 600.0, minimum=1.0)
+ML_PIPELINE_POLL_SECONDS = _float("ML_PIPELINE_POLL_SECONDS", 10.0, minimum=0.05)
+ML_PIPELINE_FEATURE_CHUNK_TICKERS = _int("ML_PIPELINE_FEATURE_CHUNK_TICKERS", 500, minimum=1)
+
+# --- Promotion gate (registry.services.gate_settings) ------------------------------------------
+# "confidence": the threshold applies to the one-sided confidence that the metric shows skill;
+# "value": to the metric's value. A new version must beat the active one by more than the minimum
+# improvement on the out-of-sample dates both scored; with fewer shared dates the active one is replayed.
+ML_PROMOTION_SCORE = _choice("ML_PROMOTION_SCORE", "confidence", ("confidence", "value"))
+ML_PROMOTION_MIN_IMPROVEMENT = _float("ML_PROMOTION_MIN_IMPROVEMENT", 0.0)
+ML_PROMOTION_MIN_COMMON_DATES = _int("ML_PROMOTION_MIN_COMMON_DATES", 20, minimum=0)
+
+# --- Inference (inference.conf) -----------------------------------------------------------------
+ML_MAX_LOADED_MODELS = _int("ML_MAX_LOADED_MODELS", 4, minimum=1)  # per process, least recently used out
+ML_ACTIVE_VERSION_CHECK_SECONDS = _float("ML_ACTIVE_VERSION_CHECK_SECONDS", 2.0, minimum=0)  # registry re-read
+ML_MODEL_RETRY_SECONDS = _float("ML_MODEL_RETRY_SECONDS", 30.0, minimum=0)  # a failed load is remembered
+ML_MAX_BATCH_SIZE = _int("ML_MAX_BATCH_SIZE", 1000, minimum=1)  # instances in one request
+ML_API_MAX_BODY_BYTES = _int("ML_API_MAX_BODY_BYTES", global_settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+                             minimum=1024)  # larger request bodies get 413
+ML_PREDICTION_CACHE_SECONDS = _int("ML_PREDICTION_CACHE_SECONDS", 86_400, minimum=0)  # 0: no cache
+# also keep predictions in the shared Django cache, not only in each worker
+ML_PREDICTION_CACHE_SHARED = _bool("ML_PREDICTION_CACHE_SHARED", bool(REDIS_URL))
+ML_PREDICTION_CACHE_LOCAL_ENTRIES = _int("ML_PREDICTION_CACHE_LOCAL_ENTRIES", 50_000, minimum=0)
+ML_PREDICTION_CACHE_VECTOR_BATCHES = _bool("ML_PREDICTION_CACHE_VECTOR_BATCHES", False)
+ML_SLOW_PREDICTION_MS = _float("ML_SLOW_PREDICTION_MS", 1000.0, minimum=0)  # slower calls are logged
+ML_API_TOKEN_CACHE_SECONDS = _float("ML_API_TOKEN_CACHE_SECONDS", 30.0, minimum=0)  # 0: query every request
+# The prediction log's buffer: rows per bulk insert, the oldest row's age that forces a write, rows
+# kept while the database is unreachable (oldest dropped).
+ML_PREDICTION_LOG_BATCH = _int("ML_PREDICTION_LOG_BATCH", 200, minimum=1)
+ML_PREDICTION_LOG_MAX_AGE_SECONDS = _float("ML_PREDICTION_LOG_MAX_AGE_SECONDS", 5.0, minimum=0)
+ML_PREDICTION_LOG_MAX_BUFFER = _int("ML_PREDICTION_LOG_MAX_BUFFER", 50_000, minimum=100)
+ML_INFERENCE_THREADS = _int("ML_INFERENCE_THREADS", 1, minimum=1)  # torch and XGBoost threads per process
+# Serve the LSTM as int8 or through ONNX Runtime, each kept only if faster and within the tolerance
+# (in target standard deviations) of float32.
+ML_LSTM_QUANTIZE = _bool("ML_LSTM_QUANTIZE", False)
+ML_LSTM_ONNX = _bool("ML_LSTM_ONNX", False)
+ML_LSTM_QUANTIZE_TOLERANCE = _float("ML_LSTM_QUANTIZE_TOLERANCE", 0.05, minimum=0)
+ML_SEQUENCE_CACHE_SIZE = _int("ML_SEQUENCE_CACHE_SIZE", 4096, minimum=0)  # tickers' LSTM input sequences
+# Recommendations: the top and bottom shares by expected return that can be BUY and SELL; the models
+# in order of preference.
+ML_RECOMMENDATION_BUY_FRACTION = _float("ML_RECOMMENDATION_BUY_FRACTION", 0.2, minimum=0, maximum=1)
+ML_RECOMMENDATION_SELL_FRACTION = _float("ML_RECOMMENDATION_SELL_FRACTION", 0.2, minimum=0, maximum=1)
+ML_RECOMMENDATION_MODELS = _list("ML_RECOMMENDATION_MODELS",
+                                 ["ensemble", "lstm_predictor", "xgboost_classifier", "prophet_forecaster"])
+# Daily retention (inference.apply_retention): prediction-log rows and compliance records (whole
+# chain prefixes) older than this many days are deleted (0: kept).
+ML_PREDICTION_LOG_RETENTION_DAYS = _int("ML_PREDICTION_LOG_RETENTION_DAYS", 90, minimum=0)
+ML_COMPLIANCE_RETENTION_DAYS = _int("ML_COMPLIANCE_RETENTION_DAYS", 5 * 365 + 2, minimum=0)
+# Intraday quotes (inference.quotes, inference.intraday): POST /predict by ticker uses a fresh "today
+# so far" bar (a bar whose latest trade is older than the maximum age is stale: end-of-day prediction);
+# the market ticker's fresh bar gives today's market return; a worker keeps a ticker's engine inputs
+# for the window seconds (news), for up to the cache size tickers; a pushed quote may be up to the
+# clock skew in the future. The every-minute poll of a provider's snapshot, in New York hours of
+# trading days, of the given tickers (empty: every active ticker).
+ML_INTRADAY_ENABLED = _bool("ML_INTRADAY_ENABLED", True)
+ML_INTRADAY_QUOTE_MAX_AGE_SECONDS = _float("ML_INTRADAY_QUOTE_MAX_AGE_SECONDS", 900.0, minimum=0)
+ML_INTRADAY_MARKET_SYMBOL = _str("ML_INTRADAY_MARKET_SYMBOL", "SPY").upper()
+ML_INTRADAY_WINDOW_SECONDS = _float("ML_INTRADAY_WINDOW_SECONDS", 300.0, minimum=0)
+ML_INTRADAY_WINDOW_CACHE_SIZE = _int("ML_INTRADAY_WINDOW_CACHE_SIZE", 512, minimum=0)
+ML_INTRADAY_CLOCK_SKEW_SECONDS = _float("ML_INTRADAY_CLOCK_SKEW_SECONDS", 60.0, minimum=0)
+ML_INTRADAY_POLL_ENABLED = _bool("ML_INTRADAY_POLL_ENABLED", False)
+ML_INTRADAY_POLL_PROVIDER = _str("ML_INTRADAY_POLL_PROVIDER", "polygon").lower()
+ML_INTRADAY_POLL_HOURS = _str("ML_INTRADAY_POLL_HOURS", "09:30-16:00")
+ML_INTRADAY_POLL_TICKERS = [ticker.upper() for ticker in _list("ML_INTRADAY_POLL_TICKERS", [])]
+
+# --- Monitoring and alerts (monitoring.config) ---------------------------------------------------
+# The first five default to the pipeline config's "monitoring" section; the environment wins.
+MONITORING_LATENCY_MS_THRESHOLD = _float("MONITORING_LATENCY_MS_THRESHOLD",
+                                         PIPELINE_CONFIG.monitoring.latency_ms_threshold, minimum=0)
+MONITORING_ERROR_RATE_THRESHOLD = _float("MONITORING_ERROR_RATE_THRESHOLD",
+                                         PIPELINE_CONFIG.monitoring.error_rate_threshold, minimum=0, maximum=1)
+MONITORING_RESOURCE_USAGE_THRESHOLD = _float("MONITORING_RESOURCE_USAGE_THRESHOLD",
+                                             PIPELINE_CONFIG.monitoring.resource_usage_threshold, minimum=0, maximum=1)
+MONITORING_DRIFT_WINDOW_DAYS = _int("MONITORING_DRIFT_WINDOW_DAYS", PIPELINE_CONFIG.monitoring.drift_window_days,
+                                    minimum=1)
+MONITORING_PERFORMANCE_WINDOW_DAYS = _int("MONITORING_PERFORMANCE_WINDOW_DAYS",
+                                          PIPELINE_CONFIG.monitoring.performance_window_days, minimum=1)
+MONITORING_DISK_USAGE_THRESHOLD = _float("MONITORING_DISK_USAGE_THRESHOLD", 0.90, minimum=0, maximum=1)
+MONITORING_MIN_REQUESTS = _int("MONITORING_MIN_REQUESTS", 20, minimum=0)  # before the error rate can alert
+MONITORING_MIN_LATENCY_REQUESTS = _int("MONITORING_MIN_LATENCY_REQUESTS", 5, minimum=0)  # before latency can
+MONITORING_METRICS_WINDOW_MINUTES = _int("MONITORING_METRICS_WINDOW_MINUTES", 5, minimum=1)  # request metrics
+MONITORING_FAILED_RUN_LOOKBACK_HOURS = _float("MONITORING_FAILED_RUN_LOOKBACK_HOURS", 24.0, minimum=0)
+# Live accuracy: the metric tracked per version, "relative" (the floor is MODEL_PERFORMANCE_THRESHOLD times
+# the validated value) or "absolute" (MODEL_PERFORMANCE_THRESHOLD itself), the scored predictions a
+# version needs before it can alert (monitoring.config explains the choice).
+MONITORING_PERFORMANCE_METRIC = _choice("MONITORING_PERFORMANCE_METRIC", "accuracy", PERFORMANCE_METRICS)
+MONITORING_PERFORMANCE_MODE = _choice("MONITORING_PERFORMANCE_MODE", "relative", ("relative", "absolute"))
+MONITORING_MIN_PERFORMANCE_SAMPLES = _int("MONITORING_MIN_PERFORMANCE_SAMPLES", 50, minimum=0)
+# Calibrated for 20-day windows (see README "Monitoring and dashboard"): a month of a correlated
+# cross-section moves trend features together, so the textbook PSI 0.25 flags calm months.
+MONITORING_DRIFT_PSI_THRESHOLD = _float("MONITORING_DRIFT_PSI_THRESHOLD", 0.5, minimum=0)
+MONITORING_DRIFT_KS_THRESHOLD = _float("MONITORING_DRIFT_KS_THRESHOLD", 0.2, minimum=0, maximum=1)
+# Notifications of an alert: e-mail to ALERT_EMAILS, a POST to ALERT_WEBHOOK_URL; an alert still
+# firing is notified again after the cooldown.
+ALERT_EMAILS = _list("ALERT_EMAILS", [])
+ALERT_WEBHOOK_URL = _raw("ALERT_WEBHOOK_URL")
+ALERT_WEBHOOK_TIMEOUT_SECONDS = _float("ALERT_WEBHOOK_TIMEOUT_SECONDS", 5.0, minimum=0.1)
+ALERT_NOTIFICATION_COOLDOWN_SECONDS = _float("ALERT_NOTIFICATION_COOLDOWN_SECONDS", 3600.0, minimum=0)
+ML_STORAGE_USD_PER_GB_MONTH = _float("ML_STORAGE_USD_PER_GB_MONTH", 0.023, minimum=0)  # storage cost records
 
 # --- REST API ---------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -316,13 +509,12 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out sign-in before any password check
     "django.contrib.auth.backends.ModelBackend",
 ]
-LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
-LOGIN_FAILURE_LIMIT_PER_ADDRESS = env.int("LOGIN_FAILURE_LIMIT_PER_ADDRESS", default=20)
-LOGIN_COOLOFF_MINUTES = env.int("LOGIN_COOLOFF_MINUTES", default=15)
-for _name, _value in {"LOGIN_FAILURE_LIMIT": LOGIN_FAILURE_LIMIT, "LOGIN_COOLOFF_MINUTES": LOGIN_COOLOFF_MINUTES,
-                      "LOGIN_FAILURE_LIMIT_PER_ADDRESS": LOGIN_FAILURE_LIMIT_PER_ADDRESS}.items():
-    if _value < 1:
-        raise ImproperlyConfigured(f"{_name} must be at least 1 (got {_value})")
+LOGIN_FAILURE_LIMIT = _int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+LOGIN_FAILURE_LIMIT_PER_ADDRESS = _int("LOGIN_FAILURE_LIMIT_PER_ADDRESS", 20, minimum=1)
+LOGIN_COOLOFF_MINUTES = _int("LOGIN_COOLOFF_MINUTES", 15, minimum=1)
+# `manage.py ensure_admin`: the admin user it creates, and a password to set (else one is generated)
+DJANGO_ADMIN_USER = _str("DJANGO_ADMIN_USER", "admin")
+DJANGO_ADMIN_PASSWORD = env.str("DJANGO_ADMIN_PASSWORD", default="")
 AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # what a success resets; the address limit is the handler's

@@ -155,6 +155,38 @@ def test_environment_overrides_and_defaults(tmp_path):
     assert broker == "redis://cache.invalid:6379/0" and cache.endswith("RedisCache")
 
 
+
+def test_environment_values_are_parsed_once_into_typed_settings(tmp_path):
+    code = (
+        "from django.conf import settings as s; "
+        "print(repr((s.ML_WALK_FORWARD_FOLDS, s.ML_WALK_FORWARD_GAP_DAYS, s.ML_INTRADAY_ENABLED, s.ALERT_EMAILS, "
+        "s.ML_LSTM_QUANTIZE_TOLERANCE, s.ML_INTRADAY_POLL_TICKERS, s.ML_PROMOTION_SCORE, s.ML_PREDICTION_CACHE_SHARED)))"
+    )
+    # an empty value (what docker-compose passes for an unset variable) is the default
+    result = _manage(
+        ["shell", "-v", "0", "-c", code], INVESTML_VAR_DIR=str(tmp_path / "var"),
+        ML_WALK_FORWARD_FOLDS="", ML_WALK_FORWARD_GAP_DAYS=" 7 ", ML_INTRADAY_ENABLED="",
+        ALERT_EMAILS="ops@example.com, ml@example.com,", ML_LSTM_QUANTIZE_TOLERANCE="1e-4",
+        ML_INTRADAY_POLL_TICKERS="aapl, jpm", ML_PROMOTION_SCORE=" Value ", ML_PREDICTION_CACHE_SHARED="on",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == repr(
+        (3, 7, True, ["ops@example.com", "ml@example.com"], 1e-4, ["AAPL", "JPM"], "value", True))
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("ML_WALK_FORWARD_FOLDS", "0", "ML_WALK_FORWARD_FOLDS must be at least 1 (got 0)"),
+    ("ML_PIPELINE_POLL_SECONDS", "soon", "ML_PIPELINE_POLL_SECONDS must be a number (got 'soon')"),
+    ("ML_TRAINING_MAX_ATTEMPTS", "2.5", "ML_TRAINING_MAX_ATTEMPTS must be an integer (got '2.5')"),
+    ("ML_RECOMMENDATION_BUY_FRACTION", "1.5", "ML_RECOMMENDATION_BUY_FRACTION must be between 0 and 1 (got 1.5)"),
+    ("ML_PROMOTION_SCORE", "sharpe", "ML_PROMOTION_SCORE must be one of confidence, value (got 'sharpe')"),
+    ("MONITORING_PERFORMANCE_METRIC", "sharpe", "MONITORING_PERFORMANCE_METRIC must be one of accuracy, "),
+])
+def test_a_bad_environment_value_stops_startup_naming_it(tmp_path, name, value, message):
+    result = _manage(["check"], INVESTML_VAR_DIR=str(tmp_path / "var"), **{name: value})
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-500:]
+
 def test_production_requires_secret_key_and_passes_deploy_check(tmp_path):
     var = str(tmp_path / "var")
     missing = _manage(["check"], DJANGO_PRODUCTION="true", INVESTML_VAR_DIR=var)

@@ -30,9 +30,9 @@ class Command(BaseCommand):
             "only when they are created.")
 
     def handle(self, *args, **options):
-        username = os.environ.get("DJANGO_ADMIN_USER", "admin")
+        username = settings.DJANGO_ADMIN_USER
         secret_file = Path(settings.VAR_DIR) / "admin-password.txt"
-        given = os.environ.get("DJANGO_ADMIN_PASSWORD")
+        given = settings.DJANGO_ADMIN_PASSWORD
         User = get_user_model()
         user, created = User.objects.get_or_create(
             username=username, defaults={"is_staff": True, "is_superuser": True, "email": "admin@localhost"}
