@@ -11,18 +11,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from django.conf import settings
 
 from features.common import chunked
 from training import selectors
 from training.config import (
     BASE_LEARNERS,
     ENSEMBLE,
-    LSTM_MAX_TRAIN_ROWS,
-    env_int,
     horizon_days,
     model_config,
     resolve_models,
-    walk_forward_from_env,
+    walk_forward_settings,
 )
 from training.evaluation import Split, evaluate_walk_forward, yearly_splits
 from training.fitting import make_learner
@@ -78,12 +77,12 @@ def evaluation_report(
     say = progress or (lambda _msg: None)
     names = [n for n in resolve_models(models) if n in BASE_LEARNERS]
     horizon = horizon_days() if horizon is None else int(horizon)
-    env_wf = walk_forward_from_env(horizon=horizon)
+    configured = walk_forward_settings(horizon=horizon)
     wf = WalkForward(
-        n_folds=env_wf.n_folds if folds is None else int(folds),
-        test_days=env_wf.test_days if test_days is None else int(test_days),
-        min_train_days=env_wf.min_train_days if min_train_days is None else int(min_train_days),
-        gap_days=env_wf.gap_days,
+        n_folds=configured.n_folds if folds is None else int(folds),
+        test_days=configured.test_days if test_days is None else int(test_days),
+        min_train_days=configured.min_train_days if min_train_days is None else int(min_train_days),
+        gap_days=configured.gap_days,
     )
     data = selectors.load_training_frame(tickers=list(tickers) if tickers else None, start=start, end=end,
                                          horizon=horizon)
@@ -117,7 +116,7 @@ def evaluation_report(
         f"{shape}, gap {wf.gap_days}")
     tables: dict[str, pd.DataFrame] = {}
     seconds: dict[str, float] = {}
-    max_rows = env_int("ML_LSTM_MAX_TRAIN_ROWS", LSTM_MAX_TRAIN_ROWS)
+    max_rows = settings.ML_LSTM_MAX_TRAIN_ROWS
     test_dates = np.unique(np.concatenate([np.asarray(s.test_dates) for s in splits]))
     for name in names:
         started = time.perf_counter()
@@ -126,7 +125,7 @@ def evaluation_report(
             say(f"{name}: {len(tables[name]):,} out-of-sample predictions reused")
         elif name == "prophet_forecaster":
             parts = []
-            chunks = chunked(sorted(frame["ticker"].unique()), env_int("ML_PROPHET_CHUNK_TICKERS", 50))
+            chunks = chunked(sorted(frame["ticker"].unique()), settings.ML_PROPHET_CHUNK_TICKERS)
             for i, part in enumerate(chunks, start=1):
                 sub = frame.loc[frame["ticker"].isin(part)]
                 parts.append(fit_prophet_chunk(frame=sub, splits=splits, horizon=horizon, final_fit=False).table)

@@ -42,14 +42,12 @@ from registry import artifacts
 from training import dispatch
 from training.config import (
     ENSEMBLE,
-    LSTM_MAX_TRAIN_ROWS,
     RetrainError,
     cpu_hour_usd,
-    env_int,
     horizon_days,
     reevaluate_every_trading_days,
     resolve_models,
-    walk_forward_from_env,
+    walk_forward_settings,
 )
 from training.daily_plan import plan_learner, refit_learner
 from training.fitting import prepare, train_learner
@@ -105,7 +103,7 @@ def retrain(
     names = resolve_models(models)
     symbols = sorted({t.strip().upper() for t in (tickers or []) if t and t.strip()})
     horizon = horizon_days()
-    wf = walk_forward_from_env(horizon=horizon)
+    wf = walk_forward_settings(horizon=horizon)
     run = TrainingRun.objects.create(
         status=TrainingRun.Status.QUEUED,
         trigger=trigger[:30],
@@ -116,8 +114,8 @@ def retrain(
             "horizon": horizon,
             "train_years": settings.PIPELINE_CONFIG.training.train_years,
             "walk_forward": asdict(wf),
-            "lstm_max_train_rows": env_int("ML_LSTM_MAX_TRAIN_ROWS", LSTM_MAX_TRAIN_ROWS),
-            "prophet_chunk_tickers": env_int("ML_PROPHET_CHUNK_TICKERS", 50),
+            "lstm_max_train_rows": settings.ML_LSTM_MAX_TRAIN_ROWS,
+            "prophet_chunk_tickers": settings.ML_PROPHET_CHUNK_TICKERS,
             "cpu_hour_usd": cpu_hour_usd(),
             "sync": bool(sync),
             "evaluation": evaluation,
@@ -150,7 +148,7 @@ def execute_run(*, run_id: int, distributed: bool = False) -> TrainingRun:
             return run
         restarted = run.status == TrainingRun.Status.RUNNING
         attempt = int((run.options or {}).get("attempt", 0)) + 1
-        limit = max(1, env_int("ML_TRAINING_MAX_ATTEMPTS", 3))
+        limit = settings.ML_TRAINING_MAX_ATTEMPTS
         if restarted and attempt > limit:
             # the worker holding it was lost each time (acks_late redelivers the task): most often the
             # out-of-memory killer, which would kill every further attempt the same way

@@ -46,7 +46,7 @@ def _load_until(tmp_path: Path, last_day: str) -> None:
 
 
 @pytest.fixture
-def daily(settings, tmp_path, monkeypatch):
+def daily(settings, tmp_path):
     settings.ML_FEATURES_PATH = tmp_path / "features"
     settings.ML_MODELS_PATH = tmp_path / "ml_models"
     settings.MODEL_PERFORMANCE_THRESHOLD = 0.0  # 8 tickers show no significant skill; the plan is under test
@@ -55,11 +55,9 @@ def daily(settings, tmp_path, monkeypatch):
     settings.CACHES = caches
     settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides(
         {"models": TINY_MODELS, "training": {"horizon_days": 5, "reevaluate_every_trading_days": 5}})
-    for name, value in {"ML_WALK_FORWARD_FOLDS": "2", "ML_WALK_FORWARD_TEST_DAYS": "40",
-                        "ML_WALK_FORWARD_MIN_TRAIN_DAYS": "150", "ML_LSTM_MAX_TRAIN_ROWS": "1500",
-                        "ML_PROPHET_CHUNK_TICKERS": "8"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("ML_WALK_FORWARD_GAP_DAYS", raising=False)
+    settings.ML_WALK_FORWARD_FOLDS, settings.ML_WALK_FORWARD_TEST_DAYS = 2, 40
+    settings.ML_WALK_FORWARD_MIN_TRAIN_DAYS, settings.ML_WALK_FORWARD_GAP_DAYS = 150, None
+    settings.ML_LSTM_MAX_TRAIN_ROWS, settings.ML_PROPHET_CHUNK_TICKERS = 1500, 8
     return tmp_path
 
 

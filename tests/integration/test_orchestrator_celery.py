@@ -89,15 +89,17 @@ def workers(tmp_path):
     app.control.purge()
 
 
-def _knobs(monkeypatch, values: dict[str, str]) -> dict[str, str]:
+def _knobs(settings, values: dict[str, str]) -> dict[str, str]:
+    """``values`` as this process's settings (each cast to its setting's type) and, returned, as the
+    workers' environment."""
     for key, value in values.items():
-        monkeypatch.setenv(key, value)
+        setattr(settings, key, type(getattr(settings, key))(value))
     return values
 
 
-def test_five_runs_at_once_never_more_than_three_running_and_all_finish(workers, monkeypatch):
-    env = _knobs(monkeypatch, {"ML_PIPELINE_HEARTBEAT_SECONDS": "0.5", "ML_PIPELINE_HEARTBEAT_TIMEOUT_SECONDS": "20",
-                               "ML_PIPELINE_POLL_SECONDS": "0.5"})
+def test_five_runs_at_once_never_more_than_three_running_and_all_finish(workers, settings):
+    env = _knobs(settings, {"ML_PIPELINE_HEARTBEAT_SECONDS": "0.5", "ML_PIPELINE_HEARTBEAT_TIMEOUT_SECONDS": "20",
+                            "ML_PIPELINE_POLL_SECONDS": "0.5"})
     workers(env, "limits", concurrency=4)
     started = time.monotonic()
     runs = [request_pipeline_run(trigger="api", requested_by="load test", tickers=[f"LOAD{i}"],
@@ -122,7 +124,7 @@ def test_five_runs_at_once_never_more_than_three_running_and_all_finish(workers,
 
 
 @pytest.fixture
-def tiny_market(tmp_path, settings, monkeypatch):
+def tiny_market(tmp_path, settings):
     """8 sample tickers x 2 years as a file drop, tiny model configs and fast orchestrator knobs,
     shared by this process and the workers."""
     drop = tmp_path / "data" / "prices"
@@ -146,11 +148,7 @@ def tiny_market(tmp_path, settings, monkeypatch):
     path = tmp_path / "pipeline.json"
     path.write_text(json.dumps(config))
     settings.PIPELINE_CONFIG = load_pipeline_config(path)
-    settings.ML_DATA_PATH = tmp_path / "data"
-    settings.ML_FEATURES_PATH = tmp_path / "features"
-    settings.ML_MODELS_PATH = tmp_path / "models"
-    settings.MODEL_PERFORMANCE_THRESHOLD = 0.0
-    return _knobs(monkeypatch, {
+    return _knobs(settings, {
         "ML_PIPELINE_CONFIG": str(path), "ML_DATA_PATH": str(tmp_path / "data"),
         "ML_FEATURES_PATH": str(tmp_path / "features"), "ML_MODELS_PATH": str(tmp_path / "models"),
         "ML_MARKET_DATA_PROVIDER": "files", "MODEL_PERFORMANCE_THRESHOLD": "0",

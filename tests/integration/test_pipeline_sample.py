@@ -37,7 +37,7 @@ SMALL_MODELS = {
 
 
 @pytest.fixture
-def sample_setup(settings, tmp_path, monkeypatch):
+def sample_setup(settings, tmp_path):
     settings.ML_FEATURES_PATH = tmp_path / "features"
     settings.ML_MODELS_PATH = tmp_path / "ml_models"
     settings.ML_MARKET_DATA_PROVIDER = ""  # the default: the files provider on ML_DATA_PATH (the bundled sample)
@@ -46,9 +46,7 @@ def sample_setup(settings, tmp_path, monkeypatch):
     settings.CACHES = caches
     settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides({"models": SMALL_MODELS})
     settings.MODEL_PERFORMANCE_THRESHOLD = 0.0  # the sample is too short for the spec's gate to pass anything
-    for name, value in {"ML_WALK_FORWARD_FOLDS": "2", "ML_LSTM_MAX_TRAIN_ROWS": "3000",
-                        "ML_PROPHET_CHUNK_TICKERS": "25"}.items():
-        monkeypatch.setenv(name, value)
+    settings.ML_WALK_FORWARD_FOLDS, settings.ML_LSTM_MAX_TRAIN_ROWS, settings.ML_PROPHET_CHUNK_TICKERS = 2, 3000, 25
     with gzip.open(SAMPLE, "rt") as handle:
         return {row["ticker"] for row in csv.DictReader(handle)}
 

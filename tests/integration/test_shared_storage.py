@@ -299,10 +299,9 @@ def test_prophet_chunks_travel_through_s3_and_leave_nothing_behind(s3_server, s3
     settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides({
         "models": {"prophet_forecaster": {"history_days": 250, "uncertainty_samples": 30, "seed": 42}},
         "training": {"horizon_days": 5}})
-    for name, value in {"ML_WALK_FORWARD_FOLDS": "2", "ML_WALK_FORWARD_TEST_DAYS": "40",
-                        "ML_WALK_FORWARD_MIN_TRAIN_DAYS": "150", "ML_PROPHET_CHUNK_TICKERS": "3"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("ML_WALK_FORWARD_GAP_DAYS", raising=False)
+    settings.ML_WALK_FORWARD_FOLDS, settings.ML_WALK_FORWARD_TEST_DAYS = 2, 40
+    settings.ML_WALK_FORWARD_MIN_TRAIN_DAYS, settings.ML_WALK_FORWARD_GAP_DAYS = 150, None
+    settings.ML_PROPHET_CHUNK_TICKERS = 3
     monkeypatch.setattr(dispatch, "retrain_send", lambda *, run_id: "task-s3")
     run = services.retrain(models=["prophet_forecaster"], sync=False)
     seen: list[list[str]] = []

@@ -45,7 +45,7 @@ TINY_MODELS = {
 
 
 @pytest.fixture
-def tiny_setup(settings, tmp_path, monkeypatch):
+def tiny_setup(settings, tmp_path):
     """8 real tickers x 2 years ingested and built into a feature store under tmp_path."""
     settings.ML_FEATURES_PATH = tmp_path / "features"
     settings.ML_MODELS_PATH = tmp_path / "ml_models"
@@ -63,11 +63,10 @@ def tiny_setup(settings, tmp_path, monkeypatch):
     call_command("ingest_prices", str(path), stdout=io.StringIO(), stderr=io.StringIO())
     settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides(
         {"models": TINY_MODELS, "training": {"horizon_days": 5}})
-    for name, value in {"ML_WALK_FORWARD_FOLDS": "2", "ML_WALK_FORWARD_TEST_DAYS": "40",
-                        "ML_WALK_FORWARD_MIN_TRAIN_DAYS": "150", "ML_LSTM_MAX_TRAIN_ROWS": "1500",
-                        "ML_PROPHET_CHUNK_TICKERS": "3", "ML_COMPUTE_USD_PER_CPU_HOUR": "0.10"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("ML_WALK_FORWARD_GAP_DAYS", raising=False)
+    settings.ML_WALK_FORWARD_FOLDS, settings.ML_WALK_FORWARD_TEST_DAYS = 2, 40
+    settings.ML_WALK_FORWARD_MIN_TRAIN_DAYS, settings.ML_WALK_FORWARD_GAP_DAYS = 150, None
+    settings.ML_LSTM_MAX_TRAIN_ROWS, settings.ML_PROPHET_CHUNK_TICKERS = 1500, 3
+    settings.ML_COMPUTE_USD_PER_CPU_HOUR = 0.10
     return tmp_path
 
 
@@ -282,10 +281,10 @@ def test_failures_are_recorded_in_the_troubleshooting_tone(tiny_setup):
         services.retrain(models=["gpt"], sync=True)
 
 
-def test_a_run_whose_worker_keeps_dying_stops_after_the_attempt_limit(tiny_setup, monkeypatch):
+def test_a_run_whose_worker_keeps_dying_stops_after_the_attempt_limit(tiny_setup, settings):
     """acks_late redelivers a training task whose worker died (the OOM killer): each delivery finds
     the run RUNNING and restarts it, until ML_TRAINING_MAX_ATTEMPTS; then it fails as out of memory."""
-    monkeypatch.setenv("ML_TRAINING_MAX_ATTEMPTS", "2")
+    settings.ML_TRAINING_MAX_ATTEMPTS = 2
     run = TrainingRun.objects.create(status="running", model_names=["xgboost_classifier"], tickers=["AAPL"],
                                      options={"horizon": 5, "walk_forward": {"n_folds": 2, "test_days": 40,
                                               "min_train_days": 150, "gap_days": 5}, "attempt": 1})

@@ -6,9 +6,6 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from features.common import env_number
-from training.orchestrator.errors import PipelineError
-
 
 @dataclass(frozen=True)
 class OrchestratorSettings:
@@ -25,25 +22,21 @@ class OrchestratorSettings:
     feature_chunk_tickers: int
 
 
-def _env_number(name: str, default: float) -> float:
-    return env_number(name, default, cast=float, error=PipelineError)
-
-
 def orchestrator_settings() -> OrchestratorSettings:
     """The orchestrator's knobs, read at each call: config/pipeline.json's ``orchestrator`` and
-    ``training`` sections, ``ENABLE_AUTO_RETRAINING`` and ``ML_DAILY_COST_LIMIT_USD`` (environment
-    wins, as in settings), and the ``ML_PIPELINE_*`` variables."""
+    ``training`` sections, and the ``ENABLE_AUTO_RETRAINING``, ``ML_DAILY_COST_LIMIT_USD`` and
+    ``ML_PIPELINE_*`` settings."""
     orch = settings.PIPELINE_CONFIG.orchestrator
     return OrchestratorSettings(
         max_concurrent_pipelines=orch.max_concurrent_pipelines,
         enable_scheduling=orch.enable_scheduling,
-        enable_auto_retraining=bool(settings.ENABLE_AUTO_RETRAINING),
-        cost_limit_daily_usd=float(settings.ML_DAILY_COST_LIMIT_USD),
+        enable_auto_retraining=settings.ENABLE_AUTO_RETRAINING,
+        cost_limit_daily_usd=settings.ML_DAILY_COST_LIMIT_USD,
         max_retries=orch.max_retries,
         retry_backoff_seconds=orch.retry_backoff_seconds,
         max_training_hours=settings.PIPELINE_CONFIG.training.max_training_hours,
-        heartbeat_seconds=max(0.05, _env_number("ML_PIPELINE_HEARTBEAT_SECONDS", 30)),
-        heartbeat_timeout_seconds=max(1.0, _env_number("ML_PIPELINE_HEARTBEAT_TIMEOUT_SECONDS", 600)),
-        poll_seconds=max(0.05, _env_number("ML_PIPELINE_POLL_SECONDS", 10)),
-        feature_chunk_tickers=max(1, int(_env_number("ML_PIPELINE_FEATURE_CHUNK_TICKERS", 500))),
+        heartbeat_seconds=settings.ML_PIPELINE_HEARTBEAT_SECONDS,
+        heartbeat_timeout_seconds=settings.ML_PIPELINE_HEARTBEAT_TIMEOUT_SECONDS,
+        poll_seconds=settings.ML_PIPELINE_POLL_SECONDS,
+        feature_chunk_tickers=settings.ML_PIPELINE_FEATURE_CHUNK_TICKERS,
     )
