@@ -7,14 +7,12 @@ cannot hold them: importing it starts the Celery app and with it Django).
 * ``jsonable``: plain JSON values from numpy, pandas, ``Decimal`` and dates; a non-finite number
   (NaN, inf) becomes ``None`` everywhere, since PostgreSQL's ``jsonb`` and strict JSON parsers
   refuse ``NaN``;
-* ``chunked``: a list cut into lists of at most ``size`` items;
-* ``env_number``: an int or float from the environment, a bad value named in the error.
+* ``chunked``: a list cut into lists of at most ``size`` items.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -24,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 T = TypeVar("T")
-Number = TypeVar("Number", int, float)
 
 
 def jsonable(value: Any, *, default: Callable[[Any], Any] | None = None) -> Any:
@@ -67,15 +64,3 @@ def chunked(items: Sequence[T], size: int) -> list[list[T]]:
     size = max(1, int(size))
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
-
-def env_number(name: str, default: Number, *, cast: Callable[[str], Number], error: type[Exception]) -> Number:
-    """``name`` from the environment as ``cast`` (int or float), ``default`` when unset or blank; a
-    value that does not parse raises ``error`` naming the variable."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return cast(default)
-    try:
-        return cast(raw)
-    except ValueError:
-        kind = "an integer" if cast is int else "a number"
-        raise error(f"{name} must be {kind}, got {raw!r}") from None

@@ -37,7 +37,6 @@ import importlib.metadata
 import json
 import logging
 import math
-import os
 import platform
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -55,7 +54,7 @@ from django.core import serializers
 from django.db import transaction
 from django.utils import timezone
 
-from features.common import env_number, jsonable
+from features.common import jsonable
 from registry import artifacts, loaders
 from registry.artifacts import ArtifactIntegrityError
 from registry.gate import (
@@ -391,17 +390,14 @@ class GateDecision:
 
 
 def gate_settings() -> dict[str, Any]:
-    """The gate's knobs, read at each call (settings, pipeline config, environment)."""
-    metric = check_metric(settings.PIPELINE_CONFIG.training.promotion_metric)
-    kind = os.environ.get("ML_PROMOTION_SCORE", "confidence").strip().lower()
-    if kind not in ("confidence", "value"):
-        raise RegistryError(f"ML_PROMOTION_SCORE must be 'confidence' or 'value', not {kind!r}")
+    """The gate's knobs, read at each call (the pipeline config, ``MODEL_PERFORMANCE_THRESHOLD`` and the
+    ``ML_PROMOTION_*`` settings)."""
     return {
-        "metric": metric,
+        "metric": check_metric(settings.PIPELINE_CONFIG.training.promotion_metric),
         "threshold": float(settings.MODEL_PERFORMANCE_THRESHOLD),
-        "score_kind": kind,
-        "min_improvement": env_number("ML_PROMOTION_MIN_IMPROVEMENT", 0.0, cast=float, error=RegistryError),
-        "min_common_dates": env_number("ML_PROMOTION_MIN_COMMON_DATES", 20, cast=int, error=RegistryError),
+        "score_kind": settings.ML_PROMOTION_SCORE,
+        "min_improvement": settings.ML_PROMOTION_MIN_IMPROVEMENT,
+        "min_common_dates": settings.ML_PROMOTION_MIN_COMMON_DATES,
     }
 
 

@@ -26,7 +26,6 @@ rate-limited the same way); without one the task does nothing and says why.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -48,39 +47,10 @@ from features.services.provider_updates import MeteredProvider
 from features.trading_calendar import MARKET_TZ
 
 FUNDAMENTALS_PROVIDER_ENV = "ML_FUNDAMENTALS_PROVIDER"
-REFRESH_DAYS_ENV = "ML_FUNDAMENTALS_REFRESH_DAYS"
-MAX_REQUESTS_ENV = "ML_FUNDAMENTALS_MAX_REQUESTS_PER_DAY"
 NEWS_PROVIDER_ENV = "ML_NEWS_PROVIDER"
 DEFAULT_REFRESH_DAYS = 7
 FIELDS = ("price", "pe_ratio", "eps", "market_cap", "dividend_yield", "sector")
 PERMANENT_FAILURES = (NOT_FOUND, BAD_RESPONSE)  # retried next cycle; other failures the next day
-
-
-def _setting(name: str, default: str = "") -> str:
-    """A Django setting of that name, else the environment (as ``ML_MARKET_DATA_PROVIDER``)."""
-    value = getattr(settings, name, None)
-    if value is None or value == "":
-        value = os.environ.get(name, default)
-    return str(value).strip()
-
-
-def _whole(name: str, default: int, *, minimum: int) -> int:
-    raw = _setting(name, str(default))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
-def fundamentals_provider_name() -> str:
-    return _setting(FUNDAMENTALS_PROVIDER_ENV).lower()
-
-
-def news_provider_name() -> str:
-    return _setting(NEWS_PROVIDER_ENV).lower()
 
 
 def _capable(key: str, *, what: str, flag: str, env: str) -> type:
@@ -187,14 +157,14 @@ def refresh_fundamentals(*, provider: str | None = None, tickers: list[str] | No
     ``ML_FUNDAMENTALS_PROVIDER``; none configured: nothing is done and ``skipped`` says why).
     ``tickers`` default to the active ones; ``now`` (tests) the current time."""
     started = time.perf_counter()
-    key = (provider if provider is not None else fundamentals_provider_name()).strip().lower()
+    key = (provider if provider is not None else settings.ML_FUNDAMENTALS_PROVIDER).strip().lower()
     summary = FundamentalsRefreshSummary(provider=key)
     if not key:
         summary.skipped = f"no fundamentals provider configured ({FUNDAMENTALS_PROVIDER_ENV})"
         return summary
     cls = _capable(key, what="fundamentals", flag="supports_fundamentals", env=FUNDAMENTALS_PROVIDER_ENV)
-    cycle_days = _whole(REFRESH_DAYS_ENV, DEFAULT_REFRESH_DAYS, minimum=1)
-    cap = _whole(MAX_REQUESTS_ENV, 0, minimum=0) or None
+    cycle_days = settings.ML_FUNDAMENTALS_REFRESH_DAYS
+    cap = settings.ML_FUNDAMENTALS_MAX_REQUESTS_PER_DAY or None
     now = now or timezone.now()
     quota_day = timezone.localdate(now)  # the day provider limits and cost records are counted by
     as_of = now.astimezone(MARKET_TZ).date()  # the day the values become known, New York time
@@ -280,7 +250,7 @@ def _by_reason(failed: dict[str, str]) -> dict[str, int]:
 def refresh_news(*, progress: Progress | None = None) -> dict[str, Any]:
     """The day's news from ``ML_NEWS_PROVIDER`` for the active tickers; ``{"skipped": why}`` when no
     news provider is configured."""
-    key = news_provider_name()
+    key = settings.ML_NEWS_PROVIDER
     if not key:
         return {"skipped": f"no news provider configured ({NEWS_PROVIDER_ENV})"}
     _capable(key, what="news", flag="supports_news", env=NEWS_PROVIDER_ENV)

@@ -4,7 +4,6 @@ every worker shares."""
 
 from __future__ import annotations
 
-import os
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from features.services.limits import shared_limiter
 __all__ = [
     "DEFAULT_PROVIDER",
     "KEYED_PROVIDERS",
-    "PROVIDER_ENV",
     "PROVIDER_NAMES",
     "build_provider",
     "default_provider_name",
@@ -27,14 +25,12 @@ __all__ = [
 
 PROVIDER_NAMES = ("alphavantage", "stooq", "tiingo", "polygon", "files")
 DEFAULT_PROVIDER = "files"
-PROVIDER_ENV = "ML_MARKET_DATA_PROVIDER"
 KEYED_PROVIDERS = ("alphavantage", "tiingo", "polygon")  # Stooq needs no key
 
 
 def default_provider_name() -> str:
-    """``ML_MARKET_DATA_PROVIDER`` (setting or environment), else ``files`` (the bundled sample)."""
-    name = getattr(settings, PROVIDER_ENV, "") or os.environ.get(PROVIDER_ENV, "")
-    return name.strip().lower() or DEFAULT_PROVIDER
+    """``ML_MARKET_DATA_PROVIDER``, else ``files`` (the bundled sample)."""
+    return settings.ML_MARKET_DATA_PROVIDER or DEFAULT_PROVIDER
 
 
 def provider_limits(name: str) -> dict[str, Any]:

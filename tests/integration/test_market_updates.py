@@ -35,8 +35,8 @@ MONDAY_EVENING = datetime(2024, 7, 1, 19, 0, tzinfo=NY)  # as_of = Monday 2024-0
 
 
 @pytest.fixture(autouse=True)
-def fresh_limiters(monkeypatch):
-    monkeypatch.delenv("ML_MARKET_DATA_PROVIDER", raising=False)
+def fresh_limiters(settings):
+    settings.ML_MARKET_DATA_PROVIDER = ""
     reset_limiters()
     yield
     reset_limiters()

@@ -40,7 +40,7 @@ def limits(settings, monkeypatch):
     settings.ML_DAILY_COST_LIMIT_USD = 100.0  # out of the way: these tests are about the monthly limit
     settings.ML_MONTHLY_COST_LIMIT_USD = 50.0
     monkeypatch.setattr(selectors, "system_utilization", lambda: (0.2, 0.4))
-    monkeypatch.delenv("ML_MARKET_DATA_PROVIDER", raising=False)
+    settings.ML_MARKET_DATA_PROVIDER = ""
     reset_limiters()
     yield settings
     reset_limiters()

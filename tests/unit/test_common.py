@@ -1,4 +1,4 @@
-"""The shared helpers (features.common): one JSON conversion, one list chunking, one environment number."""
+"""The shared helpers (features.common): one JSON conversion, one list chunking."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from decimal import Decimal
 
 import numpy as np
 import pandas as pd
-import pytest
 
-from features.common import chunked, env_number, jsonable
+from features.common import chunked, jsonable
 
 
 def test_jsonable_gives_plain_json_and_none_for_every_non_finite_number():
@@ -46,14 +45,3 @@ def test_chunked_keeps_order_and_size():
     assert chunked([], 3) == []
     assert chunked((1, 2), 0) == [[1], [2]]  # a size below 1 is 1
 
-
-def test_env_number_reads_the_environment_and_names_a_bad_value(monkeypatch):
-    monkeypatch.delenv("INVESTML_TEST_NUMBER", raising=False)
-    assert env_number("INVESTML_TEST_NUMBER", 5, cast=int, error=RuntimeError) == 5
-    monkeypatch.setenv("INVESTML_TEST_NUMBER", " ")
-    assert env_number("INVESTML_TEST_NUMBER", 2.5, cast=float, error=RuntimeError) == 2.5
-    monkeypatch.setenv("INVESTML_TEST_NUMBER", " 7 ")
-    assert env_number("INVESTML_TEST_NUMBER", 5, cast=int, error=RuntimeError) == 7
-    monkeypatch.setenv("INVESTML_TEST_NUMBER", "seven")
-    with pytest.raises(RuntimeError, match="INVESTML_TEST_NUMBER must be an integer, got 'seven'"):
-        env_number("INVESTML_TEST_NUMBER", 5, cast=int, error=RuntimeError)
