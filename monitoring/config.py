@@ -1,9 +1,7 @@
-"""Monitoring settings, read at call time from Django settings, the pipeline config and the environment.
-
-Precedence for every value: a Django setting of the same name (tests override these), then an
-environment variable of the same name, then the pipeline config (``monitoring`` section of
-``config/pipeline.json``), then the default. Nothing here is cached, so a changed setting applies
-on the next check.
+"""Monitoring settings, read at call time from Django settings (``investml.settings`` reads the
+``MONITORING_*``, ``ALERT_*`` and cost variables from the environment, the first five with the
+pipeline config's ``monitoring`` section as defaults). Nothing here is cached, so a changed setting
+applies on the next check.
 
 Accuracy threshold: the spec's "Low Accuracy: <80% prediction accuracy" (and the project's
 ``MODEL_PERFORMANCE_THRESHOLD=0.75``) cannot be read as an absolute directional accuracy for daily
@@ -21,36 +19,13 @@ In relative mode a version without a validated value of the metric is tracked bu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
 
-from investml.env import setting_or_env
 from monitoring.alert_rules import Thresholds
 
 PERFORMANCE_METRICS = ("accuracy", "precision", "recall", "f1", "mae", "ic", "rank_ic")
 LOWER_IS_BETTER = frozenset({"mae"})
-
-
-def _monitoring_section() -> dict[str, Any]:
-    return settings.PIPELINE_CONFIG.monitoring.model_dump()
-
-
-def value(name: str, default: Any, *, config_key: str | None = None, kind: type = float) -> Any:
-    """``name`` from settings, else the environment, else ``monitoring.<config_key>``, else ``default``."""
-    raw = setting_or_env(name)
-    if raw is None or raw == "":
-        section = _monitoring_section()
-        raw = section.get(config_key, default) if config_key else default
-    if kind is bool:
-        if isinstance(raw, str):
-            return raw.strip().lower() in ("1", "true", "yes", "on")
-        return bool(raw)
-    if kind is list:
-        if isinstance(raw, str):
-            return [part.strip() for part in raw.split(",") if part.strip()]
-        return list(raw or [])
-    return kind(raw)
 
 
 @dataclass(frozen=True)
@@ -77,56 +52,42 @@ class MonitoringConfig:
 
 def load() -> MonitoringConfig:
     """The monitoring settings in force now."""
-    metric = str(value("MONITORING_PERFORMANCE_METRIC", "accuracy", kind=str)).strip().lower()
-    if metric not in PERFORMANCE_METRICS:
-        raise ValueError(f"MONITORING_PERFORMANCE_METRIC={metric!r} is not one of {', '.join(PERFORMANCE_METRICS)}")
-    mode = str(value("MONITORING_PERFORMANCE_MODE", "relative", kind=str)).strip().lower()
-    if mode not in ("relative", "absolute"):
-        raise ValueError(f"MONITORING_PERFORMANCE_MODE={mode!r} must be 'relative' or 'absolute'")
     thresholds = Thresholds(
-        latency_ms=value("MONITORING_LATENCY_MS_THRESHOLD", 500.0, config_key="latency_ms_threshold"),
-        error_rate=value("MONITORING_ERROR_RATE_THRESHOLD", 0.05, config_key="error_rate_threshold"),
-        resource_usage=value("MONITORING_RESOURCE_USAGE_THRESHOLD", 0.85, config_key="resource_usage_threshold"),
-        accuracy=float(getattr(settings, "MODEL_PERFORMANCE_THRESHOLD", 0.75)),
-        daily_cost_usd=float(getattr(settings, "ML_DAILY_COST_LIMIT_USD", 10.0)),
+        latency_ms=settings.MONITORING_LATENCY_MS_THRESHOLD,
+        error_rate=settings.MONITORING_ERROR_RATE_THRESHOLD,
+        resource_usage=settings.MONITORING_RESOURCE_USAGE_THRESHOLD,
+        accuracy=settings.MODEL_PERFORMANCE_THRESHOLD,
+        daily_cost_usd=settings.ML_DAILY_COST_LIMIT_USD,
         monthly_cost_usd=monthly_cost_limit(),
-        drift_share=float(getattr(settings, "DATA_DRIFT_THRESHOLD", 0.3)),
-        min_requests=value("MONITORING_MIN_REQUESTS", 20, kind=int),
-        disk_usage=value("MONITORING_DISK_USAGE_THRESHOLD", 0.90),
+        drift_share=settings.DATA_DRIFT_THRESHOLD,
+        min_requests=settings.MONITORING_MIN_REQUESTS,
+        disk_usage=settings.MONITORING_DISK_USAGE_THRESHOLD,
     )
     return MonitoringConfig(
         thresholds=thresholds,
-        drift_window_days=value("MONITORING_DRIFT_WINDOW_DAYS", 20, config_key="drift_window_days", kind=int),
-        performance_window_days=value(
-            "MONITORING_PERFORMANCE_WINDOW_DAYS", 20, config_key="performance_window_days", kind=int
-        ),
-        performance_metric=metric,
-        performance_mode=mode,
-        performance_factor=float(getattr(settings, "MODEL_PERFORMANCE_THRESHOLD", 0.75)),
-        min_performance_samples=value("MONITORING_MIN_PERFORMANCE_SAMPLES", 50, kind=int),
-        # Calibrated for 20-day windows (see README "Monitoring and dashboard"): a month of a correlated
-        # cross-section moves trend features together, so the textbook PSI 0.25 flags calm months.
-        drift_psi_threshold=value("MONITORING_DRIFT_PSI_THRESHOLD", 0.5),
-        drift_ks_threshold=value("MONITORING_DRIFT_KS_THRESHOLD", 0.2),
-        min_latency_requests=value("MONITORING_MIN_LATENCY_REQUESTS", 5, kind=int),
-        metrics_window_minutes=value("MONITORING_METRICS_WINDOW_MINUTES", 5, kind=int),
-        failed_run_lookback_hours=value("MONITORING_FAILED_RUN_LOOKBACK_HOURS", 24.0),
-        notification_cooldown_seconds=value("ALERT_NOTIFICATION_COOLDOWN_SECONDS", 3600.0),
-        alert_emails=value("ALERT_EMAILS", "", kind=list),
-        webhook_url=str(value("ALERT_WEBHOOK_URL", "", kind=str)).strip(),
-        webhook_timeout_seconds=value("ALERT_WEBHOOK_TIMEOUT_SECONDS", 5.0),
-        storage_usd_per_gb_month=value("ML_STORAGE_USD_PER_GB_MONTH", 0.023),
-        auto_retrain=bool(getattr(settings, "ENABLE_AUTO_RETRAINING", True)),
+        drift_window_days=settings.MONITORING_DRIFT_WINDOW_DAYS,
+        performance_window_days=settings.MONITORING_PERFORMANCE_WINDOW_DAYS,
+        performance_metric=settings.MONITORING_PERFORMANCE_METRIC,
+        performance_mode=settings.MONITORING_PERFORMANCE_MODE,
+        performance_factor=settings.MODEL_PERFORMANCE_THRESHOLD,
+        min_performance_samples=settings.MONITORING_MIN_PERFORMANCE_SAMPLES,
+        drift_psi_threshold=settings.MONITORING_DRIFT_PSI_THRESHOLD,
+        drift_ks_threshold=settings.MONITORING_DRIFT_KS_THRESHOLD,
+        min_latency_requests=settings.MONITORING_MIN_LATENCY_REQUESTS,
+        metrics_window_minutes=settings.MONITORING_METRICS_WINDOW_MINUTES,
+        failed_run_lookback_hours=settings.MONITORING_FAILED_RUN_LOOKBACK_HOURS,
+        notification_cooldown_seconds=settings.ALERT_NOTIFICATION_COOLDOWN_SECONDS,
+        alert_emails=list(settings.ALERT_EMAILS),
+        webhook_url=settings.ALERT_WEBHOOK_URL,
+        webhook_timeout_seconds=settings.ALERT_WEBHOOK_TIMEOUT_SECONDS,
+        storage_usd_per_gb_month=settings.ML_STORAGE_USD_PER_GB_MONTH,
+        auto_retrain=settings.ENABLE_AUTO_RETRAINING,
     )
 
 
 def monthly_cost_limit() -> float:
-    """``ML_MONTHLY_COST_LIMIT_USD`` (a setting, else the environment, else 50: the spec's "operational
-    costs under $50/month")."""
-    limit = value("ML_MONTHLY_COST_LIMIT_USD", 50.0)
-    if limit < 0:
-        raise ValueError(f"ML_MONTHLY_COST_LIMIT_USD must not be negative (got {limit})")
-    return limit
+    """``ML_MONTHLY_COST_LIMIT_USD`` (default 50: the spec's "operational costs under $50/month")."""
+    return settings.ML_MONTHLY_COST_LIMIT_USD
 
 
 def performance_floor(*, cfg: MonitoringConfig, validated: float | None) -> float | None:

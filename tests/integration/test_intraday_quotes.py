@@ -432,7 +432,7 @@ def test_the_poll_task_is_off_by_default_and_polls_only_in_market_hours(served, 
     polygon.polygon_snapshots["AAPL"] = snapshot_of("AAPL", move=0.01, at=QUOTE_TIME)
     assert quotes_poll(now=QUOTE_TIME)["status"] == "skipped"  # ML_INTRADAY_POLL_ENABLED is off
     settings.ML_INTRADAY_POLL_ENABLED = True
-    settings.ML_INTRADAY_POLL_TICKERS = "AAPL,JPM"
+    settings.ML_INTRADAY_POLL_TICKERS = ["AAPL", "JPM"]
     assert "outside" in quotes_poll(now=datetime(2018, 5, 21, 8, 0, tzinfo=NY))["reason"]
     assert "outside" in quotes_poll(now=datetime(2018, 5, 19, 11, 0, tzinfo=NY))["reason"]  # a Saturday
     assert polygon.count(provider="polygon") == 0
