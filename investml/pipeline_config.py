@@ -148,7 +148,7 @@ class ProviderLimits(_Section):
 
 
 class MonitoringSection(_Section):
-    # MONITORING_* environment variables of the same names win (monitoring.config)
+    # MONITORING_* environment variables of the same names win (investml.settings)
     latency_ms_threshold: NonNegative = 500.0
     error_rate_threshold: Fraction = 0.05
     resource_usage_threshold: Fraction = 0.85

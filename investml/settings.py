@@ -295,7 +295,7 @@ storage.configure(lock_ttl_seconds=ML_STORAGE_LOCK_TTL_SECONDS)
 ML_ONLINE_READTHROUGH_SECONDS = _int("ML_ONLINE_READTHROUGH_SECONDS", 300, minimum=0)
 # Daily market-data provider (alphavantage, stooq, tiingo, polygon, files, files:<folder>); empty = the
 # local files under ML_DATA_PATH (features.services.provider_config).
-ML_MARKET_DATA_PROVIDER = _raw("ML_MARKET_DATA_PROVIDER").lower()
+ML_MARKET_DATA_PROVIDER = _raw("ML_MARKET_DATA_PROVIDER")  # not lower-cased: a files:<folder> path keeps its case
 ML_DATA_PATH = Path(env.str("ML_DATA_PATH", default=str(BASE_DIR / "sample_data")))
 # Fundamentals and news (features.services.data_refresh): the provider of each (empty: off), the
 # fundamentals cycle in days and a cap on a day's fundamentals requests (0: none beyond the quota).

@@ -291,11 +291,11 @@ def test_auth_rules(client, staff, monkeypatch):
 
 
 def test_retrain_is_queued_for_staff_as_a_deduplicated_pipeline_run(staff, served, monkeypatch):
-    from training import pipeline_tasks
     from training.models import PipelineRun, RetrainTrigger
+    from training.orchestrator import dispatch
 
     chains = []  # the Celery chain the orchestrator would send (the broker is not what this test checks)
-    monkeypatch.setattr(pipeline_tasks, "start_chain",
+    monkeypatch.setattr(dispatch, "start_chain",
                         lambda *, run_id, generation: chains.append(run_id) or f"task-{run_id}")
     ticker = served.tickers[0]
     response = staff.post("/retrain", {"tickers": [ticker.lower()], "reason": "drift seen"}, format="json")

@@ -22,7 +22,7 @@ from monitoring import budget, selectors, services
 from monitoring.models import Alert, CostRecord
 from monitoring.services import record_cost
 from tests.fakes.provider_server import FakeProviderServer, make_bars
-from training import pipeline_tasks
+from training.orchestrator import dispatch
 from training.orchestrator.triggers import request_pipeline_run
 
 pytestmark = pytest.mark.django_db
@@ -155,7 +155,7 @@ def test_provider_updates_stop_at_the_monthly_limit_with_its_message(settings, m
 def test_pipeline_runs_are_skipped_past_the_monthly_limit(settings, monkeypatch):
     settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides({"orchestrator": {"enable_scheduling": True}})
     sent: list[tuple[int, int]] = []
-    monkeypatch.setattr(pipeline_tasks, "start_chain",
+    monkeypatch.setattr(dispatch, "start_chain",
                         lambda *, run_id, generation: sent.append((run_id, generation)) or f"task-{run_id}")
     spend(timezone.localdate(), 51.2)
 

@@ -137,7 +137,7 @@ def test_promote_force_promote_and_rollback_need_the_model_version_permission(pe
 def test_retrain_load_and_unload_need_their_permissions(people, monkeypatch):
     from training.models import PipelineRun
 
-    monkeypatch.setattr("training.pipeline_tasks.start_chain", lambda *, run_id, generation: f"task-{run_id}")
+    monkeypatch.setattr("training.orchestrator.dispatch.start_chain", lambda *, run_id, generation: f"task-{run_id}")
     RegisteredModel.objects.create(name="xgboost_classifier", model_type="tree_ensemble")  # no active version
     calls = [("post", "/retrain"), ("post", "/models/xgboost_classifier/load"), ("delete", "/models/xgboost_classifier")]
     for who in DENIED:
