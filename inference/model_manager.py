@@ -2,7 +2,7 @@
 
 * **Active versions.** The registry's active version of each model is re-read at most every
   ``ML_ACTIVE_VERSION_CHECK_SECONDS`` (one small query). When a newer version was promoted, the
-  first request that notices loads it (artifact sha256 verified by ``registry.services.load_version``)
+  first request that notices loads it (artifact sha256 verified by ``registry.selectors.load_version``)
   while concurrent requests keep being answered by the old version; the new one is swapped in under
   a lock once it is ready. A promoted version that fails to load leaves the old one serving (and
   ``/health`` degraded): no request fails because of a promotion.
@@ -36,9 +36,8 @@ from django.utils import timezone
 
 from inference import conf, signals
 from inference.exceptions import Conflict, ModelUnavailable, NotFound
-from registry import services as registry_services
 from registry.models import ModelVersion
-from registry.selectors import registered_models, versions
+from registry.selectors import load_version, registered_models, versions
 
 logger = logging.getLogger(__name__)
 
@@ -423,7 +422,7 @@ class ModelManager:
 
     def _load(self, version: Any) -> ServedModel:
         started = time.perf_counter()
-        learner = registry_services.load_version(version=version)  # verifies size and sha256 first
+        learner = load_version(version=version)  # verifies size and sha256 first
         name = version.model.name
         learner_name = getattr(learner, "name", name)
         kind = KINDS.get(learner_name, VECTOR)

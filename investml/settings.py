@@ -365,7 +365,7 @@ ML_PIPELINE_HEARTBEAT_TIMEOUT_SECONDS = _float("ML_PIPELINE_HEARTBEAT_TIMEOUT_SE
 ML_PIPELINE_POLL_SECONDS = _float("ML_PIPELINE_POLL_SECONDS", 10.0, minimum=0.05)
 ML_PIPELINE_FEATURE_CHUNK_TICKERS = _int("ML_PIPELINE_FEATURE_CHUNK_TICKERS", 500, minimum=1)
 
-# --- Promotion gate (registry.services.gate_settings) ------------------------------------------
+# --- Promotion gate (registry.gate_decision.gate_settings) --------------------------------------
 # "confidence": the threshold applies to the one-sided confidence that the metric shows skill;
 # "value": to the metric's value. A new version must beat the active one by more than the minimum
 # improvement on the out-of-sample dates both scored; with fewer shared dates the active one is replayed.

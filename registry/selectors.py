@@ -1,12 +1,18 @@
-"""Reads from the model registry (the promotion gate's statistics are in ``registry.gate``)."""
+"""Reads from the model registry: versions, their history, and their stored artifacts verified against
+the registry's checksums (the promotion gate's decision is ``registry.gate_decision``, its statistics
+``registry.gate``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
+import pandas as pd
+from django.conf import settings
 from django.db.models import QuerySet
 
+from registry import artifacts, loaders
+from registry.artifacts import ArtifactIntegrityError
 from registry.models import DeploymentEvent, ModelVersion, RegisteredModel
 
 # --------------------------------------------------------------------------------------------------
@@ -105,3 +111,46 @@ def feature_importance(*, version: ModelVersion, top: int = 20) -> list[dict[str
     ranked = sorted(gain, key=gain.get, reverse=True)[:top]
     return [{"feature": name, "gain_share": gain[name] / total if total > 0 else 0.0,
              "permutation": permutation.get(name)} for name in ranked]
+
+
+# --------------------------------------------------------------------------------------------------
+# stored artifacts
+
+
+def load_version(*, version: ModelVersion) -> loaders.StoredLearner:
+    """The version's learner, after checking its artifact's size and sha256 against the registry
+    (loaded by training's loader, ``registry.loaders``)."""
+    label = version_label(version)
+    data = artifacts.read_verified(
+        root=settings.ML_MODELS_PATH, relpath=version.artifact_path, sha256=version.artifact_sha256,
+        size=version.artifact_bytes or None, label=label,
+    )
+    load = loaders.installed()
+    try:
+        return load.load_learner(data)
+    except load.artifact_error as exc:  # pragma: no cover - the sha256 check catches changes first
+        raise ArtifactIntegrityError(f"ERROR: Failed to load model {label}: {exc}") from exc
+
+
+def load_oof(*, version: ModelVersion) -> pd.DataFrame | None:
+    """The version's stored walk-forward out-of-sample table (verified), or None if it has none."""
+    if not version.oof_path:
+        return None
+    data = artifacts.read_verified(
+        root=settings.ML_MODELS_PATH, relpath=version.oof_path, sha256=version.oof_sha256,
+        size=version.oof_bytes or None, label=f"{version_label(version)} (out-of-sample predictions)",
+    )
+    return artifacts.oof_from_bytes(data)
+
+
+def predict_version(*, version: ModelVersion, frame: pd.DataFrame) -> Any:
+    """Predictions of ``version`` for ``frame``'s rows (``training.learners.Predictions``); an
+    ensemble first asks its member versions."""
+    learner = load_version(version=version)
+    if getattr(learner, "name", "") == "ensemble":
+        member_predictions = {
+            member.model.name: predict_version(version=member, frame=frame).expected_return
+            for member in version.members.select_related("model")
+        }
+        return learner.predict_members(member_predictions)
+    return learner.predict(frame)

@@ -23,7 +23,14 @@ from django.conf import settings
 from registry import services as registry_services
 from registry.artifacts import ArtifactIntegrityError
 from registry.models import ModelVersion
-from registry.selectors import active_version, evaluation_source_id, latest_evaluated_version, version_label
+from registry.selectors import (
+    active_version,
+    evaluation_source_id,
+    latest_evaluated_version,
+    load_oof,
+    load_version,
+    version_label,
+)
 from training.config import model_config, reevaluate_every_trading_days, target_for
 from training.fitting import RunContext, feature_columns_for, final_fit, make_learner, register_and_gate
 from training.learners import build_learner
@@ -107,7 +114,7 @@ def refit_learner(ctx: RunContext, name: str, *, source: ModelVersion) -> ModelV
         if warm is not None:
             make, counts["warm_start_from"] = warm, version_label(active)
     learner, report = final_fit(ctx, name, make, **counts)
-    return register_and_gate(ctx, name, learner=learner, table=registry_services.load_oof(version=source),
+    return register_and_gate(ctx, name, learner=learner, table=load_oof(version=source),
                              summary=carried_summary(source), columns=list(source.feature_columns or []),
                              cpu=cpu_seconds_now() - cpu0, wall=time.perf_counter() - wall0,
                              extra=report.extra, carried_from=source)
@@ -118,7 +125,7 @@ def _warm_started(ctx: RunContext, make: Callable[[], Any], *, previous: ModelVe
     """``make`` with each learner warm-started from ``previous``'s network (the active refit of the
     same procedure: same architecture and columns); None when that network cannot be loaded."""
     try:
-        network = registry_services.load_version(version=previous)
+        network = load_version(version=previous)
     except ArtifactIntegrityError as exc:  # the refit still runs, from scratch
         append_log(ctx.run.pk, f"lstm_predictor: no warm start ({exc}); fitting from scratch")
         return None

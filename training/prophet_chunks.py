@@ -16,9 +16,8 @@ import pandas as pd
 from django.db import transaction
 
 from features.common import chunked
-from registry import services as registry_services
 from registry.models import ModelVersion
-from registry.selectors import active_version, latest_version, version_label
+from registry.selectors import active_version, latest_version, load_version, version_label
 from training import dispatch, selectors
 from training.config import model_config
 from training.evaluation import Split, evaluate_walk_forward
@@ -45,7 +44,7 @@ def previous_prophet() -> Any:
     if version is None:
         return None
     try:
-        previous = registry_services.load_version(version=version)
+        previous = load_version(version=version)
     except Exception as exc:  # noqa: BLE001 - a cold start is fine
         logger.warning("prophet warm start unavailable (%s): %s", version_label(version), exc)
         return None

@@ -14,7 +14,14 @@ import pandas as pd
 from features.profile import profile_build
 from registry import services as registry_services
 from registry.models import ModelVersion
-from registry.selectors import active_version, evaluation_source_id, latest_version, version_label
+from registry.selectors import (
+    active_version,
+    evaluation_source_id,
+    latest_version,
+    load_oof,
+    load_version,
+    version_label,
+)
 from training.config import BASE_LEARNERS, ENSEMBLE, model_config
 from training.daily_plan import LearnerPlan, carried_summary, record_plan
 from training.fitting import RunContext, register_and_gate
@@ -55,7 +62,7 @@ def train_ensemble(run: TrainingRun) -> ModelVersion | None:
             return _restack_ensemble(run, members=members, source=plan.source)
     cpu0, wall0 = cpu_seconds_now(), time.perf_counter()
     with stage(run_id, "evaluate:ensemble", members=", ".join(version_label(m) for m in members)) as rec:
-        tables = {m.model.name: registry_services.load_oof(version=m) for m in members}
+        tables = {m.model.name: load_oof(version=m) for m in members}
         ev = evaluate_ensemble(tables, horizon=horizon, wf_members=WalkForward(**run.options["walk_forward"]),
                                config=config)
         rec.counts.update(stacked_rows=int(len(ev.stacked)), folds=len(ev.splits),
@@ -104,14 +111,14 @@ def _restack_ensemble(run: TrainingRun, *, members: Sequence[ModelVersion], sour
     wall0, cpu0 = time.perf_counter(), cpu_seconds_now()
     with stage(run.pk, f"fit:{ENSEMBLE}", refit_of=version_label(source),
                members=", ".join(version_label(m) for m in members)):
-        learner = registry_services.load_version(version=source)
+        learner = load_version(version=source)
     ctx = RunContext(
         run=run, horizon=source.horizon_days, wf=WalkForward(**source.evaluation["walk_forward"]), frame=None,
         feature_columns=list(source.feature_columns), feature_set_version=members[0].feature_set_version,
         n_tickers=source.tickers, labels=None, splits=[], folds=[], data_hash=source.training_data_hash, drift={},
         train_start=source.train_start, train_end=source.train_end, data_sources=list(source.data_sources or []),
     )
-    return register_and_gate(ctx, ENSEMBLE, learner=learner, table=registry_services.load_oof(version=source),
+    return register_and_gate(ctx, ENSEMBLE, learner=learner, table=load_oof(version=source),
                              summary=carried_summary(source), columns=ctx.feature_columns,
                              cpu=cpu_seconds_now() - cpu0, wall=time.perf_counter() - wall0,
                              extra={"weights": (source.evaluation.get("final_fit") or {}).get("weights")},

@@ -19,8 +19,7 @@ from django.core.management import call_command
 
 from features.services.feature_store import build_features
 from registry.models import ModelVersion
-from registry.selectors import active_version
-from registry.services import load_oof
+from registry.selectors import active_version, load_oof
 from training import services
 from training.config import RetrainError
 from training.models import TrainingRun

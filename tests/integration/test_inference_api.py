@@ -409,7 +409,7 @@ def test_promotion_under_concurrent_requests_never_fails_one(served, settings, m
     """Threads keep predicting while a new version is promoted and (slowly) loaded: the old version
     answers until the new one is ready, then the new one; no request fails. The threads touch no
     database (the main thread reads the registry), so the test transaction stays private."""
-    import registry.services
+    from inference import model_manager
 
     settings.ML_PREDICTION_CACHE_SECONDS = 0
     settings.ML_ACTIVE_VERSION_CHECK_SECONDS = 3600
@@ -418,13 +418,13 @@ def test_promotion_under_concurrent_requests_never_fails_one(served, settings, m
     features = _vector(served, "xgboost_classifier")
     assert services.predict(model_name="xgboost_classifier", features=features)["model_version"] == "1.0.0"
 
-    real_load = registry.services.load_version
+    real_load = model_manager.load_version
 
     def slow_load(*, version):
         time.sleep(0.3)
         return real_load(version=version)
 
-    monkeypatch.setattr(registry.services, "load_version", slow_load)
+    monkeypatch.setattr(model_manager, "load_version", slow_load)
     _promote_new_xgboost(served)
     seen: list[str] = []
     errors: list[BaseException] = []

@@ -19,7 +19,7 @@ from registry import artifacts, loaders, services
 from registry.artifacts import ArtifactIntegrityError
 from registry.gate import daily_skill, skill_confidence
 from registry.models import DeploymentEvent, ModelVersion
-from registry.selectors import get_version
+from registry.selectors import get_version, load_version
 from training import selectors as training_selectors
 from training.learners import build_learner
 from training.learners.ensemble import EnsembleLearner
@@ -172,7 +172,7 @@ def test_one_changed_byte_fails_naming_the_version(models_path):
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(ArtifactIntegrityError) as err:
-        services.load_version(version=version)
+        load_version(version=version)
     message = str(err.value)
     assert "ensemble@1.0.0" in message and "sha256 mismatch" in message and "modified" in message
 
@@ -182,10 +182,10 @@ def test_truncated_and_missing_files_are_refused(models_path):
     path = models_path / version.artifact_path
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(ArtifactIntegrityError, match=r"ensemble@1\.0\.0.*truncated or replaced"):
-        services.load_version(version=version)
+        load_version(version=version)
     path.unlink()
     with pytest.raises(ArtifactIntegrityError) as err:
-        services.load_version(version=version)
+        load_version(version=version)
     assert "ensemble@1.0.0" in str(err.value) and "FileNotFoundError" in str(err.value)
     assert "missing" in str(err.value) and "retrain" in str(err.value)
 
@@ -202,7 +202,7 @@ def test_save_load_predict_round_trip_for_every_learner():
         learner = build_learner(name, config)
         learner.fit(frame, feature_columns=FEATURES, horizon=5)
         version = register(learner, name=name)
-        loaded = services.load_version(version=version)
+        loaded = load_version(version=version)
         before, after = learner.predict(frame), loaded.predict(frame)
         np.testing.assert_array_equal(before.expected_return, after.expected_return, err_msg=name)
         np.testing.assert_array_equal(before.prob_up, after.prob_up, err_msg=name)
@@ -210,7 +210,7 @@ def test_save_load_predict_round_trip_for_every_learner():
     version = register(ensemble)
     stacked = pd.DataFrame({"a": np.linspace(-1, 1, 20), "b": np.linspace(1, -1, 20), "ticker": "T", "date": 0})
     np.testing.assert_array_equal(ensemble.predict(stacked).expected_return,
-                                  services.load_version(version=version).predict(stacked).expected_return)
+                                  load_version(version=version).predict(stacked).expected_return)
 
 
 def test_oof_table_round_trip():
@@ -391,7 +391,7 @@ def test_export_registry_writes_a_fixture_that_loaddata_restores(settings, tmp_p
     call_command("loaddata", str(exported), stdout=io.StringIO())
     restored = ModelVersion.objects.get()
     assert (restored.artifact_sha256, restored.status, restored.gate["passed"]) == expected
-    assert services.load_version(version=restored) is not None  # the rows point at the same verified artifact
+    assert load_version(version=restored) is not None  # the rows point at the same verified artifact
 
 
 def test_admin_actions_record_the_user(admin_client, admin_user):

@@ -274,7 +274,7 @@ def test_prophet_chunks_travel_through_s3_and_leave_nothing_behind(s3_server, s3
     from features.services.feature_store import build_features
     from registry import artifacts
     from registry.models import ModelVersion
-    from registry.services import load_version
+    from registry.selectors import load_version
     from training import dispatch, services
     from training.models import TrainingRun
 

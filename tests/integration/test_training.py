@@ -22,7 +22,7 @@ from features.services.feature_store import build_features
 from monitoring.models import CostRecord
 from registry.metrics import METRIC_KEYS
 from registry.models import ModelVersion
-from registry.services import load_oof, load_version
+from registry.selectors import load_oof, load_version
 from training import dispatch, prophet_chunks, services, tasks
 from training.config import RetrainError
 from training.models import TrainingRun

@@ -9,8 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from features.store_format import atomic_write_bytes
 from registry.models import ModelVersion
-from registry.selectors import active_version, latest_version
-from registry.services import load_oof
+from registry.selectors import active_version, latest_version, load_oof
 from training.config import ALL_LEARNERS, BASE_LEARNERS, RetrainError, horizon_days
 from training.evaluation_report import evaluation_report
 from training.models import TrainingRun
