@@ -2,7 +2,7 @@
 
 The content of a version is the ordered feature list with each feature's parameters, the engine
 parameters and the storage format (``version_content``); its sha256 over canonical JSON
-(``content_hash``) identifies it, and a new content gets the semantic version ``next_version`` says.
+(``content_hash``) identifies it, and a new content gets the semantic version ``next_feature_set_version`` says.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from features.feature_sets import FeatureSpec
 from features.store_format import LABEL_HORIZONS, STORE_DTYPE, STORE_FORMAT
 
-__all__ = ["content_hash", "feature_definitions", "next_version", "version_content"]
+__all__ = ["content_hash", "feature_definitions", "next_feature_set_version", "version_content"]
 
 
 def _suffix_int(name: str) -> int:
@@ -98,7 +98,7 @@ def _parse_semver(version: str) -> tuple[int, int, int]:
     return major, minor, patch
 
 
-def next_version(
+def next_feature_set_version(
     previous_version: str | None,
     previous_features: list[dict[str, Any]] | None,
     previous_params: dict[str, Any] | None,

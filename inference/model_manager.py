@@ -93,7 +93,7 @@ class LoadFailure:
     at: float
 
 
-def failure_message(exc: BaseException, label: str) -> str:
+def model_load_failure_message(exc: BaseException, label: str) -> str:
     """``Failed to load model name@version: <error>`` (the registry's own messages start that way)."""
     text = str(exc).strip()
     if text.startswith("ERROR: "):
@@ -398,7 +398,7 @@ class ModelManager:
                     served = self._load(version)
                 except Exception as exc:  # noqa: BLE001 - every load failure becomes a recorded 503
                     label = f"{version.model.name}@{version.version}"
-                    message = failure_message(exc, label)
+                    message = model_load_failure_message(exc, label)
                     logger.error("ERROR: %s", message)
                     with self._lock:
                         self._failures[version.pk] = LoadFailure(version.model.name, label, message, time.monotonic())

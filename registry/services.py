@@ -123,7 +123,7 @@ class VersionBump:
         return f"{self.major}.{self.minor}.{self.patch}"
 
 
-def next_version(
+def next_model_version(
     *,
     previous: ModelVersion | None,
     feature_set_version_id: int | None,
@@ -222,7 +222,7 @@ def register_version(
             registered = RegisteredModel.objects.select_for_update().get(pk=registered.pk)
             previous = registered.versions.order_by("-major", "-minor", "-patch", "-id").first()
             fsv_id = getattr(feature_set_version, "pk", feature_set_version)
-            bump = next_version(
+            bump = next_model_version(
                 previous=previous, feature_set_version_id=fsv_id, target=target, model_type=model_type,
                 training_data_hash=training_data_hash, hyperparameters=hyperparameters,
             )

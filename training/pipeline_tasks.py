@@ -31,7 +31,7 @@ from celery.signals import worker_ready
 
 from training.orchestrator.celery_stages import build_feature_chunk, finish_feature_fan_out, run_stage
 from training.orchestrator.config import orchestrator_settings
-from training.orchestrator.errors import failure_message, is_transient
+from training.orchestrator.errors import is_transient, pipeline_failure_message
 from training.orchestrator.limits import dispatch_queued_runs
 from training.orchestrator.reaper import reap_stale_runs
 from training.orchestrator.stages import complete_run, fail_run
@@ -116,7 +116,7 @@ def pipeline_failed_task(request: Any, exc: Any, traceback: Any, run_id: int, ge
         logger.warning("pipeline run %s: %s: %s; left to the reaper (it queues the run again)", run_id,
                        getattr(request, "task", "a task"), exc)
         return
-    message = failure_message(
+    message = pipeline_failure_message(
         run_id=run_id, stage=str(getattr(request, "task", "") or "a task").rsplit(".", 1)[-1],
         message=f"{type(exc).__name__}: {exc}", hints=["Check the worker log (docker-compose logs -f worker)"],
     )

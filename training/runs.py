@@ -92,14 +92,14 @@ def add_cpu(run_id: int, seconds: float) -> None:
 
 
 def record_failure(run_id: int, where: str, exc: BaseException) -> str:
-    text = failure_message(run_id=run_id, where=where, exc=exc)
+    text = training_failure_message(run_id=run_id, where=where, exc=exc)
     TrainingRun.objects.filter(pk=run_id).update(error=Concat(F("error"), Value(text + "\n")))
     append_log(run_id, text.splitlines()[0])
     logger.error("%s\n%s", text, "".join(traceback.format_exception(exc)))
     return text
 
 
-def failure_message(*, run_id: int, where: str, exc: BaseException) -> str:
+def training_failure_message(*, run_id: int, where: str, exc: BaseException) -> str:
     """An error in the spec's troubleshooting tone: what failed, then what to try."""
     name = type(exc).__name__
     message = str(exc) or name
@@ -148,7 +148,7 @@ def part_done(run_id: int, part: str) -> bool:
     return not pending
 
 
-def run_summary(run: TrainingRun) -> dict[str, Any]:
+def training_run_summary(run: TrainingRun) -> dict[str, Any]:
     """What ``retrain --status`` and the API show for a run."""
     return jsonable({
         "id": run.pk,

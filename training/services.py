@@ -67,10 +67,10 @@ from training.runs import (
     add_cpu,
     append_log,
     cpu_seconds_now,
-    failure_message,
     part_done,
     record_failure,
     stage,
+    training_failure_message,
 )
 from training.stacking import train_ensemble
 
@@ -152,7 +152,7 @@ def execute_run(*, run_id: int, distributed: bool = False) -> TrainingRun:
         if restarted and attempt > limit:
             # the worker holding it was lost each time (acks_late redelivers the task): most often the
             # out-of-memory killer, which would kill every further attempt the same way
-            text = failure_message(run_id=run_id, where=f"attempt {attempt} (the worker was lost {attempt - 1} "
+            text = training_failure_message(run_id=run_id, where=f"attempt {attempt} (the worker was lost {attempt - 1} "
                                                         f"times, limit ML_TRAINING_MAX_ATTEMPTS={limit})",
                                    exc=MemoryError())
             run.status, run.finished_at = TrainingRun.Status.FAILED, timezone.now()

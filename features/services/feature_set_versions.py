@@ -14,7 +14,7 @@ from features.feature_sets import DEFAULT_SPEC, FEATURE_SETS, FeatureSpec
 from features.models import FeatureSet, FeatureSetVersion
 from features.selectors import DEFAULT_FEATURE_SET
 from features.services.store_errors import FeatureStoreError
-from features.versioning import content_hash, next_version, version_content
+from features.versioning import content_hash, next_feature_set_version, version_content
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -27,7 +27,7 @@ def ensure_feature_set_version(*, name: str = DEFAULT_FEATURE_SET, spec: Feature
                                description: str = "") -> FeatureSetVersion:
     """The version row of ``spec`` in feature set ``name``: the existing row when the content hash
     (ordered features with parameters, engine parameters, storage format) is known, else a new row
-    whose semantic version bumps the highest one (see ``features.versioning.next_version``)."""
+    whose semantic version bumps the highest one (see ``features.versioning.next_feature_set_version``)."""
     if not _NAME_RE.match(name):
         raise FeatureStoreError(f"invalid feature set name {name!r} (letters, digits, '_', '.', '-')")
     spec = FeatureSpec.from_params(spec)
@@ -43,7 +43,7 @@ def ensure_feature_set_version(*, name: str = DEFAULT_FEATURE_SET, spec: Feature
                 if existing is not None:
                     return existing
                 previous = max(feature_set.versions.all(), key=_semver_key, default=None)
-                number = next_version(
+                number = next_feature_set_version(
                     previous.version if previous else None,
                     previous.features if previous else None,
                     previous.params if previous else None,

@@ -23,7 +23,7 @@ from features.store_format import (
     sha256_file,
 )
 from features.synthetic import generate_market
-from features.versioning import content_hash, feature_definitions, next_version, version_content
+from features.versioning import content_hash, feature_definitions, next_feature_set_version, version_content
 
 
 @pytest.fixture(scope="module")
@@ -225,17 +225,17 @@ def test_feature_definitions_and_content_hash():
     assert content_hash(version_content(other)) != h
 
 
-def test_next_version():
+def test_next_feature_set_version():
     base = version_content(feature_sets.DEFAULT_SPEC)
     f, p = base["features"], base["params"]
-    assert next_version(None, None, None, f, p) == "1.0.0"
-    assert next_version("1.3.2", f, p, f, p) == "1.3.3"  # only storage/labels changed
+    assert next_feature_set_version(None, None, None, f, p) == "1.0.0"
+    assert next_feature_set_version("1.3.2", f, p, f, p) == "1.3.3"  # only storage/labels changed
     tuned = version_content(feature_sets.FeatureSpec.from_params({"annualization": 260}))
-    assert next_version("1.3.2", f, p, tuned["features"], tuned["params"]) == "1.4.0"
+    assert next_feature_set_version("1.3.2", f, p, tuned["features"], tuned["params"]) == "1.4.0"
     more = version_content(feature_sets.FeatureSpec.from_params({"ema_periods": [12, 26, 50, 100]}))
-    assert next_version("1.3.2", f, p, more["features"], more["params"]) == "1.4.0"
+    assert next_feature_set_version("1.3.2", f, p, more["features"], more["params"]) == "1.4.0"
     renamed = version_content(feature_sets.FeatureSpec.from_params({"rsi_period": 10}))
-    assert next_version("1.3.2", f, p, renamed["features"], renamed["params"]) == "2.0.0"
+    assert next_feature_set_version("1.3.2", f, p, renamed["features"], renamed["params"]) == "2.0.0"
 
 
 # --- pipeline ---------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ Layout (import each name from the module that owns it; this package re-exports n
 ``sync_executor``   ``execute_sync``: every stage in this process (``manage.py run_pipeline --sync``);
 ``reaper``          ``reap_stale_runs``;
 ``schedules``       ``seed_schedules``, ``schedule_specs`` (django-celery-beat);
-``selectors``       reads: ``run_summary``, ``format_run``, ``recent_pipeline_runs``, ``last_succeeded_run``;
+``selectors``       reads: ``pipeline_run_summary``, ``format_run``, ``recent_pipeline_runs``, ``last_succeeded_run``;
 ``config``          ``orchestrator_settings``; ``errors``: the errors, ``is_transient``, ``backoff_seconds``;
 ``scope``           ``normalize_tickers``, ``scope_for``.
 

@@ -86,7 +86,7 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def failure_message(*, run_id: int, stage: str, message: str, hints: Sequence[str] = ()) -> str:
+def pipeline_failure_message(*, run_id: int, stage: str, message: str, hints: Sequence[str] = ()) -> str:
     """The spec's troubleshooting tone: what failed, then what to try."""
     lines = [f"ERROR: Pipeline {run_id} failed at {stage}: {message}"]
     if hints:

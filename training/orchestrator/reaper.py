@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from training.models import PipelineRun, PipelineStage
 from training.orchestrator.config import orchestrator_settings
-from training.orchestrator.errors import default_hints, failure_message
+from training.orchestrator.errors import default_hints, pipeline_failure_message
 from training.orchestrator.stages import after_finish, finish_run, worker_host
 from training.orchestrator.training_runs import mark_training_failed, stop_training
 
@@ -82,12 +82,12 @@ def _reap(run: PipelineRun, *, why: str, now: datetime) -> bool:
         tries = PipelineStage.objects.filter(run=fresh, name=stage).count()
         text = f"attempt {tries or 1} of {stage} lost: {why}"
         if fresh.mode == "sync":
-            message = failure_message(run_id=fresh.pk, stage=stage, message=why,
+            message = pipeline_failure_message(run_id=fresh.pk, stage=stage, message=why,
                                       hints=["Run it again: python manage.py run_pipeline --sync"])
             finish_run(fresh, status=PipelineRun.Status.FAILED, error=message, now=now)
             logger.error("%s", message)
         elif tries > cfg.max_retries:
-            message = failure_message(
+            message = pipeline_failure_message(
                 run_id=fresh.pk, stage=stage, message=f"{why}; gave up after {tries} attempts",
                 hints=default_hints(stage, MemoryError()),
             )

@@ -29,7 +29,7 @@ def recent_pipeline_runs(*, limit: int = 10) -> list[PipelineRun]:
                 .order_by("-created_at", "-id")[:limit])
 
 
-def run_summary(run: PipelineRun) -> dict[str, Any]:
+def pipeline_run_summary(run: PipelineRun) -> dict[str, Any]:
     """What ``run_pipeline --json`` and ``retrain --status --json`` show for a pipeline run."""
     stages = []
     for row in latest_attempts(run=run):

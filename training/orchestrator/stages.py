@@ -26,8 +26,8 @@ from training.orchestrator.errors import (
     backoff_seconds,
     default_hints,
     describe_error,
-    failure_message,
     is_transient,
+    pipeline_failure_message,
 )
 from training.orchestrator.limits import dispatch_queued_runs
 from training.orchestrator.selectors import latest_attempts
@@ -89,7 +89,7 @@ def begin_stage(*, run_id: int, generation: int, stage: str) -> Ticket:
             lost_message = lost.error
         attempt = (attempts[-1].attempt + 1) if attempts else 1
         if attempt > cfg.max_retries + 1:
-            message = failure_message(
+            message = pipeline_failure_message(
                 run_id=run.pk, stage=stage,
                 message=f"the worker running it was lost {len(attempts)} times (killed, or out of memory?)",
                 hints=default_hints(stage, MemoryError()),
@@ -182,7 +182,7 @@ def fail_stage(*, ticket: Ticket, exc: BaseException) -> Outcome:
         return Outcome("retry" if updated else "stop", countdown=countdown)
     finish_stage(ticket=ticket, counts=row.counts or {}, status=PipelineStage.Status.FAILED, error=text)
     message = text if not transient else f"{text} (after {row.attempt} attempts)"
-    full = failure_message(run_id=run.pk, stage=row.name, message=message, hints=default_hints(row.name, exc))
+    full = pipeline_failure_message(run_id=run.pk, stage=row.name, message=message, hints=default_hints(row.name, exc))
     fail_run(run_id=run.pk, generation=run.generation, message=full)
     return Outcome("stop")
 
@@ -234,7 +234,7 @@ def complete_run(*, run_id: int, generation: int) -> bool:
         if failed:
             first = failed[0]
             finish_run(run, status=PipelineRun.Status.FAILED, now=now,
-                       error=failure_message(run_id=run.pk, stage=first.name, message=first.error.splitlines()[0]
+                       error=pipeline_failure_message(run_id=run.pk, stage=first.name, message=first.error.splitlines()[0]
                                              if first.error else "failed"))
         else:
             finish_run(run, status=PipelineRun.Status.SUCCEEDED, now=now)

@@ -3,9 +3,8 @@ import json as jsonlib
 from django.core.management.base import BaseCommand, CommandError
 
 from training.config import RetrainError
-from training.orchestrator.selectors import format_run, recent_pipeline_runs
-from training.orchestrator.selectors import run_summary as pipeline_summary
-from training.runs import run_summary
+from training.orchestrator.selectors import format_run, pipeline_run_summary, recent_pipeline_runs
+from training.runs import training_run_summary
 from training.selectors import recent_runs
 from training.services import retrain
 
@@ -29,18 +28,18 @@ class Command(BaseCommand):
         if status:
             pipelines = recent_pipeline_runs(limit=limit)
             for pipeline in pipelines:
-                for line in format_run(pipeline_summary(pipeline)):
+                for line in format_run(pipeline_run_summary(pipeline)):
                     self.stdout.write(line)
             runs = list(recent_runs(limit=limit))
             for run in runs:
-                self._print_run(run_summary(run))
+                self._print_run(training_run_summary(run))
             if not runs:
                 self.stdout.write("no training runs yet: python manage.py retrain --sync")
             if options["json"]:
                 # One line with the pipeline runs, then the training runs' list as the last line (as before).
-                self.stdout.write(jsonlib.dumps({"pipeline_runs": [pipeline_summary(p) for p in pipelines]},
+                self.stdout.write(jsonlib.dumps({"pipeline_runs": [pipeline_run_summary(p) for p in pipelines]},
                                                 default=str))
-                self.stdout.write(jsonlib.dumps([run_summary(r) for r in runs], default=str))
+                self.stdout.write(jsonlib.dumps([training_run_summary(r) for r in runs], default=str))
             return
         try:
             run = retrain(
@@ -49,7 +48,7 @@ class Command(BaseCommand):
             )
         except RetrainError as exc:
             raise CommandError(str(exc)) from exc
-        summary = run_summary(run)
+        summary = training_run_summary(run)
         if sync:
             self._print_run(summary)
         else:

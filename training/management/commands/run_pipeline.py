@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from training.models import PipelineRun
 from training.orchestrator.errors import PipelineError
-from training.orchestrator.selectors import format_run, last_succeeded_run, run_summary
+from training.orchestrator.selectors import format_run, last_succeeded_run, pipeline_run_summary
 from training.orchestrator.triggers import request_pipeline_run
 
 
@@ -36,7 +36,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"pipeline run {done.pk} already succeeded at {done.finished_at:%Y-%m-%d %H:%M} UTC "
                                   "for this scope; skipped (drop --skip-if-succeeded to run again)")
                 if options["json"]:
-                    self.stdout.write(jsonlib.dumps({**run_summary(done), "skipped_by_command": True}))
+                    self.stdout.write(jsonlib.dumps({**pipeline_run_summary(done), "skipped_by_command": True}))
                 return
         run_options = {"models": [m.strip() for m in models.split(",") if m.strip()] if models else None,
                        "noop_seconds": noop, "evaluation": evaluation}
@@ -47,7 +47,7 @@ class Command(BaseCommand):
             )
         except PipelineError as exc:
             raise CommandError(str(exc)) from exc
-        summary = run_summary(run)
+        summary = pipeline_run_summary(run)
         if getattr(run, "deduplicated", False) and run.status in PipelineRun.ACTIVE:
             self.stdout.write(f"a run of the same scope is already {run.status}: pipeline run {run.pk}; "
                               "not starting a second one (follow it with: python manage.py retrain --status)")
