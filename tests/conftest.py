@@ -18,19 +18,14 @@ def no_request_metrics_from_other_tests():
 
 
 @pytest.fixture
-def keep_test_connection():
-    """For requests through the real WSGI application: keep its signals from closing the test's
-    database connection (as Django's test client does)."""
-    from django.core import signals
-    from django.db import close_old_connections
+def keep_test_connection(monkeypatch):
+    """For requests through the real WSGI or ASGI application: keep Django's request_started and
+    request_finished receivers from closing the test's database connection (as Django's test client
+    does for its own requests; it reconnects them afterwards, so disconnecting them here would not last)."""
+    from django.db import connections
 
-    signals.request_started.disconnect(close_old_connections)
-    signals.request_finished.disconnect(close_old_connections)
-    try:
-        yield
-    finally:
-        signals.request_started.connect(close_old_connections)
-        signals.request_finished.connect(close_old_connections)
+    for connection in connections.all():
+        monkeypatch.setattr(connection, "close_if_unusable_or_obsolete", lambda: None)
 
 
 @pytest.fixture
