@@ -28,6 +28,7 @@ from inference.authentication import CachedTokenAuthentication
 from inference.exceptions import InferenceError, NotFound, PayloadTooLarge
 from inference.model_manager import get_manager
 from inference.parsers import LenientJSONParser, parse_json_body
+from inference.renderers import JSONOnly, ORJSONRenderer
 from inference.throttling import FixedWindowAnonThrottle, FixedWindowUserThrottle, count_failed_auth
 from investml import permissions
 from investml.permissions import require
@@ -204,6 +205,11 @@ class ModelsView(InferenceAPIView):
 
 
 class PredictView(InferenceAPIView):
+    # the hot path: the service's payload as it is (PredictionSerializer documents it), in JSON whatever
+    # the Accept header (see inference.renderers)
+    renderer_classes = [ORJSONRenderer]
+    content_negotiation_class = JSONOnly
+
     @extend_schema(
         tags=[TAG],
         summary="Make a prediction",
