@@ -9,12 +9,9 @@ be served (the reason is in ``detail`` and in ``GET /health``).
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-import orjson
 from django.db import DatabaseError
-from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
@@ -24,10 +21,9 @@ from rest_framework.views import APIView
 
 from inference import conf, quotes, selectors, services
 from inference import serializers as s
-from inference.authentication import CachedTokenAuthentication
 from inference.exceptions import InferenceError, NotFound, PayloadTooLarge
 from inference.model_manager import get_manager
-from inference.parsers import LenientJSONParser, parse_json_body
+from inference.parsers import LenientJSONParser
 from inference.renderers import JSONOnly, ORJSONRenderer
 from inference.throttling import FixedWindowAnonThrottle, FixedWindowUserThrottle, count_failed_auth
 from investml import permissions
@@ -110,14 +106,6 @@ class InferenceAPIView(APIView):
         serializer = serializer_class(data=data)
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
-
-
-def json_response(payload: dict[str, Any], status_code: int = 200) -> HttpResponse:
-    """A JSON response without DRF's serializer and renderer, for the prediction hot path: the payload
-    already has the documented fields and types (PredictionSerializer describes them); datetimes as
-    DRF writes them (ISO 8601, "Z" for UTC)."""
-    return HttpResponse(orjson.dumps(payload, option=orjson.OPT_UTC_Z), status=status_code,
-                        content_type="application/json")
 
 
 def _model_name(value: str) -> str:
@@ -230,77 +218,11 @@ class PredictView(InferenceAPIView):
         examples=PREDICT_EXAMPLES,
     )
     def post(self, request):
-        return json_response(_predict(request.data, request.user))
-
-    @classmethod
-    def as_view(cls, **initkwargs):
-        """DRF's view with the hot path (``fast_predict``) in front of it."""
-        drf_view = super().as_view(**initkwargs)
-
-        @functools.wraps(drf_view)  # keeps cls, initkwargs and csrf_exempt for DRF and the schema
-        def view(request, *args, **kwargs):
-            if request.META.get(DECLINED):  # the WSGI fast lane already tried and declined it
-                return drf_view(request, *args, **kwargs)
-            return fast_predict(request) or drf_view(request, *args, **kwargs)
-
-        return view
-
-
-_TOKEN_AUTH = CachedTokenAuthentication()
-DECLINED = "investml.fast_predict_declined"  # set in the WSGI environ by inference.fastlane
-
-
-def _predict(data: Any, user: Any = None) -> dict[str, Any]:
-    if isinstance(data, dict) and "instances" in data:
-        raise drf_exceptions.ValidationError({"instances": ["send batches to POST /predict/batch"]})
-    checked = s.predict_request(data)
-    return services.predict(
-        model_name=checked["model_name"], features=checked.get("features"), ticker=checked.get("ticker"),
-        reference_price=checked.get("reference_price"), requester=user,
-    )
-
-
-def fast_predict(request: HttpRequest) -> HttpResponse | None:
-    """``POST /predict`` without DRF's per-request machinery (request wrapper, negotiation, renderer),
-    which cost more server time than the prediction: the same token authentication, permission,
-    throttles, body limit, validation and service, in a few lines.
-
-    Returns None, before reading the body, to let the DRF view answer whatever is not an
-    authenticated, permitted, unthrottled JSON POST within the size limit, so 401, 403, 405, 413,
-    415 and 429 keep DRF's exact responses (a refused throttle stays refused there).
-    """
-    if request.method != "POST" or request.content_type != "application/json":
-        return None
-    scheme, _, key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-    key = key.strip()
-    if scheme.lower() != "token" or not key or " " in key:
-        return None
-    try:
-        request.user, _ = _TOKEN_AUTH.authenticate_credentials(key, request=request)
-    except (drf_exceptions.AuthenticationFailed, drf_exceptions.Throttled):
-        return None  # the DRF view answers (and counts the failure for the address)
-    if not all(p().has_permission(request, None) for p in PredictView.permission_classes):
-        return None
-    if not all(t().allow_request(request, None) for t in PredictView.throttle_classes):
-        return None
-    try:
-        if int(request.META.get("CONTENT_LENGTH") or 0) > conf.max_body_bytes():
-            return None
-    except ValueError:
-        return None
-    try:
-        data = parse_json_body(request.body)
-    except drf_exceptions.ParseError as exc:
-        return json_response({"detail": str(exc.detail)}, 400)
-    try:
-        get_manager().ensure_started()
-        return json_response(_predict(data, request.user))
-    except (InferenceError, drf_exceptions.ValidationError) as exc:
-        body, code = error_payload(exc)
-        return json_response(body, code)
-
-
-
+        data = self.validated(s.PredictRequestSerializer, request.data)
+        return Response(services.predict(
+            model_name=data["model_name"], features=data.get("features"), ticker=data.get("ticker"),
+            reference_price=data.get("reference_price"), requester=request.user,
+        ))
 
 
 class PredictBatchView(InferenceAPIView):

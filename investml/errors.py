@@ -2,9 +2,8 @@
 never a 500 (HTML on DRF routes) with the driver's error.
 
 One answer for every place a request can meet the outage: DRF's exception handler (``REST_FRAMEWORK
-["EXCEPTION_HANDLER"]``: authentication and views of DRF routes), ``DatabaseUnavailableMiddleware``
-(any other view, e.g. ``/predict``'s hot path tried before DRF) and the WSGI fast lane
-(``inference.fastlane``). The error itself is logged, without a traceback, never sent.
+["EXCEPTION_HANDLER"]``: authentication and views of DRF routes) and ``DatabaseUnavailableMiddleware``
+(any other view). The error itself is logged, without a traceback, never sent.
 """
 
 from __future__ import annotations

@@ -3,8 +3,7 @@
 ``connect()`` (``MonitoringConfig.ready``) installs the cost ledger and alerts (these tables) as
 ``investml.ledger``'s implementation, registers the pipeline's ``check_drift`` stage with the
 orchestrator, and connects the receivers of the inference app's signals (``inference.signals``): a
-fast-lane request is counted in the request metrics, a model that fails to load opens the
-``model_load_failed`` alert and its next good load clears it.
+model that fails to load opens the ``model_load_failed`` alert and its next good load clears it.
 """
 
 from __future__ import annotations
@@ -13,17 +12,13 @@ from typing import Any
 
 from inference import signals as inference_signals
 from investml import ledger
-from monitoring import request_metrics, selectors, services
+from monitoring import selectors, services
 from monitoring.alert_rules import AlertCondition
 from training.orchestrator.stage_work import register_stage_hook
 
 
 def _raise_alert(*, kind: str, key: str, severity: str, message: str, details: dict[str, Any]) -> Any:
     return services.raise_alert(condition=AlertCondition(kind, key, severity, message, dict(details)))
-
-
-def _request_served(*, endpoint: str, status_code: int, duration_ms: float, **_: Any) -> None:
-    request_metrics.record_request(endpoint=endpoint, status_code=status_code, duration_ms=duration_ms)
 
 
 def _model_load_failed(*, model: str, error: str, **_: Any) -> None:
@@ -56,7 +51,6 @@ def connect() -> None:
         raise_alert=_raise_alert,
     ))
     register_stage_hook(stage="check_drift", work=_check_drift_stage)
-    inference_signals.request_served.connect(_request_served, dispatch_uid="monitoring.request_served")
     inference_signals.model_load_failed.connect(_model_load_failed, dispatch_uid="monitoring.model_load_failed")
     inference_signals.model_load_recovered.connect(_model_load_recovered,
                                                    dispatch_uid="monitoring.model_load_recovered")

@@ -1,5 +1,5 @@
-"""One request through ``investml.wsgi.application`` (the /predict fast lane in front of Django),
-as a WSGI server runs it."""
+"""One request through ``investml.wsgi.application`` (Django's handler and every middleware), as a
+WSGI server runs it."""
 
 from __future__ import annotations
 

@@ -1,12 +1,15 @@
-"""The POST /predict hot path: the WSGI fast lane answers as the DRF view does, hands everything it
-does not take to Django, and the per-request shortcuts (token memory, leased throttle blocks,
-request metrics summed in memory, local prediction cache) keep their guarantees."""
+"""The POST /predict hot path: one path, Django's handler with every middleware and the DRF view,
+the same through the WSGI and the ASGI application; and the per-request shortcuts (token memory,
+leased throttle blocks, request metrics summed in memory, local prediction cache) keep their
+guarantees."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.cache import cache
 from django.db import connection
 from django.test import RequestFactory
@@ -29,35 +32,92 @@ def served(settings, tmp_path, keep_test_connection):
 
 
 def wsgi_call(method: str, path: str, *, body: object = None, token: str | None = None,
-              content_type: str = "application/json") -> tuple[int, dict[str, str], bytes]:
-    """One request through ``investml.wsgi.application`` (the fast lane in front of Django)."""
-    extra = {"HTTP_AUTHORIZATION": f"Token {token}"} if token else {}
+              content_type: str = "application/json", **extra: str) -> tuple[int, dict[str, str], bytes]:
+    """One request through ``investml.wsgi.application``, as a WSGI server passes it."""
+    if token:
+        extra["HTTP_AUTHORIZATION"] = f"Token {token}"
     data = body if isinstance(body, bytes | str) else json.dumps(body) if body is not None else ""
     environ = RequestFactory().generic(method, path, data=data, content_type=content_type, **extra).environ
     return call_wsgi(environ)
 
 
-def test_fast_lane_answers_like_the_drf_view(served):
+def asgi_call(method: str, path: str, *, body: object, token: str) -> tuple[int, dict[str, str], bytes]:
+    """The same request through ``investml.asgi.application``, as an ASGI server passes it (header
+    names in lower case)."""
+    from investml.asgi import application
+
+    data = json.dumps(body).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
+             "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"),
+                         (b"content-length", str(len(data)).encode()),
+                         (b"authorization", f"Token {token}".encode())]}
+    received: list[dict] = []
+    body_sent = False
+
+    async def receive() -> dict:
+        nonlocal body_sent
+        if body_sent:  # the client stays connected: Django stops listening once it has answered
+            await asyncio.Event().wait()
+        body_sent = True
+        return {"type": "http.request", "body": data, "more_body": False}
+
+    async def send(message: dict) -> None:
+        received.append(message)
+
+    async_to_sync(application)(scope, receive, send)  # the sync view runs in this thread (its database connection)
+    start = next(m for m in received if m["type"] == "http.response.start")
+    content = b"".join(m.get("body", b"") for m in received if m["type"] == "http.response.body")
+    return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}, content
+
+
+def test_predict_answers_json_with_the_security_headers(served):
     token = make_token(staff=False)
     vector = _vector(served, "xgboost_classifier")
     body = {"features": vector, "model_name": "xgboost_classifier", "reference_price": 100.0}
     status, headers, content = wsgi_call("POST", "/predict", body=body, token=token)
     assert status == 200, content
-    fast = json.loads(content)
+    served_answer = json.loads(content)
     assert headers["Content-Type"] == "application/json"
     assert headers["X-Content-Type-Options"] == "nosniff" and headers["X-Frame-Options"] == "DENY"
+    assert served_answer["cached"] is False and served_answer["timestamp"].endswith("Z")
+
+    # JSON whatever the client accepts (no browsable API on the prediction endpoint)
+    status, headers, content = wsgi_call("POST", "/predict", body=body, token=token, HTTP_ACCEPT="text/html")
+    assert status == 200 and headers["Content-Type"] == "application/json" and json.loads(content)["cached"]
 
     client = make_client(staff=False)
-    view = client.post("/predict", body, format="json").json()  # the test client goes through Django
-    assert set(fast) == set(view)
+    view = client.post("/predict", body, format="json").json()  # the test client: the same answer
+    assert set(served_answer) == set(view)
     for key in ("prediction", "expected_return", "prob_up", "confidence", "direction", "model_version",
                 "prediction_type", "reference_price", "horizon_days"):
-        assert fast[key] == view[key], key
-    assert fast["cached"] is False and view["cached"] is True  # the second request hit the cache
-    assert fast["timestamp"].endswith("Z")
+        assert served_answer[key] == view[key], key
 
 
-def test_fast_lane_errors_name_the_field_and_declined_requests_get_djangos_answers(served):
+def test_wsgi_and_asgi_answer_predict_alike(served):
+    token = make_token(staff=False)
+    cases = [
+        {"ticker": "MSFT", "model_name": "ensemble"},
+        {"features": [1.0, 2.0], "model_name": "xgboost_classifier"},  # 400, the field named
+        {"ticker": "AAPL", "model_name": "no_such_model"},  # 404
+    ]
+    for body in cases:
+        wsgi_status, wsgi_headers, wsgi_content = wsgi_call("POST", "/predict", body=body, token=token)
+        asgi_status, asgi_headers, asgi_content = asgi_call("POST", "/predict", body=body, token=token)
+        assert wsgi_status == asgi_status, (body, wsgi_content, asgi_content)
+        for header in ("Content-Type", "X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy"):
+            assert wsgi_headers[header] == asgi_headers[header.lower()], header
+        wsgi_body, asgi_body = json.loads(wsgi_content), json.loads(asgi_content)
+        for answer in (wsgi_body, asgi_body):
+            answer.pop("timestamp", None)
+            answer.pop("cached", None)  # the second of two equal predictions is a cache hit
+        assert wsgi_body == asgi_body, body
+    status, headers, _ = asgi_call("POST", "/predict", body=cases[0], token="bad")
+    assert status == 401 and headers["www-authenticate"] == "Token"
+
+
+def test_predict_errors_name_the_field_and_other_requests_get_drfs_answers(served):
     token = make_token(staff=False)
     status, _, content = wsgi_call("POST", "/predict", body={"features": [1.0, 2.0], "model_name": "xgboost_classifier"},
                                    token=token)
@@ -67,7 +127,7 @@ def test_fast_lane_errors_name_the_field_and_declined_requests_get_djangos_answe
     assert status == 400 and "item 0 must be a finite number, got NaN" in json.loads(content)["detail"]
     status, _, content = wsgi_call("POST", "/predict", body="{not json", token=token)
     assert status == 400 and json.loads(content)["detail"].startswith("JSON parse error")
-    # nested past any parser's depth: 400, not 500 with a traceback (fast lane and DRF alike)
+    # nested past any parser's depth: 400, not 500 with a traceback (single and batch alike)
     deep = '{"ticker": ' + "[" * 100_000 + "]" * 100_000 + ', "model_name": "ensemble"}'
     status, _, content = wsgi_call("POST", "/predict", body=deep, token=token)
     assert status == 400 and "nested too deeply" in json.loads(content)["detail"]
@@ -80,14 +140,13 @@ def test_fast_lane_errors_name_the_field_and_declined_requests_get_djangos_answe
     status, _, content = wsgi_call("POST", "/predict", body={"instances": [], "model_name": "ensemble"}, token=token)
     assert status == 400 and "/predict/batch" in json.loads(content)["detail"]
 
-    # declined: Django and DRF answer, exactly as without the fast lane
     status, headers, _ = wsgi_call("POST", "/predict", body={"ticker": "AAPL", "model_name": "ensemble"})
     assert status == 401 and headers["WWW-Authenticate"] == "Token"
     with CaptureQueriesContext(connection) as queries:
         status, _, _ = wsgi_call("POST", "/predict", body={"ticker": "AAPL", "model_name": "ensemble"}, token="bad")
     assert status == 401
     token_lookups = [q for q in queries.captured_queries if "authtoken_token" in q["sql"]]
-    assert len(token_lookups) == 2  # the fast lane's, then DRF's; the view does not try the fast path again
+    assert len(token_lookups) == 1
     status, _, _ = wsgi_call("GET", "/predict", token=token)
     assert status == 405
     status, _, _ = wsgi_call("POST", "/predict", body="ticker=AAPL", token=token, content_type="text/plain")
@@ -96,7 +155,7 @@ def test_fast_lane_errors_name_the_field_and_declined_requests_get_djangos_answe
     assert status == 200 and json.loads(content)["status"] in ("healthy", "degraded")
 
 
-def test_fast_lane_records_metrics_and_the_prediction_log(served):
+def test_predict_records_metrics_and_the_prediction_log(served):
     token = make_token(staff=False)
     before = request_metrics.totals().get("POST /predict")
     for ticker in ("AAPL", "MSFT", "AAPL"):
@@ -110,7 +169,7 @@ def test_fast_lane_records_metrics_and_the_prediction_log(served):
     assert [r.ticker for r in rows] == ["AAPL", "MSFT", "AAPL"] and [r.cached for r in rows] == [False, False, True]
 
 
-def test_throttle_is_enforced_on_the_fast_lane(served, monkeypatch):
+def test_throttle_is_enforced_on_predict(served, monkeypatch):
     monkeypatch.setattr(throttling.FixedWindowUserThrottle, "THROTTLE_RATES", {"user": "5/minute", "anon": "5/minute"})
     throttling.reset_leases()
     token = make_token(staff=False)

@@ -1,6 +1,6 @@
 """Books and records through the API and the daily batch (issue 16, item 3), on the small real
-registry of ``tests.served_registry``: every served prediction of a ticker (``POST /predict`` through the
-fast lane, ``POST /predict/batch`` through DRF) and every recommendation of ``batch_predict`` becomes
+registry of ``tests.served_registry``: every served prediction of a ticker (``POST /predict``,
+``POST /predict/batch``) and every recommendation of ``batch_predict`` becomes
 a hash-chained record with the model version, input hash, output, time and the requester's pseudonym."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 DRF authenticates before it throttles, so ``API_THROTTLE_ANON`` never sees a request with a missing or
 bad token. Here, from one address, the first ``API_THROTTLE_FAILED_AUTH`` failures of a window (30 a
 minute by default) get 401 and every later request 429 with ``Retry-After``, whether the token is
-wrong or missing, on the DRF views and on the WSGI fast lane of ``POST /predict`` alike; a spoofed
+wrong or missing, on every DRF view (``POST /predict`` through the served WSGI application); a spoofed
 ``X-Forwarded-For`` does not reset the count; other addresses and good tokens are not affected."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def client_from(address: str, token: str | None = None, **extra) -> APIClient:
 
 
 def wsgi_predict(address: str, token: str | None) -> tuple[int, dict, bytes]:
-    """POST /predict through ``investml.wsgi.application``: the fast lane first, Django behind it."""
+    """POST /predict through ``investml.wsgi.application``, as a WSGI server passes it."""
     extra = {"HTTP_AUTHORIZATION": f"Token {token}"} if token else {}
     environ = RequestFactory().generic("POST", "/predict", data=json.dumps({"ticker": "AAPL"}),
                                        content_type="application/json", REMOTE_ADDR=address, **extra).environ
@@ -90,7 +90,7 @@ def test_missing_tokens_count_as_failures():
     assert client_from(ATTACKER).get("/health").status_code in (200, 503)
 
 
-def test_the_predict_fast_lane_is_throttled_too():
+def test_predict_through_the_served_application_is_throttled_too():
     statuses = [wsgi_predict(ATTACKER, "0" * 40)[0] for _ in range(LIMIT + 3)]
     assert statuses[:LIMIT] == [401] * LIMIT and statuses[LIMIT:] == [429] * 3, statuses
     status, headers, content = wsgi_predict(ATTACKER, "e" * 40)

@@ -1,4 +1,4 @@
-"""``/health`` (what it says, and to whom), the ``/predict`` fast lane's host check, and the API with
+"""``/health`` (what it says, and to whom), ``/predict``'s host check, and the API with
 the database down: each against the real test database, the real WSGI application and, for the outage,
 a real connection to a closed port (PostgreSQL) or to a file in a missing folder (SQLite)."""
 
@@ -51,7 +51,7 @@ def call(application, method: str, path: str, *, body: object = None, token: str
 
 
 def wsgi(method: str, path: str, **kwargs) -> tuple[int, dict[str, str], bytes]:
-    from investml.wsgi import application  # the fast lane in front of Django, as served
+    from investml.wsgi import application  # as served
 
     return call(application, method, path, **kwargs)
 
@@ -155,30 +155,28 @@ def test_production_health_over_plain_http_is_not_redirected(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
-# 6. the /predict fast lane checks the Host header as Django does
+# 6. /predict checks the Host header
 
 
-def test_fast_lane_refuses_a_host_not_in_allowed_hosts_as_django_does(served):
+def test_predict_refuses_a_host_not_in_allowed_hosts(served):
     token = make_token(staff=False)
     body = {"ticker": "AAPL", "model_name": "ensemble"}
     assert wsgi("POST", "/predict", body=body, token=token, host="localhost:8001")[0] == 200
     status, _, content = wsgi("POST", "/predict", body=body, token=token, host="evil.example")
     assert status == 400, content
-    django_status, _, django_content = wsgi("POST", "/predict/batch", body={"model_name": "ensemble",
-                                            "instances": ["AAPL"]}, token=token, host="evil.example")
-    assert django_status == 400 and content == django_content  # Django's own answer (handler400)
+    batch_status, _, batch_content = wsgi("POST", "/predict/batch", body={"model_name": "ensemble",
+                                          "instances": ["AAPL"]}, token=token, host="evil.example")
+    assert batch_status == 400 and content == batch_content  # Django's own answer (handler400)
     assert b"prediction" not in content
     for bad in ("evil.example:8001", "localhost.evil.example", "local host"):
         assert wsgi("POST", "/predict", body=body, token=token, host=bad)[0] == 400, bad
 
 
-def test_fast_lane_in_production_over_plain_http_redirects_or_answers_400(served, settings):
+def test_predict_in_production_over_plain_http_redirects_or_answers_400(served, settings):
     """With SECURE_SSL_REDIRECT the security middleware reads the host itself: a bad one is a 400
     from Django's handler, never an exception out of the WSGI callable (a 500 with a traceback)."""
-    from inference.fastlane import PredictFastLane
-
     settings.SECURE_SSL_REDIRECT = True
-    application = PredictFastLane(get_wsgi_application())
+    application = get_wsgi_application()  # its middleware reads the setting when it is built
     token = make_token(staff=False)
     body = {"ticker": "AAPL", "model_name": "ensemble"}
     status, headers, _ = call(application, "POST", "/predict", body=body, token=token, host="localhost")
@@ -233,19 +231,14 @@ def test_api_routes_answer_503_json_while_the_database_is_down(tmp_path, keep_te
             ("GET", "/models", None),
             ("GET", "/models/ensemble/versions", None),
             ("GET", "/recommendations", None),
-            ("POST", "/predict", {"ticker": "AAPL", "model_name": "ensemble"}),  # the fast lane
+            ("POST", "/predict", {"ticker": "AAPL", "model_name": "ensemble"}),
             ("POST", "/predict/batch", {"model_name": "ensemble", "instances": ["AAPL"]}),
             ("POST", "/retrain", {}),
         ]:
             _assert_database_unavailable(*wsgi(method, path, body=body, token=token), what=f"{method} {path}")
 
-        # /predict through Django's handler alone (its view tries the hot path before DRF)
-        django_only = get_wsgi_application()
-        _assert_database_unavailable(*call(django_only, "POST", "/predict", token=token,
-                                           body={"ticker": "AAPL", "model_name": "ensemble"}),
-                                     what="POST /predict via Django")
         # a page for people (the dashboard, signed in): a short HTML 503
-        status, headers, content = call(django_only, "GET", "/dashboard/", cookie=session)
+        status, headers, content = wsgi("GET", "/dashboard/", cookie=session)
         assert status == 503 and headers["Content-Type"].startswith("text/html"), (status, content[:300])
         assert b"Traceback" not in content and b"OperationalError" not in content
 
