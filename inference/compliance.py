@@ -38,7 +38,16 @@ from inference.models import (
     PredictionLog,
     RequesterPseudonym,
 )
-from inference.records_chain import FIELDS, GENESIS_HASH, Entry, Verification, canonical_output, chain, verify
+from inference.records_chain import (
+    FIELDS,
+    GENESIS_HASH,
+    Entry,
+    Problem,
+    Verification,
+    canonical_output,
+    chain,
+    verify,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -168,8 +177,6 @@ def verify_records(*, max_problems: int = 1000) -> Verification:
     result = verify(rows, start_seq=start_seq, start_hash=start_hash, head_seq=head_seq, head_hash=head_hash,
                     max_problems=max_problems)
     if head is None and result.checked:
-        from inference.records_chain import Problem
-
         result.problems.append(Problem(result.last_seq or 0, "head", "the chain head row is missing"))
     return result
 

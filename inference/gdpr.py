@@ -24,10 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.apps import apps
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.contrib.sessions.models import Session
 from django.db import models, transaction
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
+from inference.models import ComplianceRecord, PredictionLog, RequesterPseudonym
 from inference.records_chain import FIELDS as RECORD_FIELDS
 
 ERASED_LABEL = "erased user"
@@ -105,8 +110,6 @@ def _values(qs: models.QuerySet, fields: list[str]) -> list[dict[str, Any]]:
 
 
 def _sessions_of(user: Any) -> list[Any]:
-    from django.contrib.sessions.models import Session
-
     out = []
     for session in Session.objects.all().iterator():
         try:
@@ -145,13 +148,6 @@ def _mentions(user: Any, reader: _Reader) -> list[tuple[Any, str, Any]]:
 
 def export_user_data(user: Any) -> dict[str, Any]:
     """Everything stored about ``user``, with ``tables_read``: every table this read."""
-    from django.contrib.admin.models import LogEntry
-    from django.contrib.auth.models import Group, Permission
-    from django.contrib.sessions.models import Session
-    from rest_framework.authtoken.models import Token
-
-    from inference.models import ComplianceRecord, PredictionLog, RequesterPseudonym
-
     reader = _Reader()
     user_model = get_user_model()
     reader.read(user_model)
@@ -218,12 +214,6 @@ def _replace(value: str, username: str, *, exact: bool) -> str:
 def erase_user(user: Any, *, dry_run: bool = False) -> dict[str, Any]:
     """Delete or pseudonymize everything that names ``user`` (see the module docstring); returns
     ``{table: rows}`` changed or deleted, and ``tables_read``. ``dry_run``: count only."""
-    from django.contrib.admin.models import LogEntry
-    from django.contrib.sessions.models import Session
-    from rest_framework.authtoken.models import Token
-
-    from inference.models import PredictionLog, RequesterPseudonym
-
     reader = _Reader()
     username = user.get_username()
     changed: dict[str, int] = {}

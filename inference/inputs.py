@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.models import PriceBar, Ticker
+from features.selectors import feature_store_for, get_online_features_many, resolve_feature_set_version
 from inference import conf
 from inference.exceptions import ModelUnavailable, NotFound
 
@@ -37,8 +39,6 @@ def lookback_days(length: int) -> int:
 
 
 def ticker_exists(symbol: str) -> bool:
-    from features.models import Ticker
-
     return Ticker.objects.filter(symbol=symbol).exists()
 
 
@@ -50,8 +50,6 @@ _PRICES_SIZE = 20_000
 def prices_on(keys: Sequence[tuple[str, date]]) -> dict[tuple[str, date], float]:
     """Adjusted close of each (ticker, date) that has a bar (one query for those not seen before in
     this process; a stored day's close does not change)."""
-    from features.models import PriceBar
-
     out: dict[tuple[str, date], float] = {}
     with _PRICES_LOCK:
         for key in keys:
@@ -83,8 +81,6 @@ def clear_caches() -> None:
 
 
 def feature_set_version(version_id: int | None) -> Any:
-    from features.selectors import resolve_feature_set_version
-
     return resolve_feature_set_version(version=version_id)
 
 
@@ -183,8 +179,6 @@ class OnlineSource(Source):
     def vectors(self, fsv_id: int | None) -> list[Any]:
         """The tickers' latest online vectors (one cache round trip per feature-set version)."""
         if fsv_id not in self._vectors:
-            from features.selectors import get_online_features_many
-
             found = get_online_features_many(tickers=self.tickers, version=fsv_id)
             for i, symbol in enumerate(self.tickers):
                 if symbol not in found:
@@ -265,8 +259,6 @@ class OnlineSource(Source):
 
     def _read_context(self, fsv_id: int | None, keys: list[tuple], columns: list[str],
                       context: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        from features.selectors import feature_store_for
-
         version = feature_set_version(fsv_id)
         store = feature_store_for(version=version)
         symbols = sorted({k[1] for k in keys})

@@ -41,6 +41,9 @@ import pandas as pd
 from django.utils import timezone
 
 from features.intraday import EngineWindow, TodayBar, close_of, intraday_features
+from features.models import FeatureSetVersion, PriceBar
+from features.services.build_inputs import engine_window
+from features.trading_calendar import is_trading_day
 from inference import conf
 from inference.exceptions import ModelUnavailable
 from inference.inputs import OnlineSource
@@ -78,8 +81,6 @@ class _Windows:
     def version(self, version_id: int) -> Any:
         found = self._versions.get(version_id)
         if found is None:
-            from features.models import FeatureSetVersion
-
             found = self._versions[version_id] = FeatureSetVersion.objects.select_related("feature_set").get(
                 pk=version_id)
         return found
@@ -91,7 +92,6 @@ class _Windows:
             if found is not None and time.monotonic() - found[0] < conf.intraday_window_seconds():
                 self._data.move_to_end(key)
                 return found[1]
-        from features.services.build_inputs import engine_window
 
         window = engine_window(version=self.version(version_id), ticker=ticker, feature_date=feature_date)
         size = conf.intraday_window_cache_size()
@@ -119,8 +119,6 @@ def clear_caches() -> None:
 
 
 def _previous_session(day: date) -> date:
-    from features.trading_calendar import is_trading_day
-
     day -= timedelta(days=1)
     while not is_trading_day(day):
         day -= timedelta(days=1)
@@ -229,8 +227,6 @@ _CLOSES: dict[tuple[str, date], float | None] = {}  # a stored day's close does 
 def _stored_close(ticker: str, day: date) -> float | None:
     key = (ticker, day)
     if key not in _CLOSES:
-        from features.models import PriceBar
-
         close = PriceBar.objects.filter(ticker__symbol=ticker, date=day).values_list("close", flat=True).first()
         if close is None:
             return None  # not remembered: the bar may still come

@@ -24,7 +24,8 @@ from django.core.signals import request_finished
 from django.db import DatabaseError, connection, transaction
 
 from inference import cache as prediction_cache
-from inference import conf
+from inference import compliance, conf
+from inference.models import PredictionLog
 
 logger = logging.getLogger(__name__)
 
@@ -148,9 +149,6 @@ def _insert(rows: list[dict[str, Any]]) -> None:
     ORM, a noticeable share of a busy API worker's time. In the same transaction, the rows with a
     ticker are appended, in order, to the compliance records' hash chain (``inference.compliance``);
     requesters are stored as their pseudonyms."""
-    from inference import compliance
-    from inference.models import PredictionLog
-
     ops = connection.ops
     table = ops.quote_name(PredictionLog._meta.db_table)
     columns = ", ".join(ops.quote_name(c) for c in _COLUMNS)

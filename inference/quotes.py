@@ -33,6 +33,9 @@ from django.db.models import Max
 from django.utils import timezone
 
 from features.intraday import MARKET_TZ, TodayBar, merge_bar, merge_trade, session_of
+from features.models import Ticker
+from features.services.intraday_quotes import fetch_quotes
+from features.trading_calendar import is_trading_day
 from inference import conf
 from inference.exceptions import InvalidInput, ModelUnavailable, PayloadTooLarge
 
@@ -232,16 +235,12 @@ def _check_item(i: int, item: Any, errors: dict[str, list[str]], *, now: datetim
 
 def _last_bar_dates(symbols: list[str]) -> dict[str, date | None]:
     """symbol -> its last stored bar date (None: no bar yet), for the tickers of the universe."""
-    from features.models import Ticker
-
     rows = Ticker.objects.filter(symbol__in=symbols).annotate(last=Max("bars__date")).values_list("symbol", "last")
     return dict(rows)
 
 
 def _check_sessions(checked: list[tuple[int, dict[str, Any]]], errors: dict[str, list[str]]) -> None:
     """Tickers in the universe; each quote's session a trading day after the ticker's last stored bar."""
-    from features.trading_calendar import is_trading_day
-
     last = _last_bar_dates(sorted({q["ticker"] for _, q in checked if q.get("ticker")}))
     for i, quote in checked:
         ticker = quote.get("ticker")
@@ -305,8 +304,6 @@ def bar_view(bar: TodayBar) -> dict[str, Any]:
 
 
 def _in_poll_hours(now: datetime) -> bool:
-    from features.trading_calendar import is_trading_day
-
     local = now.astimezone(MARKET_TZ)
     if not is_trading_day(local.date()):
         return False
@@ -320,8 +317,6 @@ def _in_poll_hours(now: datetime) -> bool:
 
 
 def _poll_tickers() -> list[str]:
-    from features.models import Ticker
-
     configured = conf.intraday_poll_tickers()
     if configured:
         return configured
@@ -334,9 +329,6 @@ def quotes_poll(*, tickers: list[str] | None = None, now: datetime | None = None
     ``ML_INTRADAY_POLL_TICKERS``, else every active ticker) and store their bars. Without ``force``
     (the periodic task) only when ``ML_INTRADAY_POLL_ENABLED`` and within ``ML_INTRADAY_POLL_HOURS``
     of a trading day. Returns a summary (requests, cost, bars stored, skipped by reason)."""
-    from features.services.intraday_quotes import fetch_quotes
-    from features.trading_calendar import is_trading_day
-
     started = time.perf_counter()
     now = now or timezone.now()
     if not force:

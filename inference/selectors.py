@@ -6,6 +6,7 @@ import uuid
 from datetime import date
 from typing import Any
 
+from django.core.cache import cache
 from django.db import DatabaseError, connection
 from django.db.models import Max
 from django.utils import timezone
@@ -14,6 +15,9 @@ from inference import cache as prediction_cache
 from inference import conf, prediction_log
 from inference.exceptions import NotFound
 from inference.model_manager import get_manager
+from inference.models import DailyPrediction
+from investml.celery import app
+from registry.selectors import registered_models, versions
 
 
 def cache_stats() -> dict[str, Any]:
@@ -40,8 +44,6 @@ HEALTH_PROBE_KEY = "health:probe"
 
 def cache_state() -> str:
     """``ok`` when the shared cache (Redis, or the disk cache) takes a write and reads it back."""
-    from django.core.cache import cache
-
     token = uuid.uuid4().hex
     try:
         cache.set(HEALTH_PROBE_KEY, token, 60)
@@ -54,8 +56,6 @@ def cache_state() -> str:
 
 def broker_state() -> str:
     """``ok`` when the Celery broker accepts a connection (within 2 seconds)."""
-    from investml.celery import app
-
     try:
         with app.connection_for_write(connect_timeout=2) as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
@@ -171,8 +171,6 @@ def models_overview() -> list[dict[str, Any]]:
 
 
 def model_versions(*, model_name: str) -> list[dict[str, Any]]:
-    from registry.selectors import registered_models, versions
-
     if not registered_models().filter(name=model_name).exists():
         known = ", ".join(registered_models().values_list("name", flat=True)) or "none registered yet"
         raise NotFound(f"unknown model {model_name!r} (known: {known})", field="model_name")
@@ -205,8 +203,6 @@ def recommendations(
 ) -> dict[str, Any]:
     """The day's ranked recommendations of the preferred model (``ML_RECOMMENDATION_MODELS`` order:
     the ensemble first) or of ``model_name``; the latest date with predictions by default."""
-    from inference.models import DailyPrediction
-
     qs = DailyPrediction.objects.all()
     if model_name:
         qs = qs.filter(model_version__model__name=model_name)

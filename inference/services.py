@@ -30,12 +30,18 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
+from features.models import Ticker
+from features.selectors import feature_store_for, training_frame
 from inference import cache as prediction_cache
-from inference import conf, intraday, prediction_log
+from inference import compliance, conf, intraday, prediction_log
 from inference.exceptions import InvalidInput, ModelUnavailable, NotFound, PayloadTooLarge
-from inference.inputs import OfflineSource, OnlineSource, VectorSource, lookback_days
+from inference.inputs import OfflineSource, OnlineSource, VectorSource, feature_set_version, lookback_days
 from inference.model_manager import ENSEMBLE, SEQUENCE, TICKER, ServedModel, get_manager
+from inference.models import DailyPrediction
+from inference.records_chain import Entry, canonical_output
 from inference.scoring import score
+from training.orchestrator.errors import PipelineError
+from training.orchestrator.triggers import request_retrain as orchestrate
 
 logger = logging.getLogger(__name__)
 
@@ -313,10 +319,6 @@ def request_retrain(*, requested_by: str, reason: str = "", tickers: Sequence[st
     """Queue a pipeline run (fresh data, features, train, evaluate, promote, predict, drift) through the
     orchestrator, which records the trigger and folds a request into a run of the same scope that is
     already queued or running. Tickers must be in the universe (features.Ticker)."""
-    from features.models import Ticker
-    from training.orchestrator.errors import PipelineError
-    from training.orchestrator.triggers import request_retrain as orchestrate
-
     symbols = sorted({normalize_ticker(t, field="tickers") for t in tickers or []})
     if symbols:
         known = set(Ticker.objects.filter(symbol__in=symbols).values_list("symbol", flat=True))
@@ -375,8 +377,6 @@ def _max_length(served: ServedModel, manager: Any) -> int:
 
 def _recommendation_entries(served: ServedModel, day: date, symbols: list[str], objs: list[Any]) -> list[Any]:
     """The compliance records of a day's recommendations (input: the ticker's features of ``day``)."""
-    from inference.records_chain import Entry, canonical_output
-
     now = timezone.now()
     entries = []
     for symbol, obj in zip(symbols, objs, strict=True):
@@ -406,12 +406,6 @@ def batch_predict(
     model version) with rank and recommendation (see the module docstring). Each recommendation is
     also appended to the compliance records (``inference.compliance``), in the same transaction.
     """
-    from features.models import Ticker
-    from features.selectors import feature_store_for, training_frame
-    from inference import compliance
-    from inference.inputs import feature_set_version
-    from inference.models import DailyPrediction
-
     started = time.perf_counter()
     manager = get_manager()
     manager.refresh(force=True)

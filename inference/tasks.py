@@ -8,12 +8,14 @@ from datetime import date
 
 from celery import shared_task
 
+from inference.compliance import apply_retention
+from inference.quotes import quotes_poll
+from inference.services import batch_predict
+
 
 @shared_task(name="inference.batch_predict")
 def batch_predict_task(as_of: str | None = None, model_names: list[str] | None = None,
                        tickers: list[str] | None = None) -> dict:
-    from inference.services import batch_predict
-
     result = batch_predict(as_of=date.fromisoformat(as_of) if as_of else None, model_names=model_names,
                            tickers=tickers)
     return result
@@ -21,8 +23,6 @@ def batch_predict_task(as_of: str | None = None, model_names: list[str] | None =
 
 @shared_task(name="inference.apply_retention")
 def apply_retention_task() -> dict:
-    from inference.compliance import apply_retention
-
     return apply_retention()
 
 
@@ -30,6 +30,4 @@ def apply_retention_task() -> dict:
 def poll_quotes_task() -> dict:
     """Every minute (beat): the provider's intraday snapshot into the tickers' today-so-far bars, when
     ML_INTRADAY_POLL_ENABLED and within ML_INTRADAY_POLL_HOURS of a trading day (else a no-op)."""
-    from inference.quotes import quotes_poll
-
     return quotes_poll()

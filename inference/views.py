@@ -9,6 +9,7 @@ be served (the reason is in ``detail`` and in ``GET /health``).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.db import DatabaseError
@@ -109,8 +110,6 @@ class InferenceAPIView(APIView):
 
 
 def _model_name(value: str) -> str:
-    import re
-
     if not re.match(s.MODEL_NAME_PATTERN, value):
         raise NotFound(f"unknown model {value[:100]!r}", field="model_name")
     return value
