@@ -315,7 +315,7 @@ def unload_model(*, model_name: str) -> dict[str, Any]:
     }
 
 
-def request_retrain(*, requested_by: str, reason: str = "", tickers: Sequence[str] | None = None) -> dict[str, Any]:
+def retrain_queue_from_api(*, requested_by: str, reason: str = "", tickers: Sequence[str] | None = None) -> dict[str, Any]:
     """Queue a pipeline run (fresh data, features, train, evaluate, promote, predict, drift) through the
     orchestrator, which records the trigger and folds a request into a run of the same scope that is
     already queued or running. Tickers must be in the universe (features.Ticker)."""

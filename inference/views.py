@@ -267,7 +267,7 @@ class RetrainView(InferenceAPIView):
     )
     def post(self, request):
         data = self.validated(s.RetrainRequestSerializer, request.data if request.data else {})
-        result = services.request_retrain(
+        result = services.retrain_queue_from_api(
             requested_by=request.user.get_username(), reason=data.get("reason", ""), tickers=data.get("tickers"),
         )
         return Response(s.RetrainResponseSerializer(result).data, status=status.HTTP_202_ACCEPTED)
