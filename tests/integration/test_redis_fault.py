@@ -109,7 +109,7 @@ def _request(env: dict[str, str], *args: str) -> int:
 
 
 def test_a_redis_restart_mid_run_loses_no_run(private_redis, tiny_market, tmp_path):  # noqa: F811
-    env = {**_subprocess_env(), "REDIS_URL": private_redis.url,
+    env = {**_subprocess_env(), **tiny_market, "REDIS_URL": private_redis.url,
            # the reaper must not be what rescues a run here: a lost message would show as a stuck run
            "ML_PIPELINE_HEARTBEAT_TIMEOUT_SECONDS": "600",
            # the run's training poll waits on the worker as a countdown message most of the time; polled
