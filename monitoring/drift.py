@@ -3,8 +3,9 @@
 A model version keeps a *profile* of its training features (``features.profile``: per feature, decile
 bin edges with the share of values in each bin, and its percentiles). Recent features are compared
 with it per feature by the Population Stability Index over those bins and by the Kolmogorov-Smirnov
-statistic (scipy) between a bounded sample of the recent values and the reference percentiles. Both are effect sizes on bounded data, so a large sample does
-not make every tiny difference "significant", and the check costs the same on 6,000 tickers as on 50.
+statistic (scipy) between a bounded sample of the recent values and the reference percentiles. Both
+are effect sizes on bounded data, so a large sample does not make every tiny difference
+"significant", and the check costs the same on 6,000 tickers as on 50.
 
 A feature drifts when both its PSI and its KS statistic pass their thresholds (PSI alone over-reacts
 to a shift concentrated in one bin, KS alone to a small, broad shift). The report's drift share is

@@ -16,7 +16,8 @@ def retrain_send(*, run_id: int) -> str:
 def prophet_chunks_send(*, run_id: int, chunks: list[list[str]]) -> str:
     """Start the chord of a run's Prophet chunks, merged by ``training.prophet_merge`` (a failed chunk
     calls ``training.prophet_failed``); returns the merge task's id."""
-    header = group(app.signature("training.prophet_chunk", args=(run_id, i, tickers)) for i, tickers in enumerate(chunks))
+    header = group(app.signature("training.prophet_chunk", args=(run_id, i, tickers))
+                   for i, tickers in enumerate(chunks))
     merge = app.signature("training.prophet_merge", args=(run_id,))
     merge = merge.on_error(app.signature("training.prophet_failed", args=(run_id,)))
     return str(chord(header)(merge).id or "")
