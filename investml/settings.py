@@ -342,6 +342,7 @@ ML_WALK_FORWARD_FOLDS = _int("ML_WALK_FORWARD_FOLDS", 3, minimum=1)
 ML_WALK_FORWARD_TEST_DAYS = _int("ML_WALK_FORWARD_TEST_DAYS", 63, minimum=1)
 ML_WALK_FORWARD_MIN_TRAIN_DAYS = _int("ML_WALK_FORWARD_MIN_TRAIN_DAYS", 252, minimum=1)
 ML_WALK_FORWARD_GAP_DAYS = _int("ML_WALK_FORWARD_GAP_DAYS", None, minimum=0)
+ML_WALK_FORWARD_MAX_TICKERS = _int("ML_WALK_FORWARD_MAX_TICKERS", 1000, minimum=0)
 # The spec's "data sampling for large datasets": the LSTM fits on a seeded random sample of this many
 # labelled rows, the others still feed its sequences (0: all). At the config's 128 units x 60 days it
 # trains ~3,500 rows/s on 2 cores, and early stopping runs at least 1 + patience epochs.

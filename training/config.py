@@ -37,6 +37,7 @@ def walk_forward_settings(*, horizon: int) -> WalkForward:
         test_days=settings.ML_WALK_FORWARD_TEST_DAYS,
         min_train_days=settings.ML_WALK_FORWARD_MIN_TRAIN_DAYS,
         gap_days=gap,
+        max_tickers=settings.ML_WALK_FORWARD_MAX_TICKERS,
     )
 
 

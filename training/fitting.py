@@ -60,6 +60,14 @@ class RunContext:
     train_start: Any
     train_end: Any
     data_sources: list[Any]
+    evaluation_tickers: frozenset[str] | None = None  # the walk-forward's sample (None: every ticker)
+
+    def evaluation_frame(self) -> pd.DataFrame:
+        """The rows the walk-forward evaluates on (the final fit uses every row)."""
+        frame = self.frame
+        if self.evaluation_tickers is None or frame is None:
+            return frame
+        return frame.loc[frame["ticker"].isin(self.evaluation_tickers)].reset_index(drop=True)
 
 
 def prepare(run: TrainingRun) -> RunContext:
@@ -93,8 +101,10 @@ def prepare(run: TrainingRun) -> RunContext:
         drift["features"].update(profile_build(log_returns, ["log_return_1"])["features"])
         drift.update(start=iso_date(dates[0]), end=iso_date(dates[-1]))
         labels = label_table(frame, horizon=horizon)
+        sample = wf.evaluation_tickers(frame["ticker"].unique())
         rec.counts.update(data_hash=data_hash[:12], folds=len(splits), gap_days=wf.gap_days,
-                          labelled_rows=int(len(labelled)))
+                          labelled_rows=int(len(labelled)),
+                          evaluation_tickers=int(frame["ticker"].nunique()) if sample is None else len(sample))
     fsv = data.feature_set_version if getattr(data.feature_set_version, "pk", None) else None
     ctx = RunContext(
         run=run, horizon=horizon, wf=wf, frame=frame, feature_columns=list(data.feature_columns),
@@ -104,6 +114,7 @@ def prepare(run: TrainingRun) -> RunContext:
         train_end=pd.Timestamp(labelled.max()).date() if len(labelled) else None,
         data_sources=[{"feature_store": str(fsv) if fsv is not None else "training frame",
                        "tickers": int(frame["ticker"].nunique()), "rows": int(len(frame))}],
+        evaluation_tickers=sample,
     )
     options = dict(run.options)
     options.update(
@@ -112,6 +123,7 @@ def prepare(run: TrainingRun) -> RunContext:
         folds=folds, data_hash=data_hash, feature_columns=ctx.feature_columns,
         feature_set_version=getattr(fsv, "pk", None), n_tickers=ctx.n_tickers, data_sources=ctx.data_sources,
         prophet_drift=drift_for(ctx, []),
+        evaluation_tickers=None if sample is None else sorted(sample),
     )
     run.options = jsonable(options)
     TrainingRun.objects.filter(pk=run.pk).update(options=run.options, feature_set_version=fsv)
@@ -150,12 +162,12 @@ def make_learner(name: str, *, max_rows: int) -> Callable[[], Any]:
 def train_learner(ctx: RunContext, name: str) -> ModelVersion:
     """Evaluate, fit, register and gate one of the frame-based learners (XGBoost, LSTM)."""
     run_id, horizon = ctx.run.pk, ctx.horizon
-    frame, columns = ctx.frame, ctx.feature_columns
+    columns = ctx.feature_columns
     make = make_learner(name, max_rows=int(ctx.run.options.get("lstm_max_train_rows", 0)))
     cpu0, wall0 = cpu_seconds_now(), time.perf_counter()
     with stage(run_id, f"evaluate:{name}") as rec:
-        result = evaluate_walk_forward(make, frame, feature_columns=columns, horizon=horizon, splits=ctx.splits,
-                                       baselines=False)
+        result = evaluate_walk_forward(make, ctx.evaluation_frame(), feature_columns=columns, horizon=horizon,
+                                       splits=ctx.splits, baselines=False)
         table = oof_table(result.oof, ctx.labels)
         fold_stats = {f.split["fold"]: {"n_train_rows": f.n_train_rows, "fit_seconds": round(f.fit_seconds, 3)}
                       for f in result.folds}
@@ -218,6 +230,7 @@ def register_and_gate(ctx: RunContext, name: str, *, learner: Learner, table: pd
                 "folds": summary["folds"],
                 "window": window,
                 "final_fit": jsonable(extra or {}),
+                "evaluated_tickers": int(table["ticker"].nunique()),
                 **carried,
             },
             tickers=ctx.n_tickers,

@@ -25,7 +25,7 @@ from training.fitting import RunContext, register_and_gate
 from training.learners import build_learner
 from training.models import TrainingRun
 from training.runs import cpu_seconds_now, part_done, rounded, stage
-from training.walk_forward import WalkForward, label_table, oof_table, summarize_oof
+from training.walk_forward import OOF_COLUMNS, WalkForward, label_table, oof_table, summarize_oof
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +52,10 @@ def previous_prophet() -> Any:
         else None
 
 
-def fit_prophet_chunk(*, frame: pd.DataFrame, splits: Sequence[Split], horizon: int,
-                      warm_start: Any = None, final_fit: bool = True) -> ProphetChunk:
-    """Walk-forward evaluation and final fit of Prophet for the tickers in ``frame``."""
+def fit_prophet_chunk(*, frame: pd.DataFrame, splits: Sequence[Split], horizon: int, warm_start: Any = None,
+                      final_fit: bool = True, evaluate: frozenset[str] | None = None) -> ProphetChunk:
+    """Walk-forward evaluation of Prophet for the tickers in ``frame`` (those in ``evaluate`` when
+    given: the run's evaluation sample) and its final fit on all of them."""
     cpu0 = cpu_seconds_now()
     config = model_config("prophet_forecaster")
     fold_learners: list[Any] = []
@@ -63,15 +64,20 @@ def fit_prophet_chunk(*, frame: pd.DataFrame, splits: Sequence[Split], horizon: 
         fold_learners.append(build_learner("prophet_forecaster", config))
         return fold_learners[-1]
 
-    result = evaluate_walk_forward(make, frame, feature_columns=[], horizon=horizon, splits=splits,
-                                   warm_start=True, baselines=False)
-    table = oof_table(result.oof, label_table(frame, horizon=horizon))
+    evaluated = frame if evaluate is None else frame.loc[frame["ticker"].isin(evaluate)]
+    if evaluated.empty:  # none of this chunk's tickers is in the sample
+        oof, folds = pd.DataFrame(columns=list(OOF_COLUMNS)), []
+    else:
+        result = evaluate_walk_forward(make, evaluated, feature_columns=[], horizon=horizon, splits=splits,
+                                       warm_start=True, baselines=False)
+        oof, folds = result.oof, result.folds
+    table = oof_table(oof, label_table(evaluated, horizon=horizon))
     learner = build_learner("prophet_forecaster", config)
     if final_fit:
         # Warm start (initial values only; the fit still converges on all the data): the previous
         # registered version, else the last fold's model.
         learner.fit(frame, horizon=horizon, warm_start=warm_start or (fold_learners[-1] if fold_learners else None))
-    stats = {f.split["fold"]: {"n_train_rows": f.n_train_rows, "fit_seconds": f.fit_seconds} for f in result.folds}
+    stats = {f.split["fold"]: {"n_train_rows": f.n_train_rows, "fit_seconds": f.fit_seconds} for f in folds}
     return ProphetChunk(learner=learner, table=table, fold_stats=stats, cpu_seconds=cpu_seconds_now() - cpu0)
 
 
@@ -106,7 +112,8 @@ def train_prophet_inprocess(ctx: RunContext) -> ModelVersion:
     for i, part in enumerate(chunked(tickers, size)):
         with stage(ctx.run.pk, f"chunk:prophet_forecaster[{i}]", tickers=len(part)) as rec:
             sub = frame.loc[frame["ticker"].isin(part)]
-            chunk = fit_prophet_chunk(frame=sub, splits=ctx.splits, horizon=ctx.horizon, warm_start=previous)
+            chunk = fit_prophet_chunk(frame=sub, splits=ctx.splits, horizon=ctx.horizon, warm_start=previous,
+                                      evaluate=ctx.evaluation_tickers)
             rec.counts.update(oof_rows=int(len(chunk.table)), warm_started=previous is not None)
             chunks.append(chunk)
     return combine_prophet(ctx, chunks, wall=time.perf_counter() - wall0)
@@ -160,6 +167,8 @@ def context_from_options(run: TrainingRun, *, tickers: list[str] | None) -> RunC
         train_start=pd.Timestamp(train["start"]).date() if train.get("start") not in (None, "None") else None,
         train_end=pd.Timestamp(train["end"]).date() if train.get("end") not in (None, "None") else None,
         data_sources=run.options.get("data_sources", []),
+        evaluation_tickers=(None if run.options.get("evaluation_tickers") is None
+                            else frozenset(run.options["evaluation_tickers"])),
     )
 
 

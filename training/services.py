@@ -251,7 +251,8 @@ def run_prophet_chunk(*, run_id: int, chunk: int, tickers: list[str]) -> dict[st
     with stage(run_id, f"chunk:prophet_forecaster[{chunk}]", tickers=len(tickers)) as rec:
         ctx = context_from_options(run, tickers=tickers)
         previous = previous_prophet()
-        result = fit_prophet_chunk(frame=ctx.frame, splits=ctx.splits, horizon=ctx.horizon, warm_start=previous)
+        result = fit_prophet_chunk(frame=ctx.frame, splits=ctx.splits, horizon=ctx.horizon, warm_start=previous,
+                                   evaluate=ctx.evaluation_tickers)
         rec.counts.update(oof_rows=int(len(result.table)), warm_started=previous is not None)
     root = settings.ML_MODELS_PATH
     model = artifacts.write_atomic(root=root, relpath=scratch_path(run_id, chunk, ".bin"), data=result.learner.to_bytes())

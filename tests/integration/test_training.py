@@ -212,14 +212,16 @@ def test_retrain_sync_registers_all_four_learners(built, tmp_path):
         assert again.status == "staging" and "does not beat" in again.status_reason
 
 
-def test_retrain_queues_on_celery_and_the_chord_path_runs(built, monkeypatch):
+def test_retrain_queues_on_celery_and_the_chord_path_runs(built, monkeypatch, settings):
+    settings.ML_WALK_FORWARD_MAX_TICKERS = 5  # the walk-forward evaluates a sample; the final fits use all 8
     queued = []
     monkeypatch.setattr(dispatch, "retrain_send", lambda *, run_id: queued.append(run_id) or "task-123")
     out = io.StringIO()
     call_command("retrain", "--models", "xgboost_classifier,prophet_forecaster", stdout=out)
     run = TrainingRun.objects.get()
     assert queued == [run.pk] and run.status == "queued" and run.celery_task_id == "task-123"
-    assert run.options["walk_forward"] == {"n_folds": 2, "test_days": 40, "min_train_days": 150, "gap_days": 5}
+    assert run.options["walk_forward"] == {"n_folds": 2, "test_days": 40, "min_train_days": 150, "gap_days": 5,
+                                           "max_tickers": 5}
     assert "queued training run" in out.getvalue()
 
     # a broker that is down fails the run at once instead of leaving it queued
@@ -243,6 +245,13 @@ def test_retrain_queues_on_celery_and_the_chord_path_runs(built, monkeypatch):
     assert run.parts_pending == [] and names[-1] == "finish"
     assert set(ModelVersion.objects.values_list("model__name", flat=True)) == {"xgboost_classifier",
                                                                                "prophet_forecaster"}
+    sample = set(run.options["evaluation_tickers"])
+    assert len(sample) == 5 and sample < set(TICKERS) and run.stages[1]["counts"]["evaluation_tickers"] == 5
+    for version in ModelVersion.objects.all():
+        assert set(load_oof(version=version)["ticker"]) == sample  # chunks evaluated only their sampled tickers
+        assert version.evaluation["evaluated_tickers"] == 5 and version.tickers == 8
+    prophet = load_version(version=ModelVersion.objects.get(model__name="prophet_forecaster"))
+    assert set(prophet.tickers) == set(TICKERS)  # the final fit covers every ticker
     assert not (built / "ml_models" / "_runs" / str(run.pk)).exists()  # scratch files removed
 
 

@@ -233,3 +233,22 @@ def test_baselines_have_no_ic_on_random_walks():
     for name in ("momentum_20", "reversal_5"):
         assert abs(result.baselines[name]["ic"]) < 0.02, name
         assert abs(result.baselines[name]["rank_ic"]) < 0.02, name
+
+
+def test_the_evaluation_sample_is_every_ticker_up_to_the_cap_then_a_stable_hash_sample():
+    from training.walk_forward import WalkForward
+
+    wf = WalkForward(n_folds=3, test_days=63, min_train_days=252, gap_days=5, max_tickers=100)
+    universe = [f"T{i:04d}" for i in range(1000)]
+    assert wf.evaluation_tickers(universe[:100]) is None  # at or under the cap: every ticker
+    assert WalkForward(3, 63, 252, 5, max_tickers=0).evaluation_tickers(universe) is None
+    sample = wf.evaluation_tickers(universe)
+    assert len(sample) == 100 and sample <= set(universe)
+    assert wf.evaluation_tickers(list(reversed(universe)) + universe[:10]) == sample  # order and repeats
+    # a listing enters only if it hashes lower and pushes out one name; a delisting outside leaves it as is
+    grown = wf.evaluation_tickers([*universe, "NEWCO"])
+    assert len(sample ^ grown) in (0, 2)
+    outside = next(t for t in universe if t not in sample)
+    assert wf.evaluation_tickers([t for t in universe if t != outside]) == sample
+    # not the alphabetical head: spread over the universe
+    assert max(universe.index(t) for t in sample) > 500
