@@ -42,7 +42,21 @@ def _sequence_last(learner: Any, frame: Any, positions: np.ndarray) -> Arrays:
     return er, prob, np.abs(2.0 * prob - 1.0)
 
 
-def score(served: ServedModel, source: Source, *, manager: ModelManager) -> Arrays:
+def score(
+    served: ServedModel, source: Source, *, manager: ModelManager, memo: dict[int, Arrays] | None = None
+) -> Arrays:
+    """``memo`` (version id -> arrays) is shared by the calls of one batch over one source: an
+    ensemble then reuses its members' scores instead of running them again (Prophet's per-ticker
+    forecasts are most of a daily batch's scoring time)."""
+    if memo is not None and served.version_id in memo:
+        return memo[served.version_id]
+    arrays = _score(served, source, manager=manager, memo=memo)
+    if memo is not None:
+        memo[served.version_id] = arrays
+    return arrays
+
+
+def _score(served: ServedModel, source: Source, *, manager: ModelManager, memo: dict[int, Arrays] | None) -> Arrays:
     learner = served.learner
     if served.kind == VECTOR:
         if isinstance(source, VectorSource) and hasattr(learner, "predict_matrix"):
@@ -60,6 +74,6 @@ def score(served: ServedModel, source: Source, *, manager: ModelManager) -> Arra
         members = {}
         for name, version_id in served.members.items():
             member = manager.get_version(version_id)
-            members[name] = score(member, source, manager=manager)[0]
+            members[name] = score(member, source, manager=manager, memo=memo)[0]
         return _from_predictions(learner.predict_members(members))
     raise ValueError(f"unknown model kind {served.kind!r}")  # pragma: no cover

@@ -455,9 +455,10 @@ def batch_predict(
     prices = source.latest(primary, [])["adj_close"].to_numpy(dtype=np.float64)
     ticker_ids = dict(Ticker.objects.filter(symbol__in=universe).values_list("symbol", "id"))
 
+    scores: dict[int, Any] = {}  # version id -> arrays: the ensemble reuses its members' scores
     for name, served in served_models.items():
         try:
-            er, prob, confidence = score(served, source, manager=manager)
+            er, prob, confidence = score(served, source, manager=manager, memo=scores)
         except (ModelUnavailable, NotFound, InvalidInput) as exc:
             result["errors"][name] = exc.message
             continue

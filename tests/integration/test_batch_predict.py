@@ -85,6 +85,27 @@ def test_batch_agrees_with_the_api(client, served):
         assert body["feature_date"] == row.date.isoformat()
 
 
+def test_batch_scores_each_member_once(client, served, monkeypatch):
+    """The ensemble reuses the scores of members already scored in the same batch (Prophet's
+    per-ticker forecasts are most of a daily batch's time); its rows still agree with the API."""
+    from training.learners.prophet_learner import ProphetLearner
+
+    calls = []
+    original = ProphetLearner.predict
+
+    def counted(self, frame):
+        calls.append(len(frame))
+        return original(self, frame)
+
+    monkeypatch.setattr(ProphetLearner, "predict", counted)
+    result = batch_predict()
+    assert set(result["models"]) == MODELS and not result["errors"]
+    assert calls == [4]  # once for prophet_forecaster and the ensemble together
+    for row in DailyPrediction.objects.filter(model_version__model__name="ensemble").select_related("ticker"):
+        body = client.post("/predict", {"ticker": row.ticker.symbol, "model_name": "ensemble"}, format="json").json()
+        assert math.isclose(body["expected_return"], row.expected_return, rel_tol=1e-5, abs_tol=1e-9)
+
+
 def test_batch_on_an_earlier_date_uses_only_the_history_before_it(served):
     frame = served.frame
     day = sorted(frame["date"].unique())[-30]
