@@ -225,7 +225,10 @@ def build_features(
             summary.files_written, summary.bytes_written = len(commit.files_written), commit.bytes_written
             summary.checksum = commit.checksum
             summary.start_date, summary.end_date = commit.min_date, commit.max_date
-        summary.online_vectors = publish_online_features(version=version)
+        # A build of some tickers (a chunk of a fanned-out build) changes only their vectors, unless
+        # the version normalizes each date across stocks: then every stored vector of the day moved.
+        narrow = explicit and spec.cs_normalization == "none"
+        summary.online_vectors = publish_online_features(version=version, tickers=list(scope) if narrow else None)
     except Exception as exc:
         mat.status = FeatureMaterialization.Status.FAILED
         mat.error = f"{type(exc).__name__}: {exc}"

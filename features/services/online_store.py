@@ -19,6 +19,8 @@ from features.selectors import (
 )
 from features.versioning import content_hash
 
+READ_ATTEMPTS = 5
+
 
 def _columns_hash(columns: list[str]) -> str:
     return content_hash({"columns": list(columns)})
@@ -34,8 +36,16 @@ def publish_online_features(*, version: FeatureSetVersion, tickers: Iterable[str
     reader never follows the pointer to a version without vectors.
     """
     store = feature_store_for(version=version)
-    manifest = store.manifest()
-    frame = store.latest_rows(tickers=tickers, manifest=manifest)
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        manifest = store.manifest()
+        try:
+            frame = store.latest_rows(tickers=tickers, manifest=manifest)
+            break
+        except FileNotFoundError:
+            # Another build (a parallel chunk of the same run) committed after we read the manifest
+            # and deleted the month files it superseded: read again from its manifest.
+            if attempt == READ_ATTEMPTS:
+                raise
     columns = version.feature_names
     chash = _columns_hash(columns)
     name = version.feature_set.name

@@ -270,6 +270,33 @@ def test_online_store_serves_the_latest_vector(market):
     assert json.loads(cache.get(online_vector_key(version.pk, "MSFT")))["columns_hash"] == index["columns_hash"]
 
 
+def test_parallel_chunk_builds_publish_despite_each_others_commits(market, monkeypatch):
+    """Chunks of one fanned-out build run in parallel: a chunk that reads the manifest just before
+    another chunk's commit deletes the month files it superseded reads again, and publishes only
+    its own tickers' vectors (the default version does not normalize across stocks)."""
+    from features.store import FeatureStore
+
+    build_features()
+    _quiet("ingest_prices", market["rest"])
+    original = FeatureStore.latest_rows
+    interleaved = {}
+
+    def other_chunk_commits_first(self, *, tickers=None, manifest=None):
+        if not interleaved:  # the other chunk commits between this chunk's manifest read and its reads
+            interleaved["started"] = True
+            interleaved["other"] = build_features(tickers=["MSFT", SHORT])
+        return original(self, tickers=tickers, manifest=manifest)
+
+    monkeypatch.setattr(FeatureStore, "latest_rows", other_chunk_commits_first)
+    mine = build_features(tickers=["AAPL", "JPM"])
+    other = interleaved["other"]
+    assert (mine.mode, other.mode) == ("incremental", "incremental")
+    assert (mine.online_vectors, other.online_vectors) == (2, 2)
+    for ticker in ["AAPL", "JPM", "MSFT", SHORT]:
+        assert get_online_features(ticker=ticker).date == date(2018, 5, 18), ticker
+    assert FeatureMaterialization.objects.filter(status="failed").count() == 0
+
+
 def test_feature_set_versions(market):
     first = ensure_feature_set_version(name="research", spec=DEFAULT_SPEC)
     assert first.version == "1.0.0" and first.feature_names == FEATURE_COLUMNS
