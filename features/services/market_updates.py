@@ -112,6 +112,9 @@ class UpdateSummary:
     skipped: list[str] = field(default_factory=list)  # not requested: budget or daily quota used up
     calls: int = 0
     bytes: int = 0
+    # seconds spent waiting for the provider's requests-per-minute limit (Polygon's free tier: 5 a
+    # minute, so a daily update of 3 requests waits 24 s whatever the universe's size)
+    rate_limit_wait_seconds: float = 0.0
     cost_usd: float = 0.0
     spent_today_usd: float = 0.0
     limit_usd: float = 0.0
@@ -149,6 +152,7 @@ class UpdateSummary:
             "skipped": sorted(self.skipped),
             "calls": self.calls,
             "bytes": self.bytes,
+            "rate_limit_wait_seconds": round(self.rate_limit_wait_seconds, 3),
             "cost_usd": round(self.cost_usd, 6),
             "spent_today_usd": round(self.spent_today_usd, 6),
             "limit_usd": self.limit_usd,
@@ -346,6 +350,8 @@ def update_market_data(
                     summary.rejected_by_reason[reason] = summary.rejected_by_reason.get(reason, 0) + count
                     summary.rows_rejected += count
     summary.tickers_updated = len(summary._updated)
+    if is_http:
+        summary.rate_limit_wait_seconds = float(source_obj.limiter.total_wait)
     summary.seconds = time.perf_counter() - started
     run.status = IngestionRun.Status.SUCCEEDED
     run.rows_read, run.rows_loaded, run.rows_updated = summary.rows_read, summary.rows_added, summary.rows_updated

@@ -318,9 +318,11 @@ def test_polygon_updates_1500_tickers_with_a_handful_of_requests(server, configu
     symbols = [f"S{i:04d}" for i in range(1500)]
     Ticker.objects.bulk_create([Ticker(symbol=s, active=True) for s in symbols])
     polygon_market(server, [*symbols, "NOTMINE"], [date(2024, 6, 27), END])
-    configure("polygon", cost_per_call_usd=0.001)
+    configure("polygon", cost_per_call_usd=0.001, requests_per_minute=300)  # a request every 0.2 s
     first = update_market_data(provider="polygon", now=SATURDAY)
     assert first.rows_added == 1500 and first.tickers_updated == 1500 and first.calls == 3
+    # the 2nd and 3rd requests waited for their slots; the summary says how long, within the run's time
+    assert 0.2 <= first.rate_limit_wait_seconds < first.seconds
     assert not PriceBar.objects.filter(ticker__symbol="NOTMINE").exists()  # only the universe is stored
 
     polygon_market(server, symbols, [date(2024, 7, 1)], seed=1)
@@ -329,6 +331,7 @@ def test_polygon_updates_1500_tickers_with_a_handful_of_requests(server, configu
     call_command("update_market_data", "--provider", "polygon", "--json", stdout=out, stderr=io.StringIO())
     second = json.loads(out.getvalue().strip().splitlines()[-1])
     assert second["rows_added"] == 1500 and second["calls"] <= 5 and second["tickers_updated"] == 1500
+    assert 0 < second["rate_limit_wait_seconds"] < second["seconds"]
     assert [r.path for r in server.requests[-second["calls"]:]] == [
         "/v3/reference/splits", "/v3/reference/dividends", "/v2/aggs/grouped/locale/us/market/stocks/2024-07-01"]
     again = update_market_data(provider="polygon", now=MONDAY_EVENING)

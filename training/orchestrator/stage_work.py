@@ -45,7 +45,8 @@ def stage_update_market_data(*, run: PipelineRun, progress: Progress | None = No
         ) from exc
     counts = {k: v for k, v in summary.as_dict().items()
               if k in ("provider", "as_of", "tickers_requested", "tickers_fresh", "tickers_checked", "tickers_updated",
-                       "rows_added", "rows_updated", "rows_rejected", "calls", "cost_usd", "warning",
+                       "rows_added", "rows_updated", "rows_rejected", "calls", "rate_limit_wait_seconds", "cost_usd",
+                       "warning",
                        "ingestion_run")}
     counts["failed"] = len(summary.failed)
     reasons = set(summary.failed_reasons.values())

@@ -37,7 +37,8 @@ class Command(BaseCommand):
             f"{summary.provider}: {summary.tickers_updated} of {summary.tickers_requested} tickers updated "
             f"({summary.tickers_fresh} already up to date), {summary.rows_added:,} rows added, "
             f"{summary.rows_updated:,} updated, {summary.rows_rejected:,} rejected; "
-            f"{summary.calls} calls, ${summary.cost_usd:.4f}"
+            f"{summary.calls} calls ({summary.rate_limit_wait_seconds:.1f} s waiting for the provider's rate limit), "
+            f"${summary.cost_usd:.4f}"
         )
         for reason, count in result["failed_by_reason"].items():
             self.stdout.write(f"  failed {count}: {reason}")
