@@ -46,8 +46,7 @@ def stage_update_market_data(*, run: PipelineRun, progress: Progress | None = No
     counts = {k: v for k, v in summary.as_dict().items()
               if k in ("provider", "as_of", "tickers_requested", "tickers_fresh", "tickers_checked", "tickers_updated",
                        "rows_added", "rows_updated", "rows_rejected", "calls", "rate_limit_wait_seconds", "cost_usd",
-                       "warning",
-                       "ingestion_run")}
+                       "warning", "ingestion_run")}
     counts["failed"] = len(summary.failed)
     reasons = set(summary.failed_reasons.values())
     if summary.tickers_checked and not summary.tickers_updated and summary.failed and \
