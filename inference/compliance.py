@@ -146,6 +146,10 @@ def prediction_entries(rows: Iterable[Mapping[str, Any]]) -> list[Entry]:
             "confidence": row.get("confidence"), "horizon_days": row.get("horizon_days"),
             "feature_date": row.get("feature_date"), "cached": bool(row.get("cached")),
         }
+        # what only some responses carry (rows logged before these were kept have none of them)
+        for name in ("reference_price", "direction", "as_of", "intraday"):
+            if row.get(name) is not None:
+                output[name] = row[name]
         out.append(Entry(
             kind=ComplianceRecord.Kind.PREDICTION, created_at=row["created_at"], model_name=row["model_name"],
             model_version=str(row.get("model_version") or ""), model_version_ref=row.get("model_version_id"),

@@ -54,10 +54,15 @@ def record(
     prob_up: float | None = None,
     prediction_type: str = "",
     horizon_days: int | None = None,
+    reference_price: float | None = None,
+    direction: str | None = None,
+    as_of: datetime | None = None,
+    intraday: bool | None = None,
 ) -> None:
     """Buffer one served prediction. ``requester_id``: the API user's id (stored as their pseudonym);
-    ``model_version``, ``prob_up``, ``prediction_type`` and ``horizon_days`` go to the compliance
-    record of a prediction with a ticker."""
+    ``model_version``, ``prob_up``, ``prediction_type``, ``horizon_days`` and what the response said
+    of the price (``reference_price``, ``direction``) and of the features' time (``as_of``,
+    ``intraday``) go to the compliance record of a prediction with a ticker."""
     global _oldest
     row = {
         "model_name": model_name,
@@ -76,6 +81,10 @@ def record(
         "prob_up": prob_up,
         "prediction_type": prediction_type,
         "horizon_days": horizon_days,
+        "reference_price": reference_price,
+        "direction": direction,
+        "as_of": as_of,
+        "intraday": intraday,
     }
     with _lock:
         _buffer.append(row)

@@ -22,7 +22,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
@@ -113,9 +113,11 @@ def _serve(
     started: float,
     use_cache: bool = True,
     requester: Any = None,
+    timing: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Cached outputs where present, one model call for the rest, one log row per prediction (and,
-    for a ticker, its compliance record, when the log is written). ``requester``: the API user."""
+    for a ticker, its compliance record, when the log is written). ``requester``: the API user;
+    ``timing``: a ticker request's ``as_of`` and ``intraday`` (``intraday.Plan.fields``)."""
     manager = get_manager()
     cached = prediction_cache.get_many(served.version_id, hashes) if use_cache else {}
     missing = [i for i, h in enumerate(hashes) if h not in cached]
@@ -179,6 +181,10 @@ def _serve(
             "prob_up": prob,
             "prediction_type": "price" if has_price else "return",
             "horizon_days": served.horizon_days,
+            # not prediction-log columns: kept in the compliance record, as the response showed them
+            "reference_price": price if has_price else None,
+            "direction": _direction(er),
+            **({"as_of": timing["as_of"], "intraday": timing["intraday"]} if timing else {}),
         })
     prediction_log.record_many(log_rows)
     return out
@@ -228,9 +234,9 @@ def predict(
         plan = intraday.plan_for(served=served, ticker=symbol, source=source, feature_date=dates[0])
         if plan.intraday:
             source, hashes, dates, prices = plan.source, [plan.input_hash], [plan.session], [plan.reference_price]
-        rows = _serve(served, source, hashes, field="ticker", reference_prices=prices, feature_dates=dates,
-                      started=started, requester=requester)
         timing = plan.fields()
+        rows = _serve(served, source, hashes, field="ticker", reference_prices=prices, feature_dates=dates,
+                      started=started, requester=requester, timing=timing)
     return {
         **rows[0],
         "model_name": served.name,
