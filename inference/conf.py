@@ -132,6 +132,10 @@ def intraday_clock_skew() -> float:
     return settings.ML_INTRADAY_CLOCK_SKEW_SECONDS
 
 
+def intraday_max_move() -> float:
+    return settings.ML_INTRADAY_MAX_MOVE
+
+
 def intraday_poll_enabled() -> bool:
     return settings.ML_INTRADAY_POLL_ENABLED
 

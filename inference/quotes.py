@@ -29,11 +29,11 @@ from typing import Any
 
 import pandas as pd
 from django.core.cache import cache
-from django.db.models import Max
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from features.intraday import MARKET_TZ, TodayBar, merge_bar, merge_trade, session_of
-from features.models import Ticker
+from features.models import PriceBar, Ticker
 from features.services.intraday_quotes import fetch_quotes
 from features.trading_calendar import is_trading_day
 from inference import conf
@@ -233,15 +233,32 @@ def _check_item(i: int, item: Any, errors: dict[str, list[str]], *, now: datetim
     return out
 
 
-def _last_bar_dates(symbols: list[str]) -> dict[str, date | None]:
-    """symbol -> its last stored bar date (None: no bar yet), for the tickers of the universe."""
-    rows = Ticker.objects.filter(symbol__in=symbols).annotate(last=Max("bars__date")).values_list("symbol", "last")
-    return dict(rows)
+def _last_bars(symbols: list[str]) -> dict[str, tuple[date | None, float | None]]:
+    """symbol -> (its last stored bar's date, that bar's close; None, None: no bar yet), for the
+    tickers of the universe."""
+    latest = PriceBar.objects.filter(ticker=OuterRef("pk")).order_by("-date")
+    rows = (Ticker.objects.filter(symbol__in=symbols)
+            .annotate(last=Subquery(latest.values("date")[:1]), last_close=Subquery(latest.values("close")[:1]))
+            .values_list("symbol", "last", "last_close"))
+    return {symbol: (day, close) for symbol, day, close in rows}
+
+
+def implausible_move(price: float, last_close: float | None) -> str | None:
+    """Why ``price`` is too far from the ticker's last stored close to be a quote of the next session
+    (``ML_INTRADAY_MAX_MOVE``), or None."""
+    max_move = conf.intraday_max_move()
+    if max_move <= 0 or not last_close or not math.isfinite(last_close) or last_close <= 0:
+        return None
+    ratio = price / last_close
+    if 1.0 / (1.0 + max_move) <= ratio <= 1.0 + max_move:
+        return None
+    return (f"{price:g} is {ratio - 1.0:+.0%} from the last stored close {last_close:g}, more than "
+            f"ML_INTRADAY_MAX_MOVE={max_move:g} allows (a bad tick, a split, or another ticker's price?)")
 
 
 def _check_sessions(checked: list[tuple[int, dict[str, Any]]], errors: dict[str, list[str]]) -> None:
     """Tickers in the universe; each quote's session a trading day after the ticker's last stored bar."""
-    last = _last_bar_dates(sorted({q["ticker"] for _, q in checked if q.get("ticker")}))
+    last = _last_bars(sorted({q["ticker"] for _, q in checked if q.get("ticker")}))
     for i, quote in checked:
         ticker = quote.get("ticker")
         if not ticker:
@@ -250,15 +267,20 @@ def _check_sessions(checked: list[tuple[int, dict[str, Any]]], errors: dict[str,
             errors.setdefault(f"quotes[{i}].ticker", []).append(
                 f"unknown ticker {ticker!r} (not in the universe: sync_universe or ingest_prices first)")
             continue
+        last_date, last_close = last[ticker]
+        for name in ("price", "open", "high", "low", "close"):
+            why = implausible_move(quote[name], last_close) if name in quote else None
+            if why:
+                errors.setdefault(f"quotes[{i}].{name}", []).append(f"{ticker}: {why}")
         if "time" not in quote:
             continue
         session = session_of(quote["time"])
         where = f"quotes[{i}].time"
         if not is_trading_day(session):
             errors.setdefault(where, []).append(f"{ticker}: {session} (New York) is not a trading day (NYSE calendar)")
-        elif last[ticker] is not None and session <= last[ticker]:
+        elif last_date is not None and session <= last_date:
             errors.setdefault(where, []).append(
-                f"{ticker}: the session of {session} is closed and stored (last bar {last[ticker]}); "
+                f"{ticker}: the session of {session} is closed and stored (last bar {last_date}); "
                 "quotes are for a session after it")
 
 
@@ -339,7 +361,7 @@ def quotes_poll(*, tickers: list[str] | None = None, now: datetime | None = None
                                                    "New York) of a trading day"}
     symbols = list(dict.fromkeys(t.strip().upper() for t in (tickers or _poll_tickers()) if t.strip()))
     fetched = fetch_quotes(tickers=symbols, provider=conf.intraday_poll_provider())
-    last = _last_bar_dates(symbols)
+    last = _last_bars(symbols)
     source = conf.intraday_poll_provider()
     skipped: dict[str, int] = {}
     updates: dict[str, list[Any]] = {}
@@ -357,10 +379,14 @@ def quotes_poll(*, tickers: list[str] | None = None, now: datetime | None = None
             continue
         moment = row.time.to_pydatetime().astimezone(UTC)
         session = session_of(moment)
+        last_date, last_close = last[row.ticker]
         if moment > now + timedelta(seconds=conf.intraday_clock_skew()):
             skip("future_time")
-        elif not is_trading_day(session) or (last[row.ticker] is not None and session <= last[row.ticker]):
+        elif not is_trading_day(session) or (last_date is not None and session <= last_date):
             skip("session_closed")  # the last trade is of a session already stored (before today's first)
+        elif why := implausible_move(price, last_close):
+            logger.warning("%s quote skipped: %s", row.ticker, why)
+            skip("implausible_move")
         else:
             o, h, lo, v = (float(x) for x in (row.open, row.high, row.low, row.volume))
             if all(math.isfinite(x) for x in (o, h, lo)):

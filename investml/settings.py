@@ -422,6 +422,9 @@ ML_INTRADAY_MARKET_SYMBOL = _str("ML_INTRADAY_MARKET_SYMBOL", "SPY").upper()
 ML_INTRADAY_WINDOW_SECONDS = _float("ML_INTRADAY_WINDOW_SECONDS", 300.0, minimum=0)
 ML_INTRADAY_WINDOW_CACHE_SIZE = _int("ML_INTRADAY_WINDOW_CACHE_SIZE", 512, minimum=0)
 ML_INTRADAY_CLOCK_SKEW_SECONDS = _float("ML_INTRADAY_CLOCK_SKEW_SECONDS", 60.0, minimum=0)
+# a quote further than this fraction from the last stored close, either way (1: half to double), is
+# refused (pushed) or skipped (polled): a bad tick, a split or another ticker's price; 0: no check
+ML_INTRADAY_MAX_MOVE = _float("ML_INTRADAY_MAX_MOVE", 1.0, minimum=0)
 ML_INTRADAY_POLL_ENABLED = _bool("ML_INTRADAY_POLL_ENABLED", False)
 ML_INTRADAY_POLL_PROVIDER = _str("ML_INTRADAY_POLL_PROVIDER", "polygon").lower()
 ML_INTRADAY_POLL_HOURS = _str("ML_INTRADAY_POLL_HOURS", "09:30-16:00")

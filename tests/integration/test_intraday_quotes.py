@@ -35,7 +35,7 @@ from features.selectors import feature_store_for, get_online_features
 from features.services.build_inputs import engine_window
 from inference import intraday, prediction_log
 from inference.model_manager import get_manager
-from inference.models import PredictionLog
+from inference.models import ComplianceRecord, PredictionLog
 from inference.quotes import today_bars
 from monitoring.models import CostRecord
 from tests.fakes.provider_server import FakeProviderServer, snapshot_item
@@ -102,7 +102,7 @@ def api(token: str) -> APIClient:
 
 
 def fast_predict(token: str, ticker: str, model: str) -> tuple[int, dict]:
-    """POST /predict through the served WSGI application (the fast lane in front of Django)."""
+    """POST /predict through the served WSGI application (``investml.wsgi``), as gunicorn calls it."""
     environ = RequestFactory().generic("POST", "/predict", data=json.dumps({"ticker": ticker, "model_name": model}),
                                        content_type="application/json",
                                        HTTP_AUTHORIZATION=f"Token {token}").environ
@@ -141,9 +141,7 @@ def test_predict_during_the_session_uses_the_polled_partial_bar(served, clock, p
 
     for ticker in served.tickers:
         polygon.polygon_snapshots[ticker] = snapshot_of(ticker, move=0.06, at=QUOTE_TIME)
-    out = io.StringIO()
-    call_command("poll_quotes", "--json", stdout=out)
-    summary = json.loads(out.getvalue().splitlines()[-1])
+    summary = call_command_json("poll_quotes")
     assert summary["stored"] == 4 and summary["calls"] == 1 and summary["error"] == ""
     assert polygon.count(provider="polygon") == 1
     assert CostRecord.objects.filter(source="polygon").count() == 1  # metered as every provider request
@@ -172,6 +170,11 @@ def test_predict_during_the_session_uses_the_polled_partial_bar(served, clock, p
     prediction_log.flush()
     logged = PredictionLog.objects.filter(ticker="AAPL").order_by("created_at")
     assert [r.feature_date for r in logged][-2:] == [SESSION, SESSION]
+    # the books and records say which answer was intraday, and the bar's time, as the responses did
+    records = [json.loads(r.output) for r in ComplianceRecord.objects.filter(ticker="AAPL").order_by("seq")]
+    assert [(r["intraday"], r["as_of"][:19]) for r in records] == [
+        (False, "2018-05-18T20:00:00"), (True, "2018-05-21T14:30:00"), (True, "2018-05-21T14:30:00")]
+    assert records[1]["reference_price"] == pytest.approx(live["reference_price"])
 
 
 @pytest.mark.parametrize("model", ["xgboost_classifier", "lstm_predictor"])
@@ -424,6 +427,40 @@ def test_a_bar_replaces_an_older_one_and_trades_extend_it(served, clock):
     traded = push({"ticker": "XOM", "price": 82.0, "volume": 300, "time": "2018-05-21T10:01:00-04:00"})
     assert (traded["high"], traded["close"], traded["volume"]) == (82.0, 82.0, 10_300)
     assert traded["time"] == "2018-05-21T14:01:00Z" and traded["source"] == "push"
+
+
+def test_a_quote_far_from_the_last_close_is_refused_when_pushed_and_skipped_when_polled(served, clock, polygon,
+                                                                                         settings):
+    staff = api(make_token(staff=True))
+    close = last_bar("AAPL").close
+    at = "2018-05-21T10:00:00-04:00"
+    tick = staff.post("/quotes", {"quotes": [{"ticker": "AAPL", "price": round(close * 3.67, 2), "time": at}]},
+                      format="json")
+    assert tick.status_code == 400
+    message = tick.json()["errors"]["quotes[0].price"][0]
+    assert message.startswith("AAPL: ") and "+267% from the last stored close" in message
+    assert "ML_INTRADAY_MAX_MOVE=1" in message
+    bar = {"ticker": "AAPL", "open": close, "high": close, "low": close * 0.4, "close": close * 0.45,
+           "volume": 1_000, "time": at}
+    errors = staff.post("/quotes", {"quotes": [bar]}, format="json").json()["errors"]
+    assert set(errors) == {"quotes[0].low", "quotes[0].close"}  # each price named; open and high are fine
+    assert today_bars(tickers=["AAPL"]) == {}
+    halved = {"ticker": "AAPL", "price": round(close * 0.55, 2), "time": at}  # -45%: within half to double
+    assert staff.post("/quotes", {"quotes": [halved]}, format="json").status_code == 200
+    settings.ML_INTRADAY_MAX_MOVE = 0  # the check off
+    assert staff.post("/quotes", {"quotes": [{**halved, "price": close * 3.67}]}, format="json").status_code == 200
+
+    settings.ML_INTRADAY_MAX_MOVE = 1.0
+    polygon.polygon_snapshots["JPM"] = snapshot_of("JPM", move=2.5, at=QUOTE_TIME)
+    result = call_command_json("poll_quotes", "--tickers", "JPM")
+    assert result["stored"] == 0 and result["skipped"] == {"implausible_move": 1}
+    assert today_bars(tickers=["JPM"]) == {}
+
+
+def call_command_json(*args: str) -> dict:
+    out = io.StringIO()
+    call_command(*args, "--json", stdout=out)
+    return json.loads(out.getvalue().splitlines()[-1])
 
 
 def test_the_poll_task_is_off_by_default_and_polls_only_in_market_hours(served, polygon, settings):
