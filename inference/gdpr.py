@@ -8,7 +8,8 @@ Where a user appears:
   that random id, never the user name;
 * their user name where they acted: who requested a training or pipeline run
   (``requested_by``), who changed a model's status (``DeploymentEvent.actor``), who acknowledged or
-  resolved an alert, and the texts that quote it ("cancelled by ...").
+  resolved an alert, and the texts that quote it ("cancelled by ...") by user name, e-mail address or
+  full name.
 
 ``erase_user`` deletes the account, tokens, sessions, admin log entries and sign-in records; replaces the user name
 by ``erased user`` where they acted; empties the prediction log's requester; and deletes the
@@ -27,6 +28,7 @@ from django.apps import apps
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
+from django.contrib.contenttypes.models import ContentType
 from django.contrib.sessions.models import Session
 from django.db import models, transaction
 from django.utils import timezone
@@ -86,9 +88,10 @@ def _mask(secret: str) -> str:
     return f"{secret[:4]}...({len(secret)} characters)" if secret else ""
 
 
-def _names(username: str) -> re.Pattern[str]:
-    """The user name as a whole word (not inside a longer name or an e-mail address)."""
-    return re.compile(rf"(?<![\w.@+-]){re.escape(username)}(?![\w@+-]|\.\w)")
+def _names(text: str, flags: int = 0) -> re.Pattern[str]:
+    """``text`` (a user name, e-mail address or full name) as a whole word: not inside a longer name
+    or an e-mail address."""
+    return re.compile(rf"(?<![\w.@+-]){re.escape(text)}(?![\w@+-]|\.\w)", flags)
 
 
 def _exact(value: str, username: str) -> bool:
@@ -121,29 +124,45 @@ def _sessions_of(user: Any) -> list[Any]:
     return out
 
 
-def _mentions(user: Any, reader: _Reader) -> list[tuple[Any, str, Any]]:
-    """``(row, field, value)`` for every field that names ``user`` (see ``MENTIONS``)."""
+def _quoted_as(user: Any) -> list[tuple[str, str, re.Pattern[str]]]:
+    """``(text, lookup, pattern)`` for each way free text may quote ``user``: the user name as
+    written, the e-mail address and the full name in any case. Names shorter than
+    ``MIN_QUOTED_LENGTH`` ("a" or "jo" as a word is no evidence of the user) and a lone first or
+    last name are not looked for."""
+    out = []
     username = user.get_username()
-    pattern = _names(username)
-    found: list[tuple[Any, str, Any]] = []
+    if len(username) >= MIN_QUOTED_LENGTH:
+        out.append((username, "contains", _names(username)))
+    email = (getattr(user, "email", "") or "").strip()
+    full_name = " ".join((user.get_full_name() if hasattr(user, "get_full_name") else "").split())
+    for text in (email, full_name if " " in full_name else ""):
+        if len(text) >= MIN_QUOTED_LENGTH and text != username:
+            out.append((text, "icontains", _names(text, flags=re.IGNORECASE)))
+    return out
+
+
+def _mentions(user: Any, reader: _Reader) -> list[tuple[Any, str, Any]]:
+    """``(row, field, value)`` for every field that names ``user`` (see ``MENTIONS``), once each."""
+    username = user.get_username()
+    quoted = _quoted_as(user)
+    found: dict[tuple[str, Any, str], tuple[Any, str, Any]] = {}
     for app_label, model_name, exact, texts in MENTIONS:
         model = apps.get_model(app_label, model_name)
         reader.read(model)
         for name in exact:
             for row in model.objects.filter(**{f"{name}__startswith": username}).iterator():
                 if _exact(getattr(row, name) or "", username):
-                    found.append((row, name, getattr(row, name)))
-        if len(username) < MIN_QUOTED_LENGTH:  # "a" or "jo" as a word is no evidence of the user
-            continue
+                    found[(model._meta.db_table, row.pk, name)] = (row, name, getattr(row, name))
         for name in texts:
-            for row in model.objects.filter(**{f"{name}__contains": username}).iterator():
-                value = getattr(row, name) or ""
-                if pattern.search(value):
-                    found.append((row, name, value))
+            for text, lookup, pattern in quoted:
+                for row in model.objects.filter(**{f"{name}__{lookup}": text}).iterator():
+                    value = getattr(row, name) or ""
+                    if pattern.search(value):
+                        found.setdefault((model._meta.db_table, row.pk, name), (row, name, value))
     alert = apps.get_model("monitoring", "Alert")
     for row in alert.objects.filter(details__resolved_by=username).iterator():
-        found.append((row, "details.resolved_by", username))
-    return found
+        found[(alert._meta.db_table, row.pk, "details.resolved_by")] = (row, "details.resolved_by", username)
+    return list(found.values())
 
 
 def export_user_data(user: Any) -> dict[str, Any]:
@@ -157,6 +176,7 @@ def export_user_data(user: Any) -> dict[str, Any]:
     reader.read(Group)
     reader.read(user_model.user_permissions.through)
     reader.read(Permission)
+    reader.read(ContentType)  # permissions and admin log entries name their model through it
     reader.read(Token)
     tokens = [{"key": _mask(t.key), "created": t.created} for t in Token.objects.filter(user=user)]
     reader.read(Session)
@@ -205,10 +225,15 @@ def export_user_data(user: Any) -> dict[str, Any]:
     }
 
 
-def _replace(value: str, username: str, *, exact: bool) -> str:
-    if exact and _exact(value, username):
-        return ERASED_LABEL + value[len(username):]
-    return _names(username).sub(ERASED_LABEL, value)
+def _replace(value: str, user: Any, *, exact: bool) -> str:
+    """``value`` with ``user``'s name replaced by ``ERASED_LABEL``: the whole value of a field that
+    holds a user name (``exact``), else every quote of it (``_quoted_as``)."""
+    username = user.get_username()
+    if exact:
+        return ERASED_LABEL + value[len(username):] if _exact(value, username) else value
+    for _text, _lookup, pattern in _quoted_as(user):
+        value = pattern.sub(ERASED_LABEL, value)
+    return value
 
 
 def erase_user(user: Any, *, dry_run: bool = False) -> dict[str, Any]:
@@ -243,7 +268,7 @@ def erase_user(user: Any, *, dry_run: bool = False) -> dict[str, Any]:
                     updates.append("details")
                     continue
                 exact = name in exact_fields.get((model._meta.app_label, model.__name__), set())
-                setattr(row, name, _replace(getattr(row, name) or "", username, exact=exact))
+                setattr(row, name, _replace(getattr(row, name) or "", user, exact=exact))
                 updates.append(name)
             if not dry_run:
                 model.objects.filter(pk=row.pk).update(**{n: getattr(row, n) for n in set(updates)})

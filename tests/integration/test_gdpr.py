@@ -74,6 +74,9 @@ def frank():
                                           status="active", target="fwd_ret_5", horizon_days=5)
     DeploymentEvent.objects.create(version=version, action="promote", actor=f"{NAME} (admin)", reason="manual")
     DeploymentEvent.objects.create(version=version, action="register", actor="pipeline run 1")
+    # free text that quotes them by full name and e-mail address (in another case), not by user name
+    DeploymentEvent.objects.create(version=version, action="rollback", actor="pipeline run 2",
+                                   reason=f"approved by frank zebulon-quist <{EMAIL.upper()}>; not by Frank alone")
     alert = monitoring_services.raise_alert(condition=AlertCondition("run_failed", "x", "critical", "boom")).alert
     monitoring_services.acknowledge_alert(alert_id=alert.pk, user=NAME)
     monitoring_services.resolve_alert(alert_id=alert.pk, user=NAME)
@@ -108,11 +111,13 @@ def test_export_user_data_returns_everything_about_the_user_and_lists_every_tabl
         ("training_pipelinerun", "requested_by"), ("training_pipelinerun", "status_reason"),
         ("training_retraintrigger", "requested_by"), ("registry_deploymentevent", "actor"),
         ("monitoring_alert", "acknowledged_by"), ("monitoring_alert", "details.resolved_by"),
+        ("registry_deploymentevent", "reason"),
     }
     for table in ("auth_user", "auth_user_groups", "auth_user_user_permissions", "authtoken_token", "django_session",
                   "django_admin_log", "inference_requesterpseudonym", "inference_predictionlog",
                   "inference_compliancerecord", "training_trainingrun", "training_pipelinerun",
-                  "training_pipelinestage", "training_retraintrigger", "registry_deploymentevent", "monitoring_alert"):
+                  "training_pipelinestage", "training_retraintrigger", "registry_deploymentevent", "monitoring_alert",
+                  "django_content_type"):
         assert table in data["tables_read"], table
     # the other user's rows are not in it
     assert "gdpr-grace-2050" not in json.dumps(data) and "KO" not in {r["ticker"] for r in data["prediction_log"]}
@@ -153,7 +158,7 @@ def test_erase_user_leaves_no_row_naming_the_user_and_keeps_the_records_pseudony
     assert result["changed"]["inference_predictionlog"] == 4 and result["changed"]["django_session"] == 1
     assert "inference_requesterpseudonym" in result["tables_read"]
 
-    assert _rows_naming(NAME, EMAIL, "Zebulon-Quist", pseudonym + '"') == [
+    assert _rows_naming(NAME, EMAIL, EMAIL.upper(), "Zebulon-Quist", "zebulon-quist", pseudonym + '"') == [
         f"inference_compliancerecord {seq}: {pseudonym}\"" for seq, _h, r in records_before if r == pseudonym
     ]  # only the compliance records keep the (now unmapped) pseudonym
     assert not get_user_model().objects.filter(pk=user_id).exists()
@@ -168,6 +173,8 @@ def test_erase_user_leaves_no_row_naming_the_user_and_keeps_the_records_pseudony
     assert PipelineRun.objects.get(scope="universe").status_reason == "cancelled by erased user"
     assert DeploymentEvent.objects.get(action="promote").actor == "erased user (admin)"
     assert DeploymentEvent.objects.get(action="register").actor == "pipeline run 1"
+    assert DeploymentEvent.objects.get(action="rollback").reason == (
+        "approved by erased user <erased user>; not by Frank alone")
     # the bystander is untouched
     other = get_user_model().objects.get(username="gdpr-grace-2050")
     assert PredictionLog.objects.filter(requester=RequesterPseudonym.objects.get(user=other).pseudonym).count() == 2
