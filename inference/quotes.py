@@ -257,7 +257,8 @@ def implausible_move(price: float, last_close: float | None) -> str | None:
 
 
 def _check_sessions(checked: list[tuple[int, dict[str, Any]]], errors: dict[str, list[str]]) -> None:
-    """Tickers in the universe; each quote's session a trading day after the ticker's last stored bar."""
+    """Tickers in the universe; each price within ``ML_INTRADAY_MAX_MOVE`` of the ticker's last stored
+    close; each quote's session a trading day after the ticker's last stored bar."""
     last = _last_bars(sorted({q["ticker"] for _, q in checked if q.get("ticker")}))
     for i, quote in checked:
         ticker = quote.get("ticker")
