@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 from datetime import timedelta
 from pathlib import Path
 
@@ -95,12 +96,36 @@ def _list(name: str, default: list[str]) -> list[str]:
 
 VAR_DIR = Path(env.str("INVESTML_VAR_DIR", default=str(BASE_DIR / "var")))
 
+
+def _installation_secret_key(path: Path) -> str:
+    """Outside production without DJANGO_SECRET_KEY: this installation's own random key, made once
+    and kept (mode 600) in the var folder that its web server, workers and beat share, so no running
+    deployment signs with a key published in the code (``make run``, ``docker compose up``)."""
+    try:
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        try:
+            os.link(draft, path)  # complete or absent; when another process won the race, its key is the key
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"cannot keep a secret key in {path} ({exc}); set DJANGO_SECRET_KEY") from exc
+
+
 # --- Core -------------------------------------------------------------------------------------
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 PRODUCTION = env.bool("DJANGO_PRODUCTION", default=False)
-_DEV_SECRET_KEY = "insecure-dev-key-only-for-local-use-" + "x" * 20
 # Keys that were ever written down as defaults (here or in docker-compose.yml): never valid in production.
-KNOWN_INSECURE_KEYS = frozenset({_DEV_SECRET_KEY, "change-me-in-production", "changeme", "secret"})
+KNOWN_INSECURE_KEYS = frozenset({"insecure-dev-key-only-for-local-use-" + "x" * 20, "change-me-in-production",
+                                 "changeme", "secret"})
 MIN_SECRET_KEY_LENGTH = 50  # Django's own check --deploy threshold
 if PRODUCTION:
     SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")  # no default: production must set it
@@ -114,7 +139,7 @@ if PRODUCTION:
         )
 else:
     # an empty value (docker-compose passes one when the variable is unset) means "not set"
-    SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or _DEV_SECRET_KEY
+    SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or _installation_secret_key(VAR_DIR / "secret-key")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 

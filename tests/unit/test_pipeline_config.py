@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -180,6 +181,20 @@ def test_a_bad_environment_value_stops_startup_naming_it(tmp_path, name, value, 
     result = _manage(["check"], INVESTML_VAR_DIR=str(tmp_path / "var"), **{name: value})
     assert result.returncode != 0
     assert message in result.stderr, result.stderr[-500:]
+
+def test_without_a_key_outside_production_each_installation_makes_and_keeps_its_own(tmp_path):
+    show = ["shell", "-c", "from django.conf import settings; print(settings.SECRET_KEY)"]
+    first = _manage(show, INVESTML_VAR_DIR=str(tmp_path / "one"), DJANGO_SECRET_KEY="")
+    again = _manage(show, INVESTML_VAR_DIR=str(tmp_path / "one"), DJANGO_SECRET_KEY="")
+    other = _manage(show, INVESTML_VAR_DIR=str(tmp_path / "two"), DJANGO_SECRET_KEY="")
+    assert first.returncode == again.returncode == other.returncode == 0, first.stderr[-500:]
+    key, key_again, other_key = (result.stdout.strip().splitlines()[-1] for result in (first, again, other))
+    assert key == key_again != other_key  # kept, and not shared between installations
+    assert len(key) >= 50 and "insecure" not in key
+    stored = tmp_path / "one" / "secret-key"
+    assert stored.read_text() == key and stat.S_IMODE(stored.stat().st_mode) == 0o600
+    assert [p.name for p in stored.parent.iterdir() if p.name.startswith(".secret-key")] == []  # no draft left
+
 
 def test_production_requires_secret_key_and_passes_deploy_check(tmp_path):
     var = str(tmp_path / "var")
