@@ -101,7 +101,7 @@ def api(token: str) -> APIClient:
     return client
 
 
-def fast_predict(token: str, ticker: str, model: str) -> tuple[int, dict]:
+def wsgi_predict(token: str, ticker: str, model: str) -> tuple[int, dict]:
     """POST /predict through the served WSGI application (``investml.wsgi``), as gunicorn calls it."""
     environ = RequestFactory().generic("POST", "/predict", data=json.dumps({"ticker": ticker, "model_name": model}),
                                        content_type="application/json",
@@ -134,7 +134,7 @@ def store_files(root: Path) -> dict[str, str]:
 @pytest.mark.parametrize("model", MODELS)
 def test_predict_during_the_session_uses_the_polled_partial_bar(served, clock, polygon, settings, model):
     token = make_token(staff=False)
-    status, eod = fast_predict(token, "AAPL", model)
+    status, eod = wsgi_predict(token, "AAPL", model)
     assert status == 200, eod
     assert eod["intraday"] is False and eod["intraday_reason"] == "no_quote"
     assert eod["feature_date"] == FRIDAY.isoformat() and eod["as_of"] == "2018-05-18T20:00:00Z"  # Friday's close
@@ -148,7 +148,7 @@ def test_predict_during_the_session_uses_the_polled_partial_bar(served, clock, p
 
     features_before = store_files(Path(settings.ML_FEATURES_PATH))
     bars_before = PriceBar.objects.count()
-    status, live = fast_predict(token, "AAPL", model)
+    status, live = wsgi_predict(token, "AAPL", model)
     assert status == 200, live
     assert live["intraday"] is True and live["intraday_reason"] is None
     assert live["as_of"] == "2018-05-21T14:30:00Z"  # the last trade's time (10:30 New York)
@@ -218,31 +218,31 @@ def test_the_partial_row_is_the_engine_on_one_more_bar(served, clock, model):
 
 def test_a_stale_quote_falls_back_to_the_end_of_day_prediction_and_says_so(served, clock, polygon, settings):
     token = make_token(staff=False)
-    _, eod = fast_predict(token, "MSFT", "ensemble")
+    _, eod = wsgi_predict(token, "MSFT", "ensemble")
     polygon.polygon_snapshots["MSFT"] = snapshot_of("MSFT", move=-0.05, at=QUOTE_TIME)
     call_command("poll_quotes", "--tickers", "MSFT", stdout=io.StringIO())
-    _, live = fast_predict(token, "MSFT", "ensemble")
+    _, live = wsgi_predict(token, "MSFT", "ensemble")
     assert live["intraday"] is True and live["expected_return"] != eod["expected_return"]
 
     clock["now"] = QUOTE_TIME + timedelta(seconds=901)  # ML_INTRADAY_QUOTE_MAX_AGE_SECONDS = 900
-    status, stale = fast_predict(token, "MSFT", "ensemble")
+    status, stale = wsgi_predict(token, "MSFT", "ensemble")
     assert status == 200
     assert stale["intraday"] is False and stale["intraday_reason"] == "quote_stale"
     assert stale["feature_date"] == FRIDAY.isoformat() and stale["as_of"] == eod["as_of"]
     assert stale["expected_return"] == eod["expected_return"] and stale["reference_price"] == eod["reference_price"]
 
     settings.ML_INTRADAY_QUOTE_MAX_AGE_SECONDS = 3600  # the setting decides
-    _, fresh = fast_predict(token, "MSFT", "ensemble")
+    _, fresh = wsgi_predict(token, "MSFT", "ensemble")
     assert fresh["intraday"] is True and fresh["expected_return"] == live["expected_return"]
     settings.ML_INTRADAY_ENABLED = False
-    _, off = fast_predict(token, "MSFT", "ensemble")
+    _, off = wsgi_predict(token, "MSFT", "ensemble")
     assert off["intraday"] is False and off["intraday_reason"] == "disabled"
 
 
 def test_reasons_for_the_end_of_day_answer(served, clock):
     token = make_token(staff=False)
     staff = api(make_token(staff=True))
-    status, vector = fast_predict(token, "JPM", "xgboost_classifier")
+    status, vector = wsgi_predict(token, "JPM", "xgboost_classifier")
     assert vector["intraday_reason"] == "no_quote"
     features = [0.0] * len(served.versions["xgboost_classifier"].feature_columns)
     body = api(token).post("/predict", {"features": features, "model_name": "xgboost_classifier"},
@@ -252,7 +252,7 @@ def test_reasons_for_the_end_of_day_answer(served, clock):
     later = {"ticker": "JPM", "price": 100.0, "time": "2018-05-22T10:00:00-04:00"}
     assert staff.post("/quotes", {"quotes": [later]}, format="json").status_code == 200
     clock["now"] = datetime(2018, 5, 22, 10, 1, tzinfo=NY)
-    _, behind = fast_predict(token, "JPM", "xgboost_classifier")
+    _, behind = wsgi_predict(token, "JPM", "xgboost_classifier")
     assert behind["intraday"] is False and behind["intraday_reason"] == "features_behind"
 
 
