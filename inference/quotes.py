@@ -191,7 +191,9 @@ def _check_item(i: int, item: Any, errors: dict[str, list[str]], *, now: datetim
     if unknown:
         fail(None, f"{label}: unknown field(s) {', '.join(unknown)[:200]} (a quote has ticker, time and price "
                    "[, volume], or ticker, time, open, high, low, close and volume)")
-    out: dict[str, Any] = {"ticker": ticker}
+    # a symbol that is no ticker goes no further than its error (never into a query: PostgreSQL
+    # refuses text with a NUL byte)
+    out: dict[str, Any] = {"ticker": ticker if TICKER_RE.match(ticker) else ""}
     if "time" not in item:
         fail("time", f"{label}: This field is required.")
     else:

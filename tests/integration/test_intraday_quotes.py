@@ -368,6 +368,7 @@ def test_quotes_are_checked_and_every_bad_field_is_named(served, clock):
         {"ticker": "MSFT", "price": 10.0, "time": "2999-01-04T14:00:00Z"},
         {"ticker": "MSFT", "price": 10.0, "time": "2018-05-21T14:00:00Z", "size": 3},
         "AAPL",
+        {"ticker": "AA\u0000PL", "price": 10.0, "time": "2018-05-21T14:00:00Z"},  # a NUL: PostgreSQL refuses it
     ]
     raw = json.dumps({"quotes": bad})  # Infinity as JavaScript writes it
     response = staff.post("/quotes", raw, content_type="application/json")
@@ -386,6 +387,7 @@ def test_quotes_are_checked_and_every_bad_field_is_named(served, clock):
     assert "is in the future" in errors["quotes[11].time"][0]
     assert "unknown field(s) size" in errors["quotes[12]"][0]
     assert "expected an object" in errors["quotes[13]"][0]
+    assert "is not a ticker symbol" in errors["quotes[14].ticker"][0]
     assert "quotes[0]" not in json.dumps(errors)  # the good one is fine...
     assert today_bars(tickers=["AAPL", "MSFT"]) == {}  # ...and not stored either: all or nothing
     assert staff.post("/quotes", {"quotes": []}, format="json").status_code == 400
