@@ -124,7 +124,11 @@ def _sessions_of(user: Any) -> list[Any]:
     return out
 
 
-def _quoted_as(user: Any) -> list[tuple[str, str, re.Pattern[str]]]:
+# (text, the ORM lookup that finds it, the pattern that matches it as a whole word)
+Quotes = list[tuple[str, str, re.Pattern[str]]]
+
+
+def _quoted_as(user: Any) -> Quotes:
     """``(text, lookup, pattern)`` for each way free text may quote ``user``: the user name as
     written, the e-mail address and the full name in any case. Names shorter than
     ``MIN_QUOTED_LENGTH`` ("a" or "jo" as a word is no evidence of the user) and a lone first or
@@ -141,10 +145,10 @@ def _quoted_as(user: Any) -> list[tuple[str, str, re.Pattern[str]]]:
     return out
 
 
-def _mentions(user: Any, reader: _Reader) -> list[tuple[Any, str, Any]]:
-    """``(row, field, value)`` for every field that names ``user`` (see ``MENTIONS``), once each."""
+def _mentions(user: Any, reader: _Reader, quoted: Quotes) -> list[tuple[Any, str, Any]]:
+    """``(row, field, value)`` for every field that names ``user`` (see ``MENTIONS``; ``quoted``:
+    ``_quoted_as(user)``), once each."""
     username = user.get_username()
-    quoted = _quoted_as(user)
     found: dict[tuple[str, Any, str], tuple[Any, str, Any]] = {}
     for app_label, model_name, exact, texts in MENTIONS:
         model = apps.get_model(app_label, model_name)
@@ -198,7 +202,7 @@ def export_user_data(user: Any) -> dict[str, Any]:
                                   "cached", "requester"])
         records = _values(ComplianceRecord.objects.filter(requester=pseudonym).order_by("seq"), list(RECORD_FIELDS))
     mentions = [{"table": row._meta.db_table, "id": row.pk, "field": name, "value": value}
-                for row, name, value in _mentions(user, reader)]
+                for row, name, value in _mentions(user, reader, _quoted_as(user))]
     sign_ins: dict[str, list[dict[str, Any]]] = {}
     for model in _by_username_models():
         reader.read(model)
@@ -225,13 +229,12 @@ def export_user_data(user: Any) -> dict[str, Any]:
     }
 
 
-def _replace(value: str, user: Any, *, exact: bool) -> str:
-    """``value`` with ``user``'s name replaced by ``ERASED_LABEL``: the whole value of a field that
-    holds a user name (``exact``), else every quote of it (``_quoted_as``)."""
-    username = user.get_username()
+def _replace(value: str, username: str, quoted: Quotes, *, exact: bool) -> str:
+    """``value`` with the user's name replaced by ``ERASED_LABEL``: the whole value of a field that
+    holds a user name (``exact``), else every quote of it (``quoted``: ``_quoted_as``)."""
     if exact:
         return ERASED_LABEL + value[len(username):] if _exact(value, username) else value
-    for _text, _lookup, pattern in _quoted_as(user):
+    for _text, _lookup, pattern in quoted:
         value = pattern.sub(ERASED_LABEL, value)
     return value
 
@@ -254,8 +257,9 @@ def erase_user(user: Any, *, dry_run: bool = False) -> dict[str, Any]:
         reader.read(RequesterPseudonym)
         logs = PredictionLog.objects.filter(requester=pseudonym) if pseudonym else PredictionLog.objects.none()
         count(PredictionLog, logs.count() if dry_run else logs.update(requester=""))
+        quoted = _quoted_as(user)
         by_row: dict[tuple[type, Any], list[tuple[str, Any]]] = {}
-        for row, name, _value in _mentions(user, reader):
+        for row, name, _value in _mentions(user, reader, quoted):
             by_row.setdefault((type(row), row.pk), []).append((name, row))
         exact_fields = {(a, m): set(e) for a, m, e, _t in MENTIONS}
         for (model, _pk), items in by_row.items():
@@ -268,7 +272,7 @@ def erase_user(user: Any, *, dry_run: bool = False) -> dict[str, Any]:
                     updates.append("details")
                     continue
                 exact = name in exact_fields.get((model._meta.app_label, model.__name__), set())
-                setattr(row, name, _replace(getattr(row, name) or "", user, exact=exact))
+                setattr(row, name, _replace(getattr(row, name) or "", username, quoted, exact=exact))
                 updates.append(name)
             if not dry_run:
                 model.objects.filter(pk=row.pk).update(**{n: getattr(row, n) for n in set(updates)})

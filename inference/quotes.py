@@ -182,9 +182,10 @@ def _check_item(i: int, item: Any, errors: dict[str, list[str]], *, now: datetim
         return None
     raw_ticker = item.get("ticker")
     ticker = raw_ticker.strip().upper() if isinstance(raw_ticker, str) else ""
+    is_symbol = TICKER_RE.match(ticker) is not None
     if "ticker" not in item:
         fail("ticker", "This field is required.")
-    elif not TICKER_RE.match(ticker):
+    elif not is_symbol:
         fail("ticker", f"{_describe(raw_ticker)} is not a ticker symbol (1-16 letters, digits, '.' or '-')")
     label = ticker or where
     unknown = sorted(str(k) for k in item if k not in KNOWN_FIELDS)
@@ -193,7 +194,7 @@ def _check_item(i: int, item: Any, errors: dict[str, list[str]], *, now: datetim
                    "[, volume], or ticker, time, open, high, low, close and volume)")
     # a symbol that is no ticker goes no further than its error (never into a query: PostgreSQL
     # refuses text with a NUL byte)
-    out: dict[str, Any] = {"ticker": ticker if TICKER_RE.match(ticker) else ""}
+    out: dict[str, Any] = {"ticker": ticker if is_symbol else ""}
     if "time" not in item:
         fail("time", f"{label}: This field is required.")
     else:

@@ -152,7 +152,7 @@ def _serve(
         has_price = price is not None and math.isfinite(price) and price > 0
         prediction = price * (1.0 + er) if has_price else er
         ticker = source.tickers[i] if isinstance(source, OnlineSource) else ""
-        out.append({
+        shown = {
             "prediction": prediction,
             "prediction_type": "price" if has_price else "return",
             "expected_return": er,
@@ -163,7 +163,8 @@ def _serve(
             "ticker": ticker or None,
             "feature_date": feature_dates[i],
             "cached": h in cached,
-        })
+        }
+        out.append(shown)
         log_rows.append({
             "model_name": served.name,
             "model_version_id": served.version_id,
@@ -179,11 +180,11 @@ def _serve(
             "requester_id": requester_id,
             "model_version": served.version,
             "prob_up": prob,
-            "prediction_type": "price" if has_price else "return",
+            "prediction_type": shown["prediction_type"],
             "horizon_days": served.horizon_days,
             # not prediction-log columns: kept in the compliance record, as the response showed them
-            "reference_price": price if has_price else None,
-            "direction": _direction(er),
+            "reference_price": shown["reference_price"],
+            "direction": shown["direction"],
             **({"as_of": timing["as_of"], "intraday": timing["intraday"]} if timing else {}),
         })
     prediction_log.record_many(log_rows)

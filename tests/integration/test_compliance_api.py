@@ -57,8 +57,8 @@ def test_served_predictions_and_recommendations_are_recorded_and_verify(served):
     assert output["prob_up"] == pytest.approx(body["prob_up"]) and output["prediction_type"] == body["prediction_type"]
     # what the client was told about the price and the time the features describe, as it was told
     assert output["reference_price"] == pytest.approx(body["reference_price"])
-    assert (output["direction"], output["intraday"]) == (body["direction"], body["intraday"]) == (
-        body["direction"], False)
+    assert (output["direction"], output["intraday"]) == (body["direction"], body["intraday"])
+    assert body["intraday"] is False
     assert output["as_of"].replace("+00:00", "Z")[:19] == body["as_of"].replace("+00:00", "Z")[:19]
     assert first.input_hash == PredictionLog.objects.filter(ticker="AAPL").get().input_hash
 
