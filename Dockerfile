@@ -13,4 +13,4 @@ RUN useradd --create-home --uid 1000 investml && mkdir -p /app/var /app/ml_model
     && chown -R investml /app/var /app/ml_models /app/ml_logs /app/ml_registry
 USER investml
 EXPOSE 8001
-CMD ["sh", "-c", "gunicorn investml.wsgi --bind ${ML_API_HOST:-0.0.0.0}:${ML_API_PORT:-8001} --workers ${ML_WORKERS:-4} --access-logfile -"]
+CMD ["python", "-m", "investml.serve"]

@@ -15,7 +15,7 @@
   process: the flag lives in the shared cache and each process reads it with the active versions.
   ``load(name)`` clears it and loads the active version now.
 
-One manager per process (``get_manager()``); gunicorn workers each load lazily on their first request.
+One manager per process (``get_manager()``); each server worker loads lazily on its first request.
 """
 
 from __future__ import annotations

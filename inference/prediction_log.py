@@ -6,14 +6,14 @@
 i.e. after the response has been handed to the server, so the request that triggers a write does
 not wait for it. The same transaction appends the rows that carry a ticker, in order, to the
 compliance records' hash chain (``inference.compliance``); requesters are stored as pseudonyms.
-``flush()`` writes now (tests, management commands) and runs at process exit (``atexit``). When
+``flush()`` writes now (tests, management commands) and runs at process exit
+(``investml.process_exit``, server workers included). When
 the database is unreachable the rows stay buffered (at most ``ML_PREDICTION_LOG_MAX_BUFFER``,
 oldest dropped and counted) and are retried on the next trigger.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 import time
@@ -26,6 +26,7 @@ from django.db import DatabaseError, connection, transaction
 from inference import cache as prediction_cache
 from inference import compliance, conf
 from inference.models import PredictionLog
+from investml.process_exit import at_process_exit
 
 logger = logging.getLogger(__name__)
 
@@ -202,4 +203,4 @@ def _at_exit() -> None:
 def connect() -> None:
     """Hook the flush into the request cycle and process exit (once, from ``AppConfig.ready``)."""
     request_finished.connect(_on_request_finished, dispatch_uid="inference.prediction_log.flush")
-    atexit.register(_at_exit)
+    at_process_exit(_at_exit)

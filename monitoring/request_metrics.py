@@ -11,7 +11,6 @@ under concurrent writes, which is acceptable for monitoring.
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import logging
 import threading
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from django.core.cache import cache
 
 from investml.cache_counters import incr_counter
+from investml.process_exit import at_process_exit
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def flush() -> None:
         logger.warning("could not write request metrics to the cache: %s", exc)
 
 
-atexit.register(flush)
+at_process_exit(flush)
 
 
 def discard() -> None:

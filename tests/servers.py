@@ -1,10 +1,14 @@
-"""Helpers of the tests that start real servers (PostgreSQL, Redis, gunicorn) as subprocesses."""
+"""Helpers of the tests that start real servers (PostgreSQL, Redis, the API server) as subprocesses."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import IO
 
 
 def free_port() -> int:
@@ -22,3 +26,13 @@ def wait_until(predicate: Callable[[], object], timeout: float, every: float = 0
             return True
         time.sleep(every)
     return False
+
+
+def api_server(*, cwd: Path, env: dict[str, str], port: int, workers: int, log: IO[str]) -> subprocess.Popen:
+    """The API server as the Procfile and the Dockerfile start it (``python -m investml.serve``), on
+    127.0.0.1:``port``, in its own session (stop it with ``os.killpg``)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "investml.serve", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(workers), "--no-access-log", "--log-level", "warning"],
+        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )

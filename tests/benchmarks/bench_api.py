@@ -1,4 +1,5 @@
-"""Benchmark: the ML API under load on loopback (gunicorn, the embedded SQLite + disk cache mode).
+"""Benchmark: the ML API under load on loopback (the API server, ``python -m investml.serve``, in the
+embedded SQLite + disk cache mode).
 
 Run: .venv/bin/python tests/benchmarks/bench_api.py [--workers 2] [--requests 4000] [--clients 32]
      [--seconds 15] [--batch 1000] [--size default|tiny] [--python-client]
@@ -8,7 +9,7 @@ Run: .venv/bin/python tests/benchmarks/bench_api.py [--workers 2] [--requests 40
    sizes (xgboost 100 trees depth 6; LSTM hidden 128, sequence 60, 1 epoch) and promoted.
 2. Times the bare in-process model call (``learner.predict`` on one row) and the service call
    (``inference.services.predict``, no HTTP) for comparison with the HTTP latency.
-3. Starts gunicorn on 127.0.0.1 (``--workers``) and sends single ``POST /predict`` requests with 32
+3. Starts the API server on 127.0.0.1 (``--workers``) and sends single ``POST /predict`` requests with 32
    concurrent clients: random feature vectors for xgboost_classifier (every one a cache miss) and
    ticker requests for the ensemble (cache hits after the first); with wrk when installed
    (``--seconds`` each), else a Python thread pool (``--requests`` each). Then batches of
@@ -19,7 +20,7 @@ Run: .venv/bin/python tests/benchmarks/bench_api.py [--workers 2] [--requests 40
    to the trading day before the latest session (so the stored features are that day's), each ticker
    gets a fresh "today so far" bar (``inference.quotes.quotes_push``), and ``POST /predict`` by
    ticker is timed in process and over HTTP: with the prediction cache (a quote answered once per
-   worker, then hits; ``--clients``) and without it (gunicorn restarted with
+   worker, then hits; ``--clients``) and without it (the server restarted with
    ML_PREDICTION_CACHE_SECONDS=0: every request recomputes the ticker's partial-session row and runs
    the model; one client per worker, so the figures are service times, not queueing). The session is the
    latest NYSE trading day that has opened; outside its hours the bar's time is that day's close, and
@@ -69,7 +70,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # --------------------------------------------------------------------------------------------------
-# setup (in this process, then gunicorn reads the same var dir)
+# setup (in this process, then the server reads the same var dir)
 
 
 def setup(size: str) -> dict:
@@ -343,7 +344,7 @@ def run_wrk(port: int, script: str, *, clients: int, seconds: int) -> dict:
 
 def run_threads(port: int, bodies, *, path: str, token: str, clients: int, requests: int,
                 time_limit: float = 120.0) -> dict:
-    """``requests`` POSTs from ``clients`` threads (new connection each, as gunicorn sync workers close).
+    """``requests`` POSTs from ``clients`` threads (a new connection each).
 
     Closed loop: each client sends as soon as its last answer came.
     """
@@ -395,7 +396,7 @@ def run_threads(port: int, bodies, *, path: str, token: str, clients: int, reque
 
 
 def server_cpu_seconds(proc: subprocess.Popen) -> float:
-    """User + system CPU seconds of gunicorn's master and workers so far."""
+    """User + system CPU seconds of the server's main process and workers so far."""
     import psutil
 
     total = 0.0
@@ -409,11 +410,11 @@ def server_cpu_seconds(proc: subprocess.Popen) -> float:
     return total
 
 
-def start_gunicorn(env: dict, port: int, workers: int) -> subprocess.Popen:
-    log = open(VAR / "gunicorn.log", "w")  # noqa: SIM115 - closed with the process
-    command = [str(Path(sys.executable).parent / "gunicorn"), "investml.wsgi", "--bind", f"127.0.0.1:{port}",
-               "--workers", str(workers), "--backlog", "2048", "--timeout", "120", "--log-level", "warning"]
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+def start_server(env: dict, port: int, workers: int) -> subprocess.Popen:
+    from tests.servers import api_server
+
+    log = open(VAR / "server.log", "w")  # noqa: SIM115 - closed with the process
+    proc = api_server(cwd=REPO, env=env, port=port, workers=workers, log=log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -424,7 +425,7 @@ def start_gunicorn(env: dict, port: int, workers: int) -> subprocess.Popen:
         except OSError:
             time.sleep(0.3)
     proc.terminate()
-    raise SystemExit(f"gunicorn did not answer /health; see {VAR / 'gunicorn.log'}")
+    raise SystemExit(f"the server did not answer /health; see {VAR / 'server.log'}")
 
 
 def main() -> None:
@@ -467,6 +468,10 @@ def main() -> None:
         age = int(time.time() - moment.timestamp()) + 3600
         env["ML_INTRADAY_QUOTE_MAX_AGE_SECONDS"] = str(max(age, 900))
         os.environ.update(env)
+        from django.conf import settings
+
+        # the settings were read by django.setup() above: the in-process timings need the value too
+        settings.ML_INTRADAY_QUOTE_MAX_AGE_SECONDS = float(max(age, 900))
 
     print(f"setting up a served registry ({args.size} sizes) under {VAR} ...", flush=True)
     state = setup(args.size)
@@ -481,7 +486,7 @@ def main() -> None:
     connections.close_all()
 
     port = free_port()
-    proc = start_gunicorn(env, port, args.workers)
+    proc = start_server(env, port, args.workers)
     results = {"in_process": local, "workers": args.workers, "cpus": os.cpu_count()}
     try:
         rng = random.Random(0)
@@ -542,7 +547,7 @@ def main() -> None:
         rng = random.Random(1)
         for cached in (True, False):
             port = free_port()
-            proc = start_gunicorn({**env, **({} if cached else {"ML_PREDICTION_CACHE_SECONDS": "0"})}, port,
+            proc = start_server({**env, **({} if cached else {"ML_PREDICTION_CACHE_SECONDS": "0"})}, port,
                                   args.workers)
             try:
                 for name_model in ([model] if cached else ["xgboost_classifier", model]):
@@ -575,7 +580,7 @@ def main() -> None:
     # ------------------------------------------------------------------------------------ report
     print()
     mode = f"SQLite + Redis cache ({args.redis})" if args.redis else "embedded SQLite + disk cache"
-    print(f"ML API benchmark: gunicorn {args.workers} sync workers on {os.cpu_count()} CPUs "
+    print(f"ML API benchmark: investml.serve (granian), {args.workers} workers on {os.cpu_count()} CPUs "
           f"(shared with other processes), {mode}, loopback")
     bare = local["model_call_xgboost_1row"]["p50_ms"]
     service = local["service_call_xgboost_1row"]["p50_ms"]

@@ -39,7 +39,7 @@ def served(settings, tmp_path, keep_test_connection):
 
 def call(application, method: str, path: str, *, body: object = None, token: str | None = None,
          host: str = "localhost", cookie: str = "") -> tuple[int, dict[str, str], bytes]:
-    """One request through a WSGI application, as gunicorn would pass it."""
+    """One request through a WSGI application, as the server would pass it."""
     extra = {"HTTP_HOST": host}
     if token:
         extra["HTTP_AUTHORIZATION"] = f"Token {token}"

@@ -102,7 +102,7 @@ def api(token: str) -> APIClient:
 
 
 def wsgi_predict(token: str, ticker: str, model: str) -> tuple[int, dict]:
-    """POST /predict through the served WSGI application (``investml.wsgi``), as gunicorn calls it."""
+    """POST /predict through the served WSGI application (``investml.wsgi``), as the server calls it."""
     environ = RequestFactory().generic("POST", "/predict", data=json.dumps({"ticker": ticker, "model_name": model}),
                                        content_type="application/json",
                                        HTTP_AUTHORIZATION=f"Token {token}").environ

@@ -4,7 +4,7 @@ route serves again once it is back; no served prediction is lost (each has its l
 
 A private PostgreSQL cluster of this test (initdb in a temporary folder, a free port, trust
 authentication, run as the ``postgres`` user when the test runs as root) holds a migrated database
-with one served model; a real gunicorn (two workers) serves the project's WSGI application on it
+with one served model; the real API server (two workers) serves the project's WSGI application on it
 under load while the cluster is stopped with ``pg_ctl stop -m immediate`` (a crash: recovery on the
 next start) and started again. The system PostgreSQL (5432, CI's) is never touched."""
 
@@ -27,7 +27,7 @@ import psycopg
 import pytest
 import requests
 
-from tests.servers import free_port, wait_until
+from tests.servers import api_server, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow]
@@ -152,12 +152,8 @@ def test_a_postgres_restart_answers_503_then_recovers_and_loses_no_prediction(pr
     prepared = time.monotonic() - started
 
     port = free_port()
-    log = (tmp_path / "gunicorn.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "investml.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-         "--timeout", "30", "--graceful-timeout", "10"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    log = (tmp_path / "server.log").open("w")
+    server = api_server(cwd=REPO, env=env, port=port, workers=2, log=log)
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Token {token}"}
     predict = (f"{base}/predict", {"ticker": "AAPL", "model_name": "xgboost_classifier"})
@@ -191,7 +187,7 @@ def test_a_postgres_restart_answers_503_then_recovers_and_loses_no_prediction(pr
             except requests.RequestException:
                 return False
 
-        assert wait_until(ready, 60, every=0.3), (tmp_path / "gunicorn.log").read_text()[-3000:]
+        assert wait_until(ready, 60, every=0.3), (tmp_path / "server.log").read_text()[-3000:]
         threads = [threading.Thread(target=load, args=(route,)) for route in ("predict", "predict", "versions")]
         for thread in threads:
             thread.start()
@@ -225,7 +221,7 @@ def test_a_postgres_restart_answers_503_then_recovers_and_loses_no_prediction(pr
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
         log.close()
-    server_log = (tmp_path / "gunicorn.log").read_text()
+    server_log = (tmp_path / "server.log").read_text()
     counts = Counter((route, status) for _, route, status, _ in results)
 
     # before: everything served

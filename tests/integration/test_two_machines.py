@@ -4,7 +4,7 @@ set, and an S3 server on loopback (ML_MODELS_PATH and ML_FEATURES_PATH = s3://..
 
 Machine A runs the daily pipeline (``run_pipeline --sync``: a few sample tickers from its file drop,
 features, XGBoost walk-forward, registry version, promotion gate, batch predictions, drift check).
-Machine B serves ``POST /predict`` by ticker from a real gunicorn and writes the daily predictions of
+Machine B serves ``POST /predict`` by ticker from the real API server and writes the daily predictions of
 every ticker again (``manage.py predict_universe``, A's rows deleted first). B never saw A's folder:
 the features and the model come from the object store, the registry from the database. Neither
 folder holds a Parquet or artifact file afterwards; everything is in the bucket."""
@@ -30,6 +30,7 @@ from features.models import Ticker
 from inference.models import DailyPrediction
 from registry.models import ModelVersion
 from tests.integration.test_inference_api import make_token
+from tests.servers import api_server
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "sample_data" / "prices" / "sp500_sample_2013-05-21_2018-05-18.csv.gz"
@@ -116,12 +117,8 @@ def test_one_machine_trains_the_other_serves_and_predicts_with_nothing_on_local_
     # --- machine B: /predict by ticker from a served process, then the daily predictions --------
     token = make_token(staff=False)
     port = _free_port()
-    log = (b / "gunicorn.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "investml.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-         "--timeout", "120"],
-        cwd=b, env=env_b, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    log = (b / "server.log").open("w")
+    server = api_server(cwd=b, env=env_b, port=port, workers=1, log=log)
     served: dict[str, dict] = {}
     try:
         url = f"http://127.0.0.1:{port}"
@@ -137,7 +134,7 @@ def test_one_machine_trains_the_other_serves_and_predicts_with_nothing_on_local_
             for ticker in TICKERS:
                 response = session.post(f"{url}/predict", json={"model_name": "xgboost_classifier", "ticker": ticker},
                                         timeout=120)
-                assert response.status_code == 200, (ticker, response.text, (b / "gunicorn.log").read_text()[-3000:])
+                assert response.status_code == 200, (ticker, response.text, (b / "server.log").read_text()[-3000:])
                 served[ticker] = response.json()
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -1,14 +1,12 @@
-"""A gunicorn worker killed with SIGKILL under load (issue 15, reliability): the master replaces it,
-the other worker keeps serving, and the failed requests are counted and few. A real gunicorn on a
-free port, against this test run's database, serving the project's WSGI application."""
+"""An API server worker killed with SIGKILL under load (issue 15, reliability): the server replaces
+it, the other worker keeps serving, and the failed requests are counted and few. The real server
+(``python -m investml.serve``) on a free port, against this test run's database."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,15 +16,10 @@ import pytest
 import requests
 
 from tests.integration.test_celery_runtime import _subprocess_env
+from tests.servers import api_server, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _workers(master: psutil.Process) -> set[int]:
@@ -34,14 +27,10 @@ def _workers(master: psutil.Process) -> set[int]:
 
 
 def test_a_worker_killed_under_load_is_replaced_and_few_requests_fail(tmp_path):
-    port = _free_port()
-    log = (tmp_path / "gunicorn.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "investml.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-         "--timeout", "30", "--graceful-timeout", "5"],
-        cwd=REPO, env={**_subprocess_env(), "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost"},
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    server = api_server(cwd=REPO, env={**_subprocess_env(), "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost"},
+                        port=port, workers=2, log=log)
     url = f"http://127.0.0.1:{port}/metrics"  # cheap: the kill, not the database, is under test
     try:
         deadline = time.monotonic() + 60
@@ -52,7 +41,7 @@ def test_a_worker_killed_under_load_is_replaced_and_few_requests_fail(tmp_path):
             except requests.RequestException:
                 time.sleep(0.3)
         master = psutil.Process(server.pid)
-        assert _wait(lambda: len(_workers(master)) == 2, 30), (tmp_path / "gunicorn.log").read_text()[-3000:]
+        assert _wait(lambda: len(_workers(master)) == 2, 30), (tmp_path / "server.log").read_text()[-3000:]
         before = _workers(master)
 
         results: list[int] = []
@@ -79,7 +68,7 @@ def test_a_worker_killed_under_load_is_replaced_and_few_requests_fail(tmp_path):
         for thread in threads:
             thread.join(10)
 
-        assert replaced and master.is_running(), (tmp_path / "gunicorn.log").read_text()[-3000:]
+        assert replaced and master.is_running(), (tmp_path / "server.log").read_text()[-3000:]
         assert _workers(master) - before  # a new worker process
         failed = sum(1 for code in results if code != 200)
         assert len(results) > 50 and failed <= max(4, len(results) // 50), (failed, len(results))
