@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -36,3 +38,14 @@ def api_server(*, cwd: Path, env: dict[str, str], port: int, workers: int, log: 
          "--workers", str(workers), "--no-access-log", "--log-level", "warning"],
         cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
+
+
+def stop_server(server: subprocess.Popen, log: IO[str], *, timeout: float = 30) -> None:
+    """Stop a server started by ``api_server``: SIGTERM to its session (graceful: each worker writes
+    its buffered prediction logs), SIGKILL after ``timeout`` seconds; then close its log."""
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+    log.close()

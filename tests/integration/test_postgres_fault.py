@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import psycopg
 import pytest
 import requests
 
-from tests.servers import api_server, free_port, wait_until
+from tests.servers import api_server, free_port, stop_server, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow]
@@ -215,12 +214,7 @@ def test_a_postgres_restart_answers_503_then_recovers_and_loses_no_prediction(pr
             thread.join(20)
     finally:
         stop.set()
-        os.killpg(server.pid, signal.SIGTERM)  # graceful: each worker writes its buffered prediction logs
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
+        stop_server(server, log)  # graceful: each worker writes its buffered prediction logs
     server_log = (tmp_path / "server.log").read_text()
     counts = Counter((route, status) for _, route, status, _ in results)
 

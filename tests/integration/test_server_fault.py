@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 import requests
 
 from tests.integration.test_celery_runtime import _subprocess_env
-from tests.servers import api_server, free_port
+from tests.servers import api_server, free_port, stop_server, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,7 +40,7 @@ def test_a_worker_killed_under_load_is_replaced_and_few_requests_fail(tmp_path):
             except requests.RequestException:
                 time.sleep(0.3)
         master = psutil.Process(server.pid)
-        assert _wait(lambda: len(_workers(master)) == 2, 30), (tmp_path / "server.log").read_text()[-3000:]
+        assert wait_until(lambda: len(_workers(master)) == 2, 30), (tmp_path / "server.log").read_text()[-3000:]
         before = _workers(master)
 
         results: list[int] = []
@@ -62,7 +61,7 @@ def test_a_worker_killed_under_load_is_replaced_and_few_requests_fail(tmp_path):
         victim = sorted(before)[0]
         os.kill(victim, signal.SIGKILL)
         killed_at = len(results)
-        replaced = _wait(lambda: len(_workers(master)) == 2 and victim not in _workers(master), 30)
+        replaced = wait_until(lambda: len(_workers(master)) == 2 and victim not in _workers(master), 30)
         time.sleep(2.0)
         stop.set()
         for thread in threads:
@@ -76,18 +75,4 @@ def test_a_worker_killed_under_load_is_replaced_and_few_requests_fail(tmp_path):
         assert after and all(code == 200 for code in after[-20:])  # serving again
         print(f"{len(results)} requests, {failed} failed around the kill")
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
-
-
-def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
+        stop_server(server, log)

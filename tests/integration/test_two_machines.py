@@ -15,7 +15,6 @@ import csv
 import gzip
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from features.models import Ticker
 from inference.models import DailyPrediction
 from registry.models import ModelVersion
 from tests.integration.test_inference_api import make_token
-from tests.servers import api_server
+from tests.servers import api_server, stop_server
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "sample_data" / "prices" / "sp500_sample_2013-05-21_2018-05-18.csv.gz"
@@ -137,12 +136,7 @@ def test_one_machine_trains_the_other_serves_and_predicts_with_nothing_on_local_
                 assert response.status_code == 200, (ticker, response.text, (b / "server.log").read_text()[-3000:])
                 served[ticker] = response.json()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
+        stop_server(server, log)
     assert set(served) == set(TICKERS)
     for ticker, body in served.items():
         assert body["ticker"] == ticker and body["model_version"] == version.version, body
