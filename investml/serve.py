@@ -28,6 +28,8 @@ import argparse
 import os
 
 import environ
+from granian import Granian
+from granian.constants import Interfaces
 
 TARGET = "investml.wsgi:application"
 
@@ -57,9 +59,6 @@ def server_options(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from granian import Granian
-    from granian.constants import Interfaces
-
     options = server_options(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "investml.settings")
     Granian(
