@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.servers import free_port
 
 
 @dataclass
@@ -73,17 +74,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_s3_server(log: Path, *, attempts: int = 3) -> S3Server:
     """Start ``python -m moto.server`` on a free loopback port and wait until it answers."""
     last = ""
     for _ in range(attempts):
-        port = _free_port()
+        port = free_port()
         endpoint = f"http://127.0.0.1:{port}"
         handle = log.open("w")
         process = subprocess.Popen(

@@ -465,13 +465,13 @@ def main() -> None:
         django.setup()
         session, moment, feature_day = intraday_session()
         # the bar stays fresh for the whole run (after hours it is the session's close)
-        age = int(time.time() - moment.timestamp()) + 3600
-        env["ML_INTRADAY_QUOTE_MAX_AGE_SECONDS"] = str(max(age, 900))
+        max_age = max(int(time.time() - moment.timestamp()) + 3600, 900)
+        env["ML_INTRADAY_QUOTE_MAX_AGE_SECONDS"] = str(max_age)
         os.environ.update(env)
         from django.conf import settings
 
         # the settings were read by django.setup() above: the in-process timings need the value too
-        settings.ML_INTRADAY_QUOTE_MAX_AGE_SECONDS = float(max(age, 900))
+        settings.ML_INTRADAY_QUOTE_MAX_AGE_SECONDS = float(max_age)
 
     print(f"setting up a served registry ({args.size} sizes) under {VAR} ...", flush=True)
     state = setup(args.size)

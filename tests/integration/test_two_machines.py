@@ -15,7 +15,6 @@ import csv
 import gzip
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from features.models import Ticker
 from inference.models import DailyPrediction
 from registry.models import ModelVersion
 from tests.integration.test_inference_api import make_token
-from tests.servers import api_server, stop_server
+from tests.servers import api_server, free_port, stop_server
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "sample_data" / "prices" / "sp500_sample_2013-05-21_2018-05-18.csv.gz"
@@ -65,12 +64,6 @@ def _run(args: list[str], *, env: dict[str, str], cwd: Path, timeout: float) -> 
                           text=True, timeout=timeout)
     assert done.returncode == 0, f"{args}: {done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return done.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _stored_files(folder: Path) -> list[str]:
@@ -115,7 +108,7 @@ def test_one_machine_trains_the_other_serves_and_predicts_with_nothing_on_local_
 
     # --- machine B: /predict by ticker from a served process, then the daily predictions --------
     token = make_token(staff=False)
-    port = _free_port()
+    port = free_port()
     log = (b / "server.log").open("w")
     server = api_server(cwd=b, env=env_b, port=port, workers=1, log=log)
     served: dict[str, dict] = {}
