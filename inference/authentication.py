@@ -30,8 +30,8 @@ from django.core.cache import cache
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.utils.translation import gettext_lazy as _
-from rest_framework import exceptions
-from rest_framework.authentication import TokenAuthentication, get_authorization_header
+from rest_framework import HTTP_HEADER_ENCODING, exceptions
+from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
 from inference import conf, throttling
@@ -72,8 +72,13 @@ def remembered(key: str) -> tuple[Any, Any] | None:
 
 class CachedTokenAuthentication(TokenAuthentication):
     def authenticate(self, request):
-        """DRF's header parsing (its messages), then ``authenticate_credentials`` with the request."""
-        auth = get_authorization_header(request).split()
+        """DRF's header parsing (its messages), then ``authenticate_credentials`` with the request.
+        The header is read from ``META``: DRF's ``get_authorization_header`` goes through
+        ``request.headers``, which builds a mapping of every header on each request."""
+        auth = request.META.get("HTTP_AUTHORIZATION", b"")
+        if isinstance(auth, str):
+            auth = auth.encode(HTTP_HEADER_ENCODING)
+        auth = auth.split()
         if not auth or auth[0].lower() != self.keyword.lower().encode():
             return None
         if len(auth) == 1:

@@ -174,7 +174,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "investml.middleware.LazyMessageMiddleware",  # Django's, with the storage built on first use
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # last, as django-axes asks: turns a locked-out sign-in into its 429 page
     "axes.middleware.AxesMiddleware",

@@ -223,3 +223,41 @@ def test_prediction_cache_is_per_worker_or_cross_worker(served, settings, cross_
     assert client.post("/predict", body, format="json").json()["cached"] is True  # memory
     prediction_cache.clear_local()  # as another worker: only the cross-worker level can answer
     assert client.post("/predict", body, format="json").json()["cached"] is cross_worker
+
+
+def test_message_storage_is_built_only_when_used_and_messages_still_carry_to_the_next_request():
+    from django.contrib import messages
+    from django.contrib.sessions.middleware import SessionMiddleware
+    from django.http import HttpResponse
+    from django.utils.functional import empty
+
+    from investml.middleware import LazyMessageMiddleware
+
+    def through(request, view):
+        SessionMiddleware(lambda r: LazyMessageMiddleware(view)(r))(request)
+        return view.response
+
+    class View:
+        def __init__(self, act=lambda request: None):
+            self.act, self.response = act, None
+
+        def __call__(self, request):
+            self.act(request)
+            self.response = HttpResponse("ok")
+            self.request = request
+            return self.response
+
+    untouched = View()
+    response = through(RequestFactory().post("/predict"), untouched)
+    assert untouched.request._messages._wrapped is empty  # no storage built for a request that never used it
+    assert "messages" not in response.cookies
+
+    adding = View(lambda request: messages.success(request, "model promoted"))
+    cookie = through(RequestFactory().get("/admin/"), adding).cookies["messages"].value
+    shown = []
+    reading = View(lambda request: shown.extend(str(m) for m in messages.get_messages(request)))
+    later = RequestFactory().get("/admin/")
+    later.COOKIES["messages"] = cookie
+    response = through(later, reading)
+    assert shown == ["model promoted"]
+    assert response.cookies["messages"].value == ""  # read once: the cookie is cleared

@@ -24,7 +24,8 @@ def test_margins_equal_the_boosters_on_data_probes_and_edge_values(depth):
     assert table is not None and table.depth <= depth
     probe = table.probe(rows=400, seed=3)
     odd = np.array([[np.nan] * 7, [np.inf] * 7, [-np.inf] * 7, [0.0] * 7], dtype=np.float32)
-    for rows in (x[:500], probe, odd, x[:1]):
+    singles = [rows[i:i + 1] for rows in (probe[:40], odd) for i in range(len(rows))]  # the one-row path
+    for rows in (x[:500], probe, odd, x[:1], *singles):
         expected = booster.inplace_predict(rows, predict_type="margin", missing=np.nan)
         np.testing.assert_allclose(table.margin(rows), expected, rtol=0, atol=1e-5)
     assert table.verified(lambda rows: booster.inplace_predict(rows, predict_type="margin", missing=np.nan))

@@ -83,13 +83,22 @@ class TreeTable:
     def margin(self, x: np.ndarray) -> np.ndarray:
         """Raw margins (before the sigmoid) of the rows of ``x`` (n, n_features); NaN is missing."""
         x = np.asarray(x, dtype=np.float32)
-        rows = np.arange(len(x))[:, None]
-        node = np.broadcast_to(self.roots, (len(x), len(self.roots)))
+        if len(x) == 1:  # one request's row: 1-D indexing takes a third less time than the 2-D form
+            row, node = x[0], self.roots
+
+            def value_at(feature: np.ndarray) -> np.ndarray:
+                return row[feature]
+        else:
+            rows = np.arange(len(x))[:, None]
+            node = np.broadcast_to(self.roots, (len(x), len(self.roots)))
+
+            def value_at(feature: np.ndarray) -> np.ndarray:
+                return x[rows, feature]
         for _ in range(self.depth):
-            value = x[rows, self.feature[node]]
+            value = value_at(self.feature[node])
             go_left = np.where(np.isnan(value), self.default_left[node], value < self.threshold[node])
             node = np.where(go_left, self.left[node], self.right[node])
-        return self.threshold[node].sum(axis=1, dtype=np.float64) + self.base_margin
+        return np.atleast_1d(self.threshold[node].sum(axis=-1, dtype=np.float64)) + self.base_margin
 
     def probe(self, *, rows: int = 512, seed: int = 0) -> np.ndarray:
         """Rows whose values sit at, just below and just above the model's split thresholds, with
