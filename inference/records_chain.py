@@ -30,7 +30,22 @@ FIELDS = ("seq", "kind", "created_at", "model_name", "model_version", "model_ver
           "input_hash", "output", "requester", "prev_hash", "record_hash")
 
 
+# built once: ``json.dumps`` with any non-default option builds a new encoder on every call, which
+# was a third of a prediction record's cost
+_OUTPUT_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_PAYLOAD_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _plain(value: Any) -> Any:
+    # exact types first, each to the branch the checks below would take: an ``isinstance`` against
+    # ``Mapping`` (an ABC) on every leaf was most of a prediction record's cost
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is str or kind is bool or kind is int or value is None:
+        return value
+    if kind is dict:
+        return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -52,7 +67,7 @@ def _plain(value: Any) -> Any:
 
 def canonical_output(output: Mapping[str, Any]) -> str:
     """The output as stored and hashed: sorted keys, no spaces, non-finite numbers as null."""
-    return json.dumps(_plain(output), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _OUTPUT_JSON.encode(_plain(output))
 
 
 def timestamp(moment: datetime) -> str:
@@ -66,7 +81,7 @@ def record_hash(*, prev_hash: str, seq: int, kind: str, created_at: datetime, mo
                 requester: str) -> str:
     payload = [HASH_VERSION, int(seq), prev_hash, kind, timestamp(created_at), model_name, model_version,
                None if model_version_ref is None else int(model_version_ref), ticker, input_hash, output, requester]
-    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    text = _PAYLOAD_JSON.encode(payload)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

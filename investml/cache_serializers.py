@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import sqlite3
+import zlib
 from typing import Any
 
 from diskcache import Disk, DjangoCache, JSONDisk
@@ -27,8 +30,22 @@ class JSONSerializer:
             return json.loads(data)
 
 
+@functools.lru_cache(maxsize=4096)
+def _encoded_key(key: str, compress_level: int) -> tuple[sqlite3.Binary, bool]:
+    """``JSONDisk.put(key)`` for a string key: its JSON, zlib-compressed, as a raw blob."""
+    return sqlite3.Binary(zlib.compress(json.dumps(key).encode("utf-8"), compress_level)), True
+
+
 class JSONCounterDisk(JSONDisk):
-    """diskcache's JSONDisk, keeping integers raw so that ``incr`` works (request counters)."""
+    """diskcache's JSONDisk, keeping integers raw so that ``incr`` works (request counters). A string
+    key's encoding (JSON, then zlib, as JSONDisk stores it) is remembered: every read encodes its key
+    twice (the shard's hash, then the row's key), and the same keys (a ticker's online features, the
+    credentials version) are read on every request."""
+
+    def put(self, key):
+        if type(key) is str:
+            return _encoded_key(key, self.compress_level)
+        return super().put(key)
 
     def store(self, value, read, key=UNKNOWN):
         if not read and type(value) is int:

@@ -20,3 +20,19 @@ def test_objects_that_only_pickle_could_store_are_refused():
 
     with pytest.raises(TypeError):
         cache.set("t:object", Opaque())
+
+
+def test_remembered_key_encoding_is_diskcaches_own(tmp_path):
+    """Entries written before the key encoding was remembered are still found: the same bytes, the
+    same shard."""
+    from diskcache import FanoutCache, JSONDisk
+
+    from investml.cache_serializers import JSONCounterDisk
+
+    plain, remembered = JSONDisk(str(tmp_path)), JSONCounterDisk(str(tmp_path))
+    for key in ("auth:credentials-version", "online:AAPL:" + "x" * 300, "ünïcode", ""):
+        for _ in range(2):  # the first call encodes, the second is remembered
+            assert bytes(remembered.put(key)[0]) == bytes(plain.put(key)[0])
+            assert remembered.put(key)[1] == plain.put(key)[1] and remembered.hash(key) == plain.hash(key)
+    FanoutCache(str(tmp_path / "c"), shards=4, disk=JSONDisk).set("online:MSFT", [1.5, 2])
+    assert FanoutCache(str(tmp_path / "c"), shards=4, disk=JSONCounterDisk).get("online:MSFT") == [1.5, 2]

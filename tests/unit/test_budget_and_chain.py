@@ -4,8 +4,10 @@ the monthly limit in front of a provider budget, and the compliance records' has
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from collections import OrderedDict
+from datetime import UTC, date, datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 
 from features.providers.base import BudgetExceededError, DailyBudget, monthly_limit_message
@@ -133,6 +135,13 @@ def test_verification_starts_from_a_checkpoint():
 
 def test_canonical_output_is_stable_and_rejects_nothing_finite():
     assert canonical_output({"b": 1.5, "a": date(2025, 8, 1), "n": float("nan")}) == '{"a":"2025-08-01","b":1.5,"n":null}'
+    # every kind a prediction record carries, builtin and numpy, nested: the same text each way in
+    mixed = {"f": np.float64(0.25), "inf": np.float64("inf"), "i": np.int64(3), "b": True, "z": False, "none": None,
+             "t": (1, 2.5, "x"), "nested": OrderedDict(k=[float("-inf"), date(2025, 8, 1)]), 7: "seven",
+             "at": datetime(2025, 8, 1, 16, 0, tzinfo=timezone(timedelta(hours=-4))), "n": 5, "s": "AAPL"}
+    assert canonical_output(mixed) == (
+        '{"7":"seven","at":"2025-08-01T20:00:00.000000+00:00","b":true,"f":0.25,"i":3,"inf":null,"n":5,'
+        '"nested":{"k":[null,"2025-08-01"]},"none":null,"s":"AAPL","t":[1,2.5,"x"],"z":false}')
     with pytest.raises(ValueError):
         record_hash(prev_hash=GENESIS_HASH, seq=1, kind="prediction", created_at=datetime(2025, 8, 1),
                     model_name="m", model_version="1", model_version_ref=None, ticker="T", input_hash="h",
