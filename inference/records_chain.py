@@ -30,8 +30,7 @@ FIELDS = ("seq", "kind", "created_at", "model_name", "model_version", "model_ver
           "input_hash", "output", "requester", "prev_hash", "record_hash")
 
 
-# built once: ``json.dumps`` with any non-default option builds a new encoder on every call, which
-# was a third of a prediction record's cost
+# built once: ``json.dumps`` with any non-default option builds a new encoder on every call
 _OUTPUT_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _PAYLOAD_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
