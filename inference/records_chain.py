@@ -45,6 +45,10 @@ def _plain(value: Any) -> Any:
         return value
     if kind is dict:
         return {str(k): _plain(v) for k, v in value.items()}
+    if kind is datetime:
+        return timestamp(value)
+    if kind is date:
+        return value.isoformat()
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
