@@ -8,7 +8,8 @@ the last ``ML_API_TOKEN_CACHE_SECONDS`` (default 30; 0 turns the memory off) is 
 Invalidation: saving or deleting a user (a deactivation, a removed staff flag, a new password) or a
 token bumps a version key in the shared Django cache (at once and again when the transaction
 commits); every worker reads that key on each request and forgets everything it remembered when it
-changed. So such a change is seen by the next request in every worker, not up to 30 s later. Only a
+changed. With the embedded disk cache (one machine) the version is a 16-byte file beside the cache
+instead, read with one system call: reading the cache was a tenth of a request's time. So such a change is seen by the next request in every worker, not up to 30 s later. Only a
 change that sends no signal (``QuerySet.update``, raw SQL) waits for the memory's expiry; a cache that
 cannot be read turns the memory off. The memory answers "who is this token's user", never "may they":
 staff actions re-read the user and its permissions from the database (``investml.permissions``).
@@ -19,12 +20,15 @@ failed authentications (``inference.throttling.FailedAuthThrottle``): over the l
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import transaction
@@ -35,21 +39,51 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
 from inference import conf, throttling
+from investml.cache_serializers import PersistentDiskCache
+
+logger = logging.getLogger(__name__)
 
 MAX_REMEMBERED = 10_000
 VERSION_KEY = "auth:credentials-version"  # in the shared cache: changes whenever a user or token does
+VERSION_FILE = "auth-credentials-version"  # the same, beside the embedded disk cache (``_version_file``)
+DISK_CACHE_BACKEND = f"{PersistentDiskCache.__module__}.{PersistentDiskCache.__qualname__}"
 
 _lock = threading.Lock()
 _remembered: OrderedDict[str, tuple[float, Any, Any]] = OrderedDict()  # key -> (expires, user, token)
 _UNSEEN = object()
 _seen: dict[str, Any] = {"version": _UNSEEN}  # the shared version this process's memory belongs to
 _UNREADABLE = object()
+_descriptors: dict[str, int] = {}  # version file path -> this process's descriptor
+
+
+def _version_file() -> str | None:
+    """Where the version is kept when the shared cache is this machine's disk cache: 16 bytes in a
+    file beside it, read with one ``pread`` (a few microseconds; reading the disk cache cost about
+    60 us of a 580 us ``POST /predict``). None with Redis, where the version stays in the cache."""
+    default = settings.CACHES["default"]
+    if default.get("BACKEND") != DISK_CACHE_BACKEND:
+        return None
+    return os.path.join(default["LOCATION"], VERSION_FILE)
+
+
+def _descriptor(path: str) -> int:
+    """This process's descriptor of the version file, reopened when the file was deleted or replaced
+    (a descriptor of the old file would never see another bump)."""
+    fd = _descriptors.get(path)
+    if fd is not None and os.fstat(fd).st_nlink > 0:
+        return fd
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _descriptors[path] = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    if fd is not None:
+        os.close(fd)
+    return _descriptors[path]
 
 
 def _shared_version() -> Any:
     try:
-        return cache.get(VERSION_KEY)
-    except Exception:  # noqa: BLE001 - no shared cache: no memory either (every request asks the database)
+        path = _version_file()
+        return cache.get(VERSION_KEY) if path is None else os.pread(_descriptor(path), 16, 0)
+    except Exception:  # noqa: BLE001 - no shared version: no memory either (every request asks the database)
         return _UNREADABLE
 
 
@@ -125,9 +159,14 @@ def forget_all(**_: Any) -> None:
 
 def _bump() -> None:
     try:
-        cache.set(VERSION_KEY, uuid.uuid4().hex, None)
-    except Exception:  # noqa: BLE001 - workers that cannot read the cache remember nothing anyway
-        pass
+        path = _version_file()
+        if path is None:
+            cache.set(VERSION_KEY, uuid.uuid4().hex, None)
+        else:  # in place, so every reader's descriptor sees it
+            os.pwrite(_descriptor(path), uuid.uuid4().bytes, 0)
+    except Exception as exc:  # noqa: BLE001 - a failed save of a user must not hide behind this
+        logger.error("could not publish a credentials change to the other workers (they may accept a "
+                     "changed token for up to ML_API_TOKEN_CACHE_SECONDS): %s", exc)
 
 
 def invalidate(**_: Any) -> None:

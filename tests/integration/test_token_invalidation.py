@@ -118,3 +118,52 @@ def test_an_unrelated_sign_in_does_not_empty_the_memory():
     with CaptureQueriesContext(connection) as queries:
         assert client.get("/models").status_code == 200
     assert not [q for q in queries.captured_queries if "authtoken_token" in q["sql"]]
+
+
+BUMP_ELSEWHERE = """
+import django, sys
+django.setup()
+from inference import authentication
+before = authentication._shared_version()
+authentication._bump()
+print(f"{before.hex()}:{authentication._shared_version().hex()}")
+"""
+
+
+def test_with_the_disk_cache_another_process_bump_reaches_this_one(settings, tmp_path):
+    """One machine, the embedded disk cache: the version is a file beside the cache; another
+    process's bump empties this one's memory, also after the file was deleted and made again."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from investml.cache_serializers import JSONCounterDisk
+
+    settings.CACHES = {"default": {"BACKEND": authentication.DISK_CACHE_BACKEND, "LOCATION": str(tmp_path / "cache"),
+                                   "TIMEOUT": None, "SHARDS": 1, "OPTIONS": {"disk": JSONCounterDisk}}}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(INVESTML_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="investml.settings")
+
+    def bump_elsewhere() -> tuple[str, str]:
+        out = subprocess.run([sys.executable, "-c", BUMP_ELSEWHERE], env=env, capture_output=True, text=True,
+                             timeout=120, check=True)
+        seen, bumped = out.stdout.split()[-1].split(":")
+        return seen, bumped
+
+    def remember() -> None:
+        authentication._seen["version"] = authentication._shared_version()
+        authentication._remembered["key"] = (time.monotonic() + 30, "user", "token")
+        assert authentication.remembered("key") == ("user", "token")
+
+    authentication._bump()  # this process writes...
+    remember()
+    seen_there, bumped_there = bump_elsewhere()
+    assert seen_there == authentication._seen["version"].hex()  # ...the other reads the same version
+    assert authentication.remembered("key") is None  # and its bump empties this memory
+    assert authentication._shared_version().hex() == bumped_there
+
+    remember()
+    os.remove(tmp_path / "cache" / authentication.VERSION_FILE)  # deleted: the next bump makes a new file
+    bump_elsewhere()
+    assert authentication.remembered("key") is None
