@@ -8,10 +8,11 @@ the last ``ML_API_TOKEN_CACHE_SECONDS`` (default 30; 0 turns the memory off) is 
 Invalidation: saving or deleting a user (a deactivation, a removed staff flag, a new password) or a
 token bumps a version key in the shared Django cache (at once and again when the transaction
 commits); every worker reads that key on each request and forgets everything it remembered when it
-changed. With the embedded disk cache (one machine) the version is a 16-byte file beside the cache
-instead, read with one system call: reading the cache was a tenth of a request's time. So such a change is seen by the next request in every worker, not up to 30 s later. Only a
-change that sends no signal (``QuerySet.update``, raw SQL) waits for the memory's expiry; a cache that
-cannot be read turns the memory off. The memory answers "who is this token's user", never "may they":
+changed. So such a change is seen by the next request in every worker, not up to 30 s later. With
+the embedded disk cache (one machine) the version is a 16-byte file beside the cache instead, read
+with one system call (reading the cache was a tenth of a request's time). Only a change that sends
+no signal (``QuerySet.update``, raw SQL) waits for the memory's expiry; a version that cannot be
+read turns the memory off. The memory answers "who is this token's user", never "may they":
 staff actions re-read the user and its permissions from the database (``investml.permissions``).
 
 Before a token that is not remembered is looked up, the client's address is checked against its
@@ -164,7 +165,7 @@ def _bump() -> None:
             cache.set(VERSION_KEY, uuid.uuid4().hex, None)
         else:  # in place, so every reader's descriptor sees it
             os.pwrite(_descriptor(path), uuid.uuid4().bytes, 0)
-    except Exception as exc:  # noqa: BLE001 - a failed save of a user must not hide behind this
+    except Exception as exc:  # noqa: BLE001 - the user's or token's save goes on; the error says what it costs
         logger.error("could not publish a credentials change to the other workers (they may accept a "
                      "changed token for up to ML_API_TOKEN_CACHE_SECONDS): %s", exc)
 
