@@ -32,13 +32,13 @@ def test_a_worker_killed_under_load_is_replaced_and_few_requests_fail(tmp_path):
                         port=port, workers=2, log=log)
     url = f"http://127.0.0.1:{port}/metrics"  # cheap: the kill, not the database, is under test
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        def answers() -> bool:
             try:
-                if requests.get(url, timeout=10).status_code == 200:
-                    break
+                return requests.get(url, timeout=10).status_code == 200
             except requests.RequestException:
-                time.sleep(0.3)
+                return False
+
+        assert wait_until(answers, 60, every=0.3), (tmp_path / "server.log").read_text()[-3000:]
         master = psutil.Process(server.pid)
         assert wait_until(lambda: len(_workers(master)) == 2, 30), (tmp_path / "server.log").read_text()[-3000:]
         before = _workers(master)

@@ -9,6 +9,10 @@ another process: the only thing that reaches worker A is the shared cache)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 import uuid
 
 import pytest
@@ -18,6 +22,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from inference import authentication, throttling
+from investml.cache_serializers import JSONCounterDisk
 
 pytestmark = pytest.mark.django_db
 
@@ -133,13 +138,6 @@ print(f"{before.hex()}:{authentication._shared_version().hex()}")
 def test_with_the_disk_cache_another_process_bump_reaches_this_one(settings, tmp_path):
     """One machine, the embedded disk cache: the version is a file beside the cache; another
     process's bump empties this one's memory, also after the file was deleted and made again."""
-    import os
-    import subprocess
-    import sys
-    import time
-
-    from investml.cache_serializers import JSONCounterDisk
-
     settings.CACHES = {"default": {"BACKEND": authentication.DISK_CACHE_BACKEND, "LOCATION": str(tmp_path / "cache"),
                                    "TIMEOUT": None, "SHARDS": 1, "OPTIONS": {"disk": JSONCounterDisk}}}
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
