@@ -411,19 +411,21 @@ def server_cpu_seconds(proc: subprocess.Popen) -> float:
 
 
 def start_server(env: dict, port: int, workers: int) -> subprocess.Popen:
-    from tests.servers import api_server
+    from tests.servers import api_server, wait_until
 
     log = open(VAR / "server.log", "w")  # noqa: SIM115 - closed with the process
     proc = api_server(cwd=REPO, env=env, port=port, workers=workers, log=log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def healthy() -> bool:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
-                return proc
+            return conn.getresponse().status == 200
         except OSError:
-            time.sleep(0.3)
+            return False
+
+    if wait_until(healthy, 60, every=0.3):
+        return proc
     proc.terminate()
     raise SystemExit(f"the server did not answer /health; see {VAR / 'server.log'}")
 
