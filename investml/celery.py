@@ -70,7 +70,10 @@ class RequeueHeldMessages(bootsteps.StartStopStep):
     in the unacked hash until the visibility timeout (26 h here), so a pipeline's training poll or a
     stage's retry would wait for the reaper's heartbeat timeout, which restarts the training. Once
     reconnected, this step puts them back on their queues (a message acked or restored meanwhile is
-    left alone). The tasks running at the loss keep running and are acked as usual."""
+    left alone). The tasks running at the loss keep running and are acked as usual. One handed to a
+    pool process but not yet accepted by it can still run there (Celery discards only its result):
+    then it runs twice, as a broker may deliver any task twice; the pipeline's stages are
+    idempotent for that (``training.orchestrator.stages.begin_stage``)."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import time
 from datetime import timedelta
@@ -28,13 +29,14 @@ from training.orchestrator.reaper import reap_stale_runs
 from training.orchestrator.schedules import seed_schedules
 from training.orchestrator.stages import (
     STAGES,
+    Ticket,
     begin_stage,
     cancel_run,
     complete_run,
     finish_stage,
     worker_host,
 )
-from training.orchestrator.train_stage import check_training
+from training.orchestrator.train_stage import check_training, record_training
 from training.orchestrator.triggers import request_pipeline_run, request_retrain
 
 pytestmark = pytest.mark.django_db
@@ -231,6 +233,54 @@ def test_the_reaper_gives_up_after_max_retries_and_fails_sync_runs_at_once(sent)
     assert waiting.pk in reap_stale_runs()
     waiting.refresh_from_db()
     assert waiting.status == "failed" and "run_pipeline --sync" in waiting.error
+
+
+def test_a_stage_delivered_twice_runs_once_and_a_lost_attempt_is_taken_over(sent):
+    """The broker delivers at least once (a Redis restart can put back a task that is running): a
+    second delivery leaves a live attempt alone, takes over a lost one, and a lost owner's late
+    result is not recorded over the attempt that replaced it."""
+    run = request_pipeline_run(trigger="api", requested_by="x")
+    first = begin_stage(run_id=run.pk, generation=1, stage="update_market_data")
+    assert first.action == "run" and first.stage.worker == f"{worker_host()}:{os.getpid()}"
+    again = begin_stage(run_id=run.pk, generation=1, stage="update_market_data")  # while this process runs it
+    assert again.action == "stop" and "is a duplicate" in again.reason
+    assert finish_stage(ticket=first, counts={"rows_added": 1})
+    assert begin_stage(run_id=run.pk, generation=1, stage="update_market_data").action == "skip"
+    assert [(a.attempt, a.status) for a in _stages(run, "update_market_data")] == [(1, "succeeded")]
+
+    # on another machine, the run's heartbeat says whether its owner is alive
+    remote = begin_stage(run_id=run.pk, generation=1, stage="build_features")
+    PipelineStage.objects.filter(pk=remote.stage.pk).update(worker="another-machine:4242")
+    assert begin_stage(run_id=run.pk, generation=1, stage="build_features").action == "stop"
+    PipelineRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=2))
+    taken = begin_stage(run_id=run.pk, generation=1, stage="build_features")
+    assert taken.action == "run" and taken.stage.attempt == 2
+    assert not finish_stage(ticket=remote, counts={"rows": 1})  # the lost owner finishes late: not recorded
+    assert finish_stage(ticket=taken, counts={"rows": 2})
+    assert [(a.attempt, a.status, a.counts) for a in _stages(run, "build_features")] == [
+        (1, "failed", {}), (2, "succeeded", {"rows": 2})]
+    assert "another-machine:4242) was lost" in _stages(run, "build_features")[0].error
+
+    # on this machine, its process: one that exited is lost, whatever the heartbeat says
+    local = begin_stage(run_id=run.pk, generation=1, stage="batch_predict")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    PipelineStage.objects.filter(pk=local.stage.pk).update(worker=f"{worker_host()}:{dead.pid}")
+    assert begin_stage(run_id=run.pk, generation=1, stage="batch_predict").stage.attempt == 2
+
+
+def test_the_training_poll_delivered_twice_records_evaluate_and_promote_once(sent):
+    run = request_pipeline_run(trigger="api", requested_by="x", tickers=["AAPL"])
+    ticket = begin_stage(run_id=run.pk, generation=1, stage="train")
+    training = TrainingRun.objects.create(status="succeeded", trigger="api", model_names=["xgboost_classifier"],
+                                          requested_by=f"pipeline run {run.pk}")
+    # two deliveries of the poll both read the train attempt running, before either records it
+    copies = [Ticket("run", run=ticket.run, stage=PipelineStage.objects.get(pk=ticket.stage.pk)) for _ in range(2)]
+    assert record_training(ticket=copies[0], training=training).action == "continue"
+    assert record_training(ticket=copies[1], training=training).action == "stop"
+    for name in ("train", "evaluate", "promote"):
+        assert [(a.attempt, a.status) for a in _stages(run, name)] == [(1, "succeeded")], name
+    assert check_training(run_id=run.pk, generation=1).action == "continue"  # a later copy goes on to the next
 
 
 def test_max_training_hours_fails_the_run_cleanly(sent, monkeypatch, settings):

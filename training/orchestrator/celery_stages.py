@@ -58,7 +58,8 @@ def run_stage(*, run_id: int, generation: int, stage: str) -> Outcome:
             counts = STAGE_WORK[stage](run=run)
     except Exception as exc:  # noqa: BLE001 - recorded; retried or the run fails
         return fail_stage(ticket=ticket, exc=exc)
-    finish_stage(ticket=ticket, counts=counts)
+    if not finish_stage(ticket=ticket, counts=counts):
+        return Outcome("stop")
     return Outcome("continue", counts=counts)
 
 
@@ -119,5 +120,6 @@ def finish_feature_fan_out(*, run_id: int, generation: int, results: Sequence[di
         counts = merge_feature_chunks(results)
     except StageError as exc:
         return fail_stage(ticket=ticket, exc=exc)
-    finish_stage(ticket=ticket, counts=counts)
+    if not finish_stage(ticket=ticket, counts=counts):
+        return Outcome("stop")
     return Outcome("continue", counts=counts)

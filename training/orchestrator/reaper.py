@@ -4,7 +4,6 @@ queued again, up to ``orchestrator.max_retries`` attempts of a stage."""
 from __future__ import annotations
 
 import logging
-import os
 from datetime import datetime
 
 from django.db import transaction
@@ -13,26 +12,10 @@ from django.utils import timezone
 from training.models import PipelineRun, PipelineStage
 from training.orchestrator.config import orchestrator_settings
 from training.orchestrator.errors import default_hints, pipeline_failure_message
-from training.orchestrator.stages import after_finish, finish_run, worker_host
+from training.orchestrator.stages import after_finish, finish_run, pid_alive, worker_host
 from training.orchestrator.training_runs import mark_training_failed, stop_training
 
 logger = logging.getLogger(__name__)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
 
 
 def reap_stale_runs(*, now: datetime | None = None) -> list[int]:

@@ -66,10 +66,37 @@ class Outcome:
     chunks: list[list[str]] = field(default_factory=list)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def attempt_owner_alive(*, attempt: PipelineStage, run: PipelineRun, now: datetime, timeout: float) -> bool:
+    """Whether the process that began a running ``attempt`` may still be at it, by the reaper's rule:
+    on this machine its process exists; on another, the run's heartbeat is younger than ``timeout``
+    (past that the reaper closes the attempt and queues the run again)."""
+    host, _, pid = (attempt.worker or "").rpartition(":")
+    if host == worker_host() and pid.isdigit():
+        return pid_alive(int(pid))
+    return run.heartbeat_at is not None and (now - run.heartbeat_at).total_seconds() <= timeout
+
+
 def begin_stage(*, run_id: int, generation: int, stage: str) -> Ticket:
     """Start an attempt of ``stage`` if the run is still ours (same generation, holding a slot).
-    A stage that already succeeded is skipped (a redelivered task); an attempt left "running" by a
-    lost worker is closed as failed first and counts as an attempt."""
+    A stage that already succeeded is skipped, and one whose attempt is still running in a live
+    process is left to it ("stop"): both are a task delivered twice (the broker delivers at least
+    once). An attempt left "running" by a lost worker is closed as failed first and counts."""
     cfg = orchestrator_settings()
     now = timezone.now()
     lost_message = ""
@@ -82,7 +109,15 @@ def begin_stage(*, run_id: int, generation: int, stage: str) -> Ticket:
         attempts = list(PipelineStage.objects.filter(run=run, name=stage).order_by("attempt"))
         if any(a.status in PipelineStage.DONE for a in attempts):
             return Ticket("skip", run=run)
-        for lost in (a for a in attempts if a.status == PipelineStage.Status.RUNNING):
+        running = [a for a in attempts if a.status == PipelineStage.Status.RUNNING]
+        owned = next((a for a in running if attempt_owner_alive(
+            attempt=a, run=run, now=now, timeout=cfg.heartbeat_timeout_seconds)), None)
+        if owned is not None:
+            reason = (f"attempt {owned.attempt} of {stage} is running in {owned.worker or '?'}: "
+                      "this delivery of its task is a duplicate")
+            logger.warning("pipeline run %s: %s; it stops here", run.pk, reason)
+            return Ticket("stop", run=run, reason=reason)
+        for lost in running:
             lost.status, lost.finished_at = PipelineStage.Status.FAILED, now
             lost.error = f"interrupted: the worker ({lost.worker or '?'}) was lost; the task was delivered again"
             lost.save(update_fields=["status", "finished_at", "error"])
@@ -148,14 +183,22 @@ def heartbeat(*, run_id: int, generation: int) -> Iterator[None]:
 
 
 def finish_stage(*, ticket: Ticket, counts: dict[str, Any], status: str = PipelineStage.Status.SUCCEEDED,
-                 error: str = "") -> None:
+                 error: str = "") -> bool:
+    """Close the ticket's attempt with ``status``. Only a running attempt closes: False when it was
+    closed meanwhile (the reaper, or another delivery, took it over), and then the caller stops."""
     row = ticket.stage
     assert row is not None
     now = timezone.now()
-    row.status, row.finished_at, row.counts, row.error = status, now, jsonable(counts), error
-    row.seconds = round((now - row.started_at).total_seconds(), 3) if row.started_at else 0.0
-    row.save(update_fields=["status", "finished_at", "seconds", "counts", "error"])
+    values = {"status": status, "finished_at": now, "counts": jsonable(counts), "error": error,
+              "seconds": round((now - row.started_at).total_seconds(), 3) if row.started_at else 0.0}
+    if not PipelineStage.objects.filter(pk=row.pk, status=PipelineStage.Status.RUNNING).update(**values):
+        logger.warning("pipeline run %s: attempt %s of %s was closed by someone else meanwhile; its result "
+                       "(%s) is not recorded", row.run_id, row.attempt, row.name, status)
+        return False
+    for name, value in values.items():
+        setattr(row, name, value)
     PipelineRun.objects.filter(pk=row.run_id).update(worker_pid=None, heartbeat_at=now)
+    return True
 
 
 def fail_stage(*, ticket: Ticket, exc: BaseException) -> Outcome:
@@ -169,8 +212,9 @@ def fail_stage(*, ticket: Ticket, exc: BaseException) -> Outcome:
     attempts_left = transient and row.attempt <= cfg.max_retries
     if attempts_left:
         countdown = backoff_seconds(attempt=row.attempt, base=cfg.retry_backoff_seconds)
-        finish_stage(ticket=ticket, counts=row.counts or {}, status=PipelineStage.Status.FAILED,
-                     error=f"{text} (transient; retry {row.attempt} of {cfg.max_retries} in {countdown:.1f}s)")
+        if not finish_stage(ticket=ticket, counts=row.counts or {}, status=PipelineStage.Status.FAILED,
+                            error=f"{text} (transient; retry {row.attempt} of {cfg.max_retries} in {countdown:.1f}s)"):
+            return Outcome("stop")
         updated = PipelineRun.objects.filter(pk=run.pk, generation=run.generation,
                                              status__in=PipelineRun.HOLDING_SLOT).update(
             status=PipelineRun.Status.RETRYING, attempts=F("attempts") + 1, worker_pid=None,
@@ -180,7 +224,8 @@ def fail_stage(*, ticket: Ticket, exc: BaseException) -> Outcome:
         logger.warning("pipeline run %s: %s failed (%s); retry %s of %s in %.1fs", run.pk, row.name, text,
                        row.attempt, cfg.max_retries, countdown)
         return Outcome("retry" if updated else "stop", countdown=countdown)
-    finish_stage(ticket=ticket, counts=row.counts or {}, status=PipelineStage.Status.FAILED, error=text)
+    if not finish_stage(ticket=ticket, counts=row.counts or {}, status=PipelineStage.Status.FAILED, error=text):
+        return Outcome("stop")
     message = text if not transient else f"{text} (after {row.attempt} attempts)"
     full = pipeline_failure_message(run_id=run.pk, stage=row.name, message=message, hints=default_hints(row.name, exc))
     fail_run(run_id=run.pk, generation=run.generation, message=full)

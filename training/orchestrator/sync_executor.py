@@ -81,15 +81,14 @@ def execute_sync(*, run_id: int, progress: Progress | None = None) -> PipelineRu
                     if stage == "train":
                         if current.options.get("noop_seconds") is not None:
                             noop(current, stage)
-                            record_noop_training(ticket)
-                            outcome = Outcome("continue")
+                            outcome = record_noop_training(ticket)
                         else:
                             training = start_training(run=current, sync=True)
                             outcome = record_training(ticket=ticket, training=training)
                     else:
                         counts = STAGE_WORK[stage](run=current, progress=progress)
-                        finish_stage(ticket=ticket, counts=counts)
-                        outcome = Outcome("continue", counts=counts)
+                        closed = finish_stage(ticket=ticket, counts=counts)
+                        outcome = Outcome("continue", counts=counts) if closed else Outcome("stop")
             except TrainingTimeout:
                 mark_training_failed(run_id=run.pk, why=f"Pipeline {run.pk}: training exceeded "
                                                         f"training.max_training_hours ({cfg.max_training_hours:g} h)")

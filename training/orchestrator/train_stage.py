@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -39,17 +40,34 @@ from training.orchestrator.training_runs import stop_training
 from training.services import retrain
 
 
-def record_noop_training(ticket: Ticket) -> None:
+def record_noop_training(ticket: Ticket) -> Outcome:
     """A smoke run's train stage: the evaluate and promote stages it would have recorded."""
     row = ticket.stage
     assert row is not None
     now = timezone.now()
-    for name in ("evaluate", "promote"):
-        attempt = 1 + PipelineStage.objects.filter(run_id=row.run_id, name=name).count()
-        PipelineStage.objects.create(run_id=row.run_id, name=name, position=POSITION[name], attempt=attempt,
-                                     status=PipelineStage.Status.SUCCEEDED, started_at=now, finished_at=now,
-                                     counts={"noop": True})
-    finish_stage(ticket=ticket, counts={"noop": True})
+    source = f"smoke run, train attempt {row.attempt}"
+    with transaction.atomic():
+        if not _derived_stages_recorded(row=row, source=source):
+            for name in ("evaluate", "promote"):
+                _derived_stage(run_id=row.run_id, name=name, source=source, started=now, seconds=0.0,
+                               status=PipelineStage.Status.SUCCEEDED, counts={"noop": True})
+    closed = finish_stage(ticket=ticket, counts={"noop": True})
+    return Outcome("continue" if closed else "stop")
+
+
+def _derived_stages_recorded(*, row: PipelineStage, source: str) -> bool:
+    """Whether this train attempt's evaluate and promote stages exist (``source`` names where they
+    came from). Locks the attempt first, so two deliveries of the same poll record them once."""
+    PipelineStage.objects.select_for_update().filter(pk=row.pk).first()
+    return PipelineStage.objects.filter(run_id=row.run_id, name="evaluate", worker=source).exists()
+
+
+def _derived_stage(*, run_id: int, name: str, source: str, started: datetime, seconds: float, status: str,
+                   counts: dict[str, Any], error: str = "") -> None:
+    attempt = 1 + PipelineStage.objects.filter(run_id=run_id, name=name).count()
+    PipelineStage.objects.create(run_id=run_id, name=name, position=POSITION[name], attempt=attempt,
+                                 started_at=started, finished_at=started + timedelta(seconds=seconds),
+                                 seconds=seconds, status=status, counts=jsonable(counts), error=error, worker=source)
 
 
 def _retrain_kwargs(run: PipelineRun) -> dict[str, Any]:
@@ -142,26 +160,28 @@ def training_stage_counts(training: TrainingRun) -> dict[str, dict[str, Any]]:
 
 
 def record_training(*, ticket: Ticket, training: TrainingRun) -> Outcome:
-    """Close the train stage from a finished training run and add its evaluate and promote stages."""
+    """Close the train stage from a finished training run and add its evaluate and promote stages
+    (once, however many deliveries of the poll get here)."""
     run = ticket.run
     assert run is not None
     info = training_stage_counts(training)
     now = timezone.now()
-    for name in ("evaluate", "promote"):
-        part = info[name]
-        started = _parse_time(part.pop("started_at")) or now
-        failed = part.pop("failed")
-        attempt = 1 + PipelineStage.objects.filter(run=run, name=name).count()
-        PipelineStage.objects.create(
-            run=run, name=name, position=POSITION[name], attempt=attempt, started_at=started,
-            finished_at=started + timedelta(seconds=part["seconds"]), seconds=part["seconds"],
-            status=PipelineStage.Status.FAILED if failed else PipelineStage.Status.SUCCEEDED,
-            counts=jsonable(part), error="\n".join(failed)[:5000], worker=f"training run {training.pk}",
-        )
-    PipelineRun.objects.filter(pk=run.pk).update(cost_usd=F("cost_usd") + (training.cost_usd or Decimal("0")))
+    source = f"training run {training.pk}"
+    row = ticket.stage
+    assert row is not None
+    with transaction.atomic():
+        if not _derived_stages_recorded(row=row, source=source):
+            for name in ("evaluate", "promote"):
+                part = info[name]
+                started = _parse_time(part.pop("started_at")) or now
+                failed = part.pop("failed")
+                _derived_stage(run_id=run.pk, name=name, source=source, started=started, seconds=part["seconds"],
+                               status=PipelineStage.Status.FAILED if failed else PipelineStage.Status.SUCCEEDED,
+                               counts=part, error="\n".join(failed)[:5000])
+            PipelineRun.objects.filter(pk=run.pk).update(cost_usd=F("cost_usd") + (training.cost_usd or Decimal("0")))
     if training.status == TrainingRun.Status.SUCCEEDED:
-        finish_stage(ticket=ticket, counts=info["train"])
-        return Outcome("continue", counts=info["train"])
+        closed = finish_stage(ticket=ticket, counts=info["train"])
+        return Outcome("continue", counts=info["train"]) if closed else Outcome("stop")
     error_lines = [line for line in (training.error or "").splitlines() if line.strip()]
     first = error_lines[0] if error_lines else f"training run {training.pk} failed"
     first = first.removeprefix("ERROR: ")
@@ -170,9 +190,9 @@ def record_training(*, ticket: Ticket, training: TrainingRun) -> Outcome:
             f"training run {training.pk} failed: {first}",
             hints=[line.split(". ", 1)[-1] for line in error_lines if line[:2].rstrip(".").isdigit()]))
     if registry_selectors.versions(statuses=["active"]).exists():  # the active models still serve: predict with them
-        finish_stage(ticket=ticket, counts=info["train"], status=PipelineStage.Status.DEGRADED,
-                     error=f"training run {training.pk} failed: {first} (the active models still predict)")
-        return Outcome("continue", counts=info["train"])
+        closed = finish_stage(ticket=ticket, counts=info["train"], status=PipelineStage.Status.DEGRADED,
+                              error=f"training run {training.pk} failed: {first} (the active models still predict)")
+        return Outcome("continue", counts=info["train"]) if closed else Outcome("stop")
     return fail_stage(ticket=ticket, exc=PermanentStageError(
         f"training run {training.pk} failed and no model is active: {first}",
         hints=["See the training run's stages and log: python manage.py retrain --status",
@@ -216,8 +236,7 @@ def check_training(*, run_id: int, generation: int) -> Outcome:
         return Outcome("wait", countdown=cfg.poll_seconds)
     ticket = Ticket("run", run=run, stage=latest)
     if run.options.get("noop_seconds") is not None:
-        record_noop_training(ticket)
-        return Outcome("continue")
+        return record_noop_training(ticket)
     training = run.training_run
     if training is None:
         return fail_stage(ticket=ticket, exc=PermanentStageError("the train stage has no training run"))
