@@ -53,6 +53,7 @@ from training.daily_plan import plan_learner, refit_learner
 from training.fitting import prepare, train_learner
 from training.learners.prophet_learner import ProphetLearner
 from training.models import TrainingRun
+from training.processes import alive_here, worker_id
 from training.prophet_chunks import (
     ProphetChunk,
     combine_prophet,
@@ -147,6 +148,12 @@ def execute_run(*, run_id: int, distributed: bool = False) -> TrainingRun:
         if run.status in (TrainingRun.Status.SUCCEEDED, TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED):
             return run
         restarted = run.status == TrainingRun.Status.RUNNING
+        owner = str((run.options or {}).get("worker", ""))
+        if restarted and owner != worker_id() and alive_here(owner):
+            # the broker delivered the task twice: the first copy still trains in that process
+            logger.warning("training run %s is running in %s: this delivery of its task is a duplicate; it stops",
+                           run_id, owner)
+            return run
         attempt = int((run.options or {}).get("attempt", 0)) + 1
         limit = settings.ML_TRAINING_MAX_ATTEMPTS
         if restarted and attempt > limit:
@@ -160,7 +167,7 @@ def execute_run(*, run_id: int, distributed: bool = False) -> TrainingRun:
             run.save(update_fields=["status", "finished_at", "error"])
             append_log(run_id, text.splitlines()[0])
             return run
-        run.options = {**(run.options or {}), "attempt": attempt}
+        run.options = {**(run.options or {}), "attempt": attempt, "worker": worker_id()}
         run.status = TrainingRun.Status.RUNNING
         run.started_at = timezone.now()
         run.parts_pending = ["main"]

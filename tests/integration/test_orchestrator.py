@@ -34,10 +34,10 @@ from training.orchestrator.stages import (
     cancel_run,
     complete_run,
     finish_stage,
-    worker_host,
 )
 from training.orchestrator.train_stage import check_training, record_training
 from training.orchestrator.triggers import request_pipeline_run, request_retrain
+from training.processes import worker_host
 
 pytestmark = pytest.mark.django_db
 

@@ -9,6 +9,7 @@ import csv
 import gzip
 import io
 import json
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from registry.selectors import load_oof, load_version
 from training import dispatch, prophet_chunks, services, tasks
 from training.config import RetrainError
 from training.models import TrainingRun
+from training.processes import worker_host, worker_id
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -304,6 +306,25 @@ def test_a_run_whose_worker_keeps_dying_stops_after_the_attempt_limit(tiny_setup
     assert last.status == "failed" and last.finished_at is not None and last.options["attempt"] == 2
     assert "MemoryError: Out of memory" in last.error and "the worker was lost 2 times" in last.error
     assert "Check available memory: free -h" in last.error and "ML_LSTM_MAX_TRAIN_ROWS" in last.error
+
+
+def test_a_training_task_delivered_twice_leaves_the_running_copy_alone(tiny_setup):
+    """A broker delivers at least once: a copy of the task that finds the run training in a live
+    process of this machine stops; once that process is gone, a delivery restarts the run."""
+    options = {"horizon": 5, "walk_forward": {"n_folds": 2, "test_days": 40, "min_train_days": 150, "gap_days": 5}}
+    owner = subprocess.Popen(["sleep", "120"])
+    try:
+        run = TrainingRun.objects.create(status="running", model_names=["xgboost_classifier"], tickers=["AAPL"],
+                                         options={**options, "attempt": 1, "worker": f"{worker_host()}:{owner.pid}"},
+                                         log="training\n")
+        copy = services.execute_run(run_id=run.pk)
+        assert (copy.status, copy.options["attempt"], copy.log) == ("running", 1, "training\n")
+    finally:
+        owner.kill()
+        owner.wait()
+    again = services.execute_run(run_id=run.pk)
+    assert again.options["attempt"] == 2 and again.options["worker"] == worker_id()
+    assert "restarting (the previous attempt was interrupted)" in again.log
 
 
 def test_a_per_date_normalized_feature_set_is_trained_and_served_the_same_way(tiny_setup, settings):

@@ -12,8 +12,9 @@ from django.utils import timezone
 from training.models import PipelineRun, PipelineStage
 from training.orchestrator.config import orchestrator_settings
 from training.orchestrator.errors import default_hints, pipeline_failure_message
-from training.orchestrator.stages import after_finish, finish_run, pid_alive, worker_host
+from training.orchestrator.stages import after_finish, finish_run
 from training.orchestrator.training_runs import mark_training_failed, stop_training
+from training.processes import pid_alive, worker_host
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from training.orchestrator.errors import (
 from training.orchestrator.limits import dispatch_queued_runs
 from training.orchestrator.selectors import latest_attempts
 from training.orchestrator.training_runs import stop_training
+from training.processes import alive_here, worker_host, worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +39,6 @@ STAGES = ("update_market_data", "build_features", "train", "evaluate", "promote"
 # The stages that do work of their own; evaluate and promote happen inside the training run.
 EXECUTED_STAGES = ("update_market_data", "build_features", "train", "batch_predict", "check_drift")
 POSITION = {name: i for i, name in enumerate(STAGES)}
-
-
-def worker_host() -> str:
-    return socket.gethostname()[:200]
 
 
 @dataclass
@@ -66,29 +62,13 @@ class Outcome:
     chunks: list[list[str]] = field(default_factory=list)
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
 def attempt_owner_alive(*, attempt: PipelineStage, run: PipelineRun, now: datetime, timeout: float) -> bool:
     """Whether the process that began a running ``attempt`` may still be at it, by the reaper's rule:
     on this machine its process exists; on another, the run's heartbeat is younger than ``timeout``
     (past that the reaper closes the attempt and queues the run again)."""
-    host, _, pid = (attempt.worker or "").rpartition(":")
-    if host == worker_host() and pid.isdigit():
-        return pid_alive(int(pid))
+    here = alive_here(attempt.worker)
+    if here is not None:
+        return here
     return run.heartbeat_at is not None and (now - run.heartbeat_at).total_seconds() <= timeout
 
 
@@ -133,7 +113,7 @@ def begin_stage(*, run_id: int, generation: int, stage: str) -> Ticket:
             return Ticket("stop", run=run, reason=message)
         row = PipelineStage.objects.create(run=run, name=stage, position=POSITION[stage], attempt=attempt,
                                            status=PipelineStage.Status.RUNNING, started_at=now,
-                                           worker=f"{worker_host()}:{os.getpid()}")
+                                           worker=worker_id())
         run.status = PipelineRun.Status.RUNNING
         run.current_stage = stage
         run.worker_host, run.worker_pid, run.heartbeat_at, run.next_attempt_at = worker_host(), os.getpid(), now, None

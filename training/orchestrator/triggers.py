@@ -18,8 +18,8 @@ from training.orchestrator.limits import dispatch_queued_runs
 from training.orchestrator.reaper import reap_stale_runs
 from training.orchestrator.scope import normalize_tickers, scope_for
 from training.orchestrator.stage_work import Progress
-from training.orchestrator.stages import worker_host
 from training.orchestrator.sync_executor import execute_sync
+from training.processes import worker_host
 
 logger = logging.getLogger(__name__)
 
