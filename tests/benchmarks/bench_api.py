@@ -46,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -410,6 +411,28 @@ def server_cpu_seconds(proc: subprocess.Popen) -> float:
     return total
 
 
+def connections_per_worker(proc: subprocess.Popen, *, port: int, delay: float) -> list[int]:
+    """After ``delay`` seconds, the established connections to ``port`` that each server worker holds,
+    smallest first. wrk's keep-alive connections stay with the worker that accepted them, and the
+    worker with more queues its clients longer: the p99 follows the larger share."""
+    import psutil
+
+    time.sleep(delay)
+    counts: list[int] = []
+    try:
+        for worker in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                held = [c for c in worker.net_connections(kind="tcp")
+                        if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port]
+            except psutil.Error:
+                continue
+            if held:
+                counts.append(len(held))
+    except psutil.Error:
+        pass
+    return sorted(counts)
+
+
 def start_server(env: dict, port: int, workers: int) -> subprocess.Popen:
     from tests.servers import api_server, wait_until
 
@@ -513,7 +536,10 @@ def main() -> None:
             print(f"{name}: {args.clients} clients ...", flush=True)
             cpu_before = server_cpu_seconds(proc)
             if use_wrk:
-                results[name] = run_wrk(port, lua, clients=args.clients, seconds=args.seconds)
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    split = pool.submit(connections_per_worker, proc, port=port, delay=args.seconds / 2)
+                    results[name] = run_wrk(port, lua, clients=args.clients, seconds=args.seconds)
+                    results[name]["connections_per_worker"] = split.result()
             else:
                 results[name] = run_threads(port, body, path="/predict", token=token, clients=args.clients,
                                             requests=args.requests)
@@ -597,6 +623,9 @@ def main() -> None:
         print(f"  {name} ({r['tool']}, {r['clients']} clients, {r['requests']} requests): p50 {r['p50_ms']:.1f} ms, "
               f"p99 {r['p99_ms']:.1f} ms, {r['requests_per_s']:.0f} req/s  [{verdict} p99 < {TARGET_P99_MS:g} ms]"
               + (f", non-2xx {r.get('non_2xx', 0)}" if r["tool"] == "wrk" else f", statuses {r['statuses']}"))
+        if r.get("connections_per_worker"):
+            print(f"    keep-alive connections per worker, mid-run: {' / '.join(map(str, r['connections_per_worker']))}"
+                  " (the worker with more queues its clients longer)")
         cpu = r.get("server_cpu_ms_per_request")
         if cpu:
             capacity = args.workers * 1000.0 / cpu
