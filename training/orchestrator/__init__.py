@@ -39,7 +39,8 @@ Layout (import each name from the module that owns it; this package re-exports n
 ``triggers``        ``request_retrain`` (monitoring's drift/performance triggers, ``POST /retrain``) and
                     ``request_pipeline_run`` (schedule, command, admin): deduplication per ``scope``;
 ``limits``          slots and the cost limit: ``claim_slot``, ``dispatch_queued_runs``;
-``stages``          the state machine: ``begin_stage``, ``heartbeat``, ``finish_stage``, ``fail_stage``,
+``stages``          the state machine: ``begin_stage``, ``heartbeat``, ``finish_stage`` (and
+                    ``finish_stage_and_continue``), ``fail_stage``,
                     ``complete_run``, ``fail_run``, ``cancel_run``;
 ``stage_work``      the stages' work other than training, ``register_stage_hook``;
 ``train_stage``     the train stage: start, deadline, poll (``check_training``), record;

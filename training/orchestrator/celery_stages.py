@@ -27,7 +27,7 @@ from training.orchestrator.stages import (
     Ticket,
     begin_stage,
     fail_stage,
-    finish_stage,
+    finish_stage_and_continue,
     heartbeat,
     touch,
 )
@@ -58,9 +58,7 @@ def run_stage(*, run_id: int, generation: int, stage: str) -> Outcome:
             counts = STAGE_WORK[stage](run=run)
     except Exception as exc:  # noqa: BLE001 - recorded; retried or the run fails
         return fail_stage(ticket=ticket, exc=exc)
-    if not finish_stage(ticket=ticket, counts=counts):
-        return Outcome("stop")
-    return Outcome("continue", counts=counts)
+    return finish_stage_and_continue(ticket=ticket, counts=counts)
 
 
 def feature_chunks(*, run: PipelineRun) -> list[list[str]]:
@@ -120,6 +118,4 @@ def finish_feature_fan_out(*, run_id: int, generation: int, results: Sequence[di
         counts = merge_feature_chunks(results)
     except StageError as exc:
         return fail_stage(ticket=ticket, exc=exc)
-    if not finish_stage(ticket=ticket, counts=counts):
-        return Outcome("stop")
-    return Outcome("continue", counts=counts)
+    return finish_stage_and_continue(ticket=ticket, counts=counts)

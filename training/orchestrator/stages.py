@@ -181,6 +181,14 @@ def finish_stage(*, ticket: Ticket, counts: dict[str, Any], status: str = Pipeli
     return True
 
 
+def finish_stage_and_continue(*, ticket: Ticket, counts: dict[str, Any],
+                              status: str = PipelineStage.Status.SUCCEEDED, error: str = "") -> Outcome:
+    """``finish_stage``, then "continue" with ``counts``, or "stop" when the attempt was closed meanwhile."""
+    if finish_stage(ticket=ticket, counts=counts, status=status, error=error):
+        return Outcome("continue", counts=counts)
+    return Outcome("stop")
+
+
 def fail_stage(*, ticket: Ticket, exc: BaseException) -> Outcome:
     """Record a failed attempt; "retry" with a countdown for a transient error with attempts left,
     else fail the run ("stop") with the spec-toned message."""

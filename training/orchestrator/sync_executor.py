@@ -17,11 +17,10 @@ from training.orchestrator.stage_work import STAGE_WORK, Progress, noop
 from training.orchestrator.stages import (
     EXECUTED_STAGES,
     STAGES,
-    Outcome,
     begin_stage,
     complete_run,
     fail_stage,
-    finish_stage,
+    finish_stage_and_continue,
     heartbeat,
 )
 from training.orchestrator.train_stage import (
@@ -87,8 +86,7 @@ def execute_sync(*, run_id: int, progress: Progress | None = None) -> PipelineRu
                             outcome = record_training(ticket=ticket, training=training)
                     else:
                         counts = STAGE_WORK[stage](run=current, progress=progress)
-                        closed = finish_stage(ticket=ticket, counts=counts)
-                        outcome = Outcome("continue", counts=counts) if closed else Outcome("stop")
+                        outcome = finish_stage_and_continue(ticket=ticket, counts=counts)
             except TrainingTimeout:
                 mark_training_failed(run_id=run.pk, why=f"Pipeline {run.pk}: training exceeded "
                                                         f"training.max_training_hours ({cfg.max_training_hours:g} h)")

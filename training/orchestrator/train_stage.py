@@ -33,7 +33,7 @@ from training.orchestrator.stages import (
     Ticket,
     begin_stage,
     fail_stage,
-    finish_stage,
+    finish_stage_and_continue,
     touch,
 )
 from training.orchestrator.training_runs import stop_training
@@ -51,8 +51,7 @@ def record_noop_training(ticket: Ticket) -> Outcome:
             for name in ("evaluate", "promote"):
                 _derived_stage(run_id=row.run_id, name=name, source=source, started=now, seconds=0.0,
                                status=PipelineStage.Status.SUCCEEDED, counts={"noop": True})
-    closed = finish_stage(ticket=ticket, counts={"noop": True})
-    return Outcome("continue" if closed else "stop")
+    return finish_stage_and_continue(ticket=ticket, counts={"noop": True})
 
 
 def _derived_stages_recorded(*, row: PipelineStage, source: str) -> bool:
@@ -180,8 +179,7 @@ def record_training(*, ticket: Ticket, training: TrainingRun) -> Outcome:
                                counts=part, error="\n".join(failed)[:5000])
             PipelineRun.objects.filter(pk=run.pk).update(cost_usd=F("cost_usd") + (training.cost_usd or Decimal("0")))
     if training.status == TrainingRun.Status.SUCCEEDED:
-        closed = finish_stage(ticket=ticket, counts=info["train"])
-        return Outcome("continue", counts=info["train"]) if closed else Outcome("stop")
+        return finish_stage_and_continue(ticket=ticket, counts=info["train"])
     error_lines = [line for line in (training.error or "").splitlines() if line.strip()]
     first = error_lines[0] if error_lines else f"training run {training.pk} failed"
     first = first.removeprefix("ERROR: ")
@@ -190,9 +188,9 @@ def record_training(*, ticket: Ticket, training: TrainingRun) -> Outcome:
             f"training run {training.pk} failed: {first}",
             hints=[line.split(". ", 1)[-1] for line in error_lines if line[:2].rstrip(".").isdigit()]))
     if registry_selectors.versions(statuses=["active"]).exists():  # the active models still serve: predict with them
-        closed = finish_stage(ticket=ticket, counts=info["train"], status=PipelineStage.Status.DEGRADED,
-                              error=f"training run {training.pk} failed: {first} (the active models still predict)")
-        return Outcome("continue", counts=info["train"]) if closed else Outcome("stop")
+        return finish_stage_and_continue(
+            ticket=ticket, counts=info["train"], status=PipelineStage.Status.DEGRADED,
+            error=f"training run {training.pk} failed: {first} (the active models still predict)")
     return fail_stage(ticket=ticket, exc=PermanentStageError(
         f"training run {training.pk} failed and no model is active: {first}",
         hints=["See the training run's stages and log: python manage.py retrain --status",
