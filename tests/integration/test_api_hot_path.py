@@ -169,7 +169,7 @@ def test_predict_records_metrics_and_the_prediction_log(served):
     assert [r.ticker for r in rows] == ["AAPL", "MSFT", "AAPL"] and [r.cached for r in rows] == [False, False, True]
 
 
-def test_throttle_is_enforced_on_predict(served, monkeypatch):
+def test_throttle_is_enforced_on_predict(served, monkeypatch, one_throttle_window):
     monkeypatch.setattr(throttling.FixedWindowUserThrottle, "THROTTLE_RATES", {"user": "5/minute", "anon": "5/minute"})
     throttling.reset_leases()
     token = make_token(staff=False)
@@ -180,7 +180,7 @@ def test_throttle_is_enforced_on_predict(served, monkeypatch):
     assert codes == [200] * 5 + [429] * 2 and status == 429 and int(headers["Retry-After"]) > 0
 
 
-def test_leased_throttle_blocks_never_let_more_than_the_rate_through(served, monkeypatch):
+def test_leased_throttle_blocks_never_let_more_than_the_rate_through(served, monkeypatch, one_throttle_window):
     """Two processes (two lease tables) alternating on one common counter."""
     from types import SimpleNamespace
 

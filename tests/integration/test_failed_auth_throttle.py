@@ -28,7 +28,7 @@ NEIGHBOUR = "198.51.100.8"
 
 
 @pytest.fixture(autouse=True)
-def own_cache(settings, keep_test_connection):
+def own_cache(settings, keep_test_connection, one_throttle_window):
     """A cache namespace of its own: the counters of other tests (and runs) never mix in."""
     caches = {name: dict(conf) for name, conf in settings.CACHES.items()}
     caches["default"]["KEY_PREFIX"] = f"test-failauth-{uuid.uuid4().hex[:10]}"
