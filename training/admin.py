@@ -15,7 +15,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
     list_filter = ("status", "trigger")
     search_fields = ("requested_by", "error", "log")
     fields = ("status", "trigger", "requested_by", "model_names", "tickers", "feature_set_version", "celery_task_id",
-              "created_at", "started_at", "finished_at", "duration", "cpu_seconds", "cost_usd", "stages_table",
+              "created_at", "started_at", "heartbeat_at", "finished_at", "duration", "cpu_seconds", "cost_usd", "stages_table",
               "versions", "metrics", "options", "parts_pending", "error", "log")
     readonly_fields = fields
 

@@ -1,7 +1,8 @@
 """What a training run is configured by: the learners, the pipeline config's ``training`` and
 ``models`` sections, and the ``ML_WALK_FORWARD_*``, ``ML_LSTM_MAX_TRAIN_ROWS``,
 ``ML_PROPHET_CHUNK_TICKERS``, ``ML_COMPUTE_USD_PER_CPU_HOUR`` and ``ML_TRAINING_MAX_ATTEMPTS``
-settings (``investml.settings``).
+settings (``investml.settings``), and the heartbeat a run's process keeps
+(``ML_PIPELINE_HEARTBEAT_SECONDS`` and ``_TIMEOUT_SECONDS``, the pipeline runs' own).
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ def walk_forward_settings(*, horizon: int) -> WalkForward:
         gap_days=gap,
         max_tickers=settings.ML_WALK_FORWARD_MAX_TICKERS,
     )
+
+
+def heartbeat_seconds() -> float:
+    return settings.ML_PIPELINE_HEARTBEAT_SECONDS
+
+
+def heartbeat_timeout_seconds() -> float:
+    """How long a heartbeat stays fresh: past it, the process of another machine counts as gone."""
+    return settings.ML_PIPELINE_HEARTBEAT_TIMEOUT_SECONDS
 
 
 def cpu_hour_usd() -> float:

@@ -37,6 +37,10 @@ class TrainingRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Kept fresh by the process training the run (options['worker']) while its main part runs",
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -1,12 +1,20 @@
-"""Which process owns a piece of work: ``host:pid`` names, and whether such a process is still alive.
-The pipeline's stage attempts and the training runs record their owner this way, so that a task
-the broker delivers twice (it delivers at least once) leaves work that is still running to it.
+"""Which process owns a piece of work: ``host:pid`` names, whether such a process is still alive,
+and the heartbeat thread that tells other machines so. The pipeline's stage attempts and the
+training runs record their owner this way, so that a task the broker delivers twice (it delivers at
+least once) leaves work that is still running to it, on this machine or another.
 No Django: it is read by the orchestrator and by the training runs alike."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+logger = logging.getLogger(__name__)
 
 
 def worker_host() -> str:
@@ -41,3 +49,41 @@ def alive_here(worker: str) -> bool | None:
     if host != worker_host() or not pid.isdigit():
         return None
     return pid_alive(int(pid))
+
+
+def owner_alive(*, worker: str, heartbeat_at: datetime | None, now: datetime, timeout: float) -> bool:
+    """Whether the process ``worker`` (``host:pid``) may still be at its work: on this machine,
+    whether it exists; on another, whether the heartbeat it keeps is younger than ``timeout`` seconds
+    (a process of another machine cannot be asked, and a machine that is gone stops beating)."""
+    here = alive_here(worker)
+    if here is not None:
+        return here
+    return heartbeat_at is not None and (now - heartbeat_at).total_seconds() <= timeout
+
+
+@contextmanager
+def beating(beat: Callable[[], object], *, interval: float, name: str,
+            finish: Callable[[], object]) -> Iterator[None]:
+    """Call ``beat`` every ``interval`` seconds from a daemon thread while the block runs. A beat
+    that fails is logged and the next one retries. The thread calls ``finish`` last: Django's
+    database connections are per thread, so the caller passes one that closes the thread's own
+    (``lambda: connection.close()``: ``connection.close`` would be bound to the caller's)."""
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            while not stop.wait(interval):
+                try:
+                    beat()
+                except Exception:  # noqa: BLE001 - a missed beat is not fatal; the next one retries
+                    logger.warning("%s failed", name, exc_info=True)
+        finally:
+            finish()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -14,14 +14,16 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
 from features.common import jsonable
 from training import selectors
+from training.config import heartbeat_seconds
 from training.models import TrainingRun
+from training.processes import beating, worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +138,27 @@ def training_failure_message(*, run_id: int, where: str, exc: BaseException) -> 
     lines = [f"ERROR: Pipeline training_run_{run_id} failed at {where}: {name}: {message}", "Solutions:"]
     lines += [f"{i}. {hint}" for i, hint in enumerate(hints, 1)]
     return "\n".join(lines)
+
+
+def touch_training_run(run_id: int, worker: str) -> bool:
+    """The heartbeat of a run ``worker`` trains; False once the run is no longer its (finished, or
+    restarted by another process after the heartbeat went stale)."""
+    return bool(TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING, options__worker=worker)
+                .update(heartbeat_at=timezone.now()))
+
+
+@contextmanager
+def training_heartbeat(run_id: int) -> Iterator[None]:
+    """Keep the run's heartbeat fresh from a thread while this process trains it, so that a copy of
+    its task delivered to another machine leaves it alone. Skipped inside an open transaction
+    (tests), where another connection could not write anyway."""
+    if connection.in_atomic_block:
+        yield
+        return
+    worker = worker_id()
+    with beating(lambda: touch_training_run(run_id, worker), interval=heartbeat_seconds(),
+                 name=f"heartbeat of training run {run_id}", finish=lambda: connection.close()):
+        yield
 
 
 def part_done(run_id: int, part: str) -> bool:

@@ -44,6 +44,7 @@ from training.config import (
     ENSEMBLE,
     RetrainError,
     cpu_hour_usd,
+    heartbeat_timeout_seconds,
     horizon_days,
     reevaluate_every_trading_days,
     resolve_models,
@@ -53,7 +54,7 @@ from training.daily_plan import plan_learner, refit_learner
 from training.fitting import prepare, train_learner
 from training.learners.prophet_learner import ProphetLearner
 from training.models import TrainingRun
-from training.processes import alive_here, worker_id
+from training.processes import owner_alive, worker_id
 from training.prophet_chunks import (
     ProphetChunk,
     combine_prophet,
@@ -72,6 +73,7 @@ from training.runs import (
     record_failure,
     stage,
     training_failure_message,
+    training_heartbeat,
 )
 from training.stacking import train_ensemble
 
@@ -141,41 +143,10 @@ def retrain(
     return run
 
 
-def execute_run(*, run_id: int, distributed: bool = False) -> TrainingRun:
-    """Run a queued training run (in-process; with ``distributed`` Prophet fans out on Celery)."""
-    with transaction.atomic():
-        run = TrainingRun.objects.select_for_update().get(pk=run_id)
-        if run.status in (TrainingRun.Status.SUCCEEDED, TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED):
-            return run
-        restarted = run.status == TrainingRun.Status.RUNNING
-        owner = str((run.options or {}).get("worker", ""))
-        if restarted and owner != worker_id() and alive_here(owner):
-            # the broker delivered the task twice: the first copy still trains in that process
-            logger.warning("training run %s is running in %s: this delivery of its task is a duplicate; it stops",
-                           run_id, owner)
-            return run
-        attempt = int((run.options or {}).get("attempt", 0)) + 1
-        limit = settings.ML_TRAINING_MAX_ATTEMPTS
-        if restarted and attempt > limit:
-            # the worker holding it was lost each time (acks_late redelivers the task): most often the
-            # out-of-memory killer, which would kill every further attempt the same way
-            text = training_failure_message(run_id=run_id, where=f"attempt {attempt} (the worker was lost {attempt - 1} "
-                                                        f"times, limit ML_TRAINING_MAX_ATTEMPTS={limit})",
-                                   exc=MemoryError())
-            run.status, run.finished_at = TrainingRun.Status.FAILED, timezone.now()
-            run.error = (run.error + "\n" + text).strip()
-            run.save(update_fields=["status", "finished_at", "error"])
-            append_log(run_id, text.splitlines()[0])
-            return run
-        run.options = {**(run.options or {}), "attempt": attempt, "worker": worker_id()}
-        run.status = TrainingRun.Status.RUNNING
-        run.started_at = timezone.now()
-        run.parts_pending = ["main"]
-        if restarted:
-            run.stages, run.error, run.cpu_seconds = [], "", 0
-        run.save()
-    if restarted:
-        append_log(run_id, f"restarting (the previous attempt was interrupted): attempt {attempt} of {limit}")
+def _run_main_part(run: TrainingRun, *, distributed: bool) -> None:
+    """Train the run's learners in this process (Prophet's chunks go to Celery when ``distributed``),
+    then close the run if no other part is pending."""
+    run_id = run.pk
     max_seconds = settings.PIPELINE_CONFIG.training.max_training_hours * 3600
     cpu0, wall0, excluded = cpu_seconds_now(), time.perf_counter(), 0.0
     try:
@@ -213,6 +184,61 @@ def execute_run(*, run_id: int, distributed: bool = False) -> TrainingRun:
         add_cpu(run_id, cpu_seconds_now() - cpu0 - excluded)
         if part_done(run_id, "main"):
             _finalize(run_id)
+
+
+def _delivered_twice(run: TrainingRun) -> bool:
+    """Whether a delivery of the task of ``run``, which is running, is a copy to drop (a broker
+    delivers at least once): another process trains it and is alive by ``processes.owner_alive``
+    (its heartbeat on another machine), or its main part is done and only Prophet's chunks, which
+    close the run, are pending. Otherwise its process was lost and the run restarts."""
+    owner = str((run.options or {}).get("worker", ""))
+    now = timezone.now()
+    if owner != worker_id() and owner_alive(worker=owner, heartbeat_at=run.heartbeat_at, now=now,
+                                            timeout=heartbeat_timeout_seconds()):
+        beat = f"{(now - run.heartbeat_at).total_seconds():.0f}s ago" if run.heartbeat_at else "never"
+        logger.warning("training run %s is running in %s (last heartbeat %s): this delivery of its task is a "
+                       "duplicate; it stops", run.pk, owner, beat)
+        return True
+    if run.parts_pending and "main" not in run.parts_pending:
+        logger.warning("training run %s: its main part is done and %s still run; this delivery of its task is a "
+                       "duplicate; it stops", run.pk, ", ".join(run.parts_pending))
+        return True
+    return False
+
+
+def execute_run(*, run_id: int, distributed: bool = False) -> TrainingRun:
+    """Run a queued training run (in-process; with ``distributed`` Prophet fans out on Celery)."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        if run.status in (TrainingRun.Status.SUCCEEDED, TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED):
+            return run
+        restarted = run.status == TrainingRun.Status.RUNNING
+        if restarted and _delivered_twice(run):
+            return run
+        attempt = int((run.options or {}).get("attempt", 0)) + 1
+        limit = settings.ML_TRAINING_MAX_ATTEMPTS
+        if restarted and attempt > limit:
+            # the worker holding it was lost each time (acks_late redelivers the task): most often the
+            # out-of-memory killer, which would kill every further attempt the same way
+            text = training_failure_message(run_id=run_id, where=f"attempt {attempt} (the worker was lost {attempt - 1} "
+                                                        f"times, limit ML_TRAINING_MAX_ATTEMPTS={limit})",
+                                   exc=MemoryError())
+            run.status, run.finished_at = TrainingRun.Status.FAILED, timezone.now()
+            run.error = (run.error + "\n" + text).strip()
+            run.save(update_fields=["status", "finished_at", "error"])
+            append_log(run_id, text.splitlines()[0])
+            return run
+        run.options = {**(run.options or {}), "attempt": attempt, "worker": worker_id()}
+        run.status = TrainingRun.Status.RUNNING
+        run.started_at = run.heartbeat_at = timezone.now()
+        run.parts_pending = ["main"]
+        if restarted:
+            run.stages, run.error, run.cpu_seconds = [], "", 0
+        run.save()
+    if restarted:
+        append_log(run_id, f"restarting (the previous attempt was interrupted): attempt {attempt} of {limit}")
+    with training_heartbeat(run_id):
+        _run_main_part(run, distributed=distributed)
     return TrainingRun.objects.get(pk=run_id)
 
 

@@ -10,13 +10,16 @@ import gzip
 import io
 import json
 import subprocess
+import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from features.feature_sets import FEATURE_COLUMNS
 from features.services.feature_store import build_features
@@ -24,7 +27,7 @@ from monitoring.models import CostRecord
 from registry.metrics import METRIC_KEYS
 from registry.models import ModelVersion
 from registry.selectors import load_oof, load_version
-from training import dispatch, prophet_chunks, services, tasks
+from training import dispatch, prophet_chunks, runs, services, tasks
 from training.config import RetrainError
 from training.models import TrainingRun
 from training.processes import worker_host, worker_id
@@ -325,6 +328,59 @@ def test_a_training_task_delivered_twice_leaves_the_running_copy_alone(tiny_setu
     again = services.execute_run(run_id=run.pk)
     assert again.options["attempt"] == 2 and again.options["worker"] == worker_id()
     assert "restarting (the previous attempt was interrupted)" in again.log
+
+
+def test_a_copy_on_another_machine_goes_by_the_heartbeat_and_a_finished_main_part_stays_done(tiny_setup, settings):
+    """A process of another machine cannot be asked: a copy of the task leaves the run to it while
+    its heartbeat is fresh (ML_PIPELINE_HEARTBEAT_TIMEOUT_SECONDS), and restarts it once stale. A run
+    whose main part is done (only Prophet's chunks pending) is never restarted by a copy."""
+    timeout = settings.ML_PIPELINE_HEARTBEAT_TIMEOUT_SECONDS
+    elsewhere = "another-machine.example:4242"
+    options = {"horizon": 5, "walk_forward": {"n_folds": 2, "test_days": 40, "min_train_days": 150, "gap_days": 5},
+               "attempt": 1, "worker": elsewhere}
+    now = timezone.now()
+    run = TrainingRun.objects.create(status="running", model_names=["xgboost_classifier"], tickers=["AAPL"],
+                                     options=options, log="training\n", parts_pending=["main"],
+                                     heartbeat_at=now - timedelta(seconds=timeout - 30))
+    copy = services.execute_run(run_id=run.pk)
+    assert (copy.status, copy.options["attempt"], copy.options["worker"], copy.log) == ("running", 1, elsewhere,
+                                                                                         "training\n")
+
+    TrainingRun.objects.filter(pk=run.pk).update(parts_pending=["prophet"], heartbeat_at=None)
+    copy = services.execute_run(run_id=run.pk)
+    assert (copy.options["attempt"], copy.parts_pending, copy.log) == (1, ["prophet"], "training\n")
+
+    TrainingRun.objects.filter(pk=run.pk).update(parts_pending=["main"], heartbeat_at=now - timedelta(seconds=timeout + 30))
+    again = services.execute_run(run_id=run.pk)
+    assert again.options["attempt"] == 2 and again.options["worker"] == worker_id()
+    assert "restarting (the previous attempt was interrupted)" in again.log
+    assert again.heartbeat_at is not None and again.heartbeat_at >= now  # stamped when this attempt began
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_process_training_a_run_keeps_its_heartbeat_fresh(settings):
+    """``training_heartbeat`` stamps the run from a thread while the block runs, only while the run is
+    still this process's (a run restarted by another process is left to that one), and stops after."""
+    settings.ML_PIPELINE_HEARTBEAT_SECONDS = 0.05
+    mine = TrainingRun.objects.create(status="running", options={"worker": worker_id()})
+    theirs = TrainingRun.objects.create(status="running", options={"worker": "another-machine.example:1"})
+
+    def stamp(run: TrainingRun):
+        return TrainingRun.objects.get(pk=run.pk).heartbeat_at
+
+    with runs.training_heartbeat(mine.pk), runs.training_heartbeat(theirs.pk):
+        deadline = time.monotonic() + 30
+        while stamp(mine) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first = stamp(mine)
+        assert first is not None
+        while stamp(mine) == first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stamp(mine) > first  # beats again, not once
+    last = stamp(mine)
+    time.sleep(0.3)
+    assert stamp(mine) == last  # the thread is gone with the block
+    assert stamp(theirs) is None  # never stamped: it is another process's run
 
 
 def test_a_per_date_normalized_feature_set_is_trained_and_served_the_same_way(tiny_setup, settings):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from training.orchestrator.errors import (
 from training.orchestrator.limits import dispatch_queued_runs
 from training.orchestrator.selectors import latest_attempts
 from training.orchestrator.training_runs import stop_training
-from training.processes import alive_here, worker_host, worker_id
+from training.processes import beating, owner_alive, worker_host, worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +62,10 @@ class Outcome:
 
 
 def attempt_owner_alive(*, attempt: PipelineStage, run: PipelineRun, now: datetime, timeout: float) -> bool:
-    """Whether the process that began a running ``attempt`` may still be at it, by the reaper's rule:
-    on this machine its process exists; on another, the run's heartbeat is younger than ``timeout``
-    (past that the reaper closes the attempt and queues the run again)."""
-    here = alive_here(attempt.worker)
-    if here is not None:
-        return here
-    return run.heartbeat_at is not None and (now - run.heartbeat_at).total_seconds() <= timeout
+    """Whether the process that began a running ``attempt`` may still be at it, by the reaper's rule
+    (``processes.owner_alive`` over the run's heartbeat; past ``timeout`` the reaper closes the
+    attempt and queues the run again)."""
+    return owner_alive(worker=attempt.worker, heartbeat_at=run.heartbeat_at, now=now, timeout=timeout)
 
 
 def begin_stage(*, run_id: int, generation: int, stage: str) -> Ticket:
@@ -140,26 +136,9 @@ def heartbeat(*, run_id: int, generation: int) -> Iterator[None]:
     if connection.in_atomic_block:
         yield
         return
-    interval = orchestrator_settings().heartbeat_seconds
-    stop = threading.Event()
-
-    def beat() -> None:
-        try:
-            while not stop.wait(interval):
-                try:
-                    touch(run_id=run_id, generation=generation)
-                except Exception:  # noqa: BLE001 - a missed beat is not fatal; the next one retries
-                    logger.warning("heartbeat of pipeline run %s failed", run_id, exc_info=True)
-        finally:
-            connection.close()  # this thread's own connection (Django's are per thread)
-
-    thread = threading.Thread(target=beat, name=f"pipeline-{run_id}-heartbeat", daemon=True)
-    thread.start()
-    try:
+    with beating(lambda: touch(run_id=run_id, generation=generation), interval=orchestrator_settings().heartbeat_seconds,
+                 name=f"heartbeat of pipeline run {run_id}", finish=lambda: connection.close()):
         yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 def finish_stage(*, ticket: Ticket, counts: dict[str, Any], status: str = PipelineStage.Status.SUCCEEDED,
