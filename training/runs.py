@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.db import connection, transaction
@@ -21,9 +22,9 @@ from django.utils import timezone
 
 from features.common import jsonable
 from training import selectors
-from training.config import heartbeat_seconds
+from training.config import heartbeat_seconds, heartbeat_timeout_seconds
 from training.models import TrainingRun
-from training.processes import beating, worker_id
+from training.processes import beating, owner_alive, worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +139,13 @@ def training_failure_message(*, run_id: int, where: str, exc: BaseException) -> 
     lines = [f"ERROR: Pipeline training_run_{run_id} failed at {where}: {name}: {message}", "Solutions:"]
     lines += [f"{i}. {hint}" for i, hint in enumerate(hints, 1)]
     return "\n".join(lines)
+
+
+def trainer_alive(run: TrainingRun, *, now: datetime) -> bool:
+    """Whether the process that trains ``run`` (``options["worker"]``) may still be at it: on this
+    machine its process exists, on another its heartbeat is fresh (``processes.owner_alive``)."""
+    return owner_alive(worker=str((run.options or {}).get("worker", "")), heartbeat_at=run.heartbeat_at, now=now,
+                       timeout=heartbeat_timeout_seconds())
 
 
 def touch_training_run(run_id: int, worker: str) -> bool:

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -54,7 +55,7 @@ from training.daily_plan import plan_learner, refit_learner
 from training.fitting import prepare, train_learner
 from training.learners.prophet_learner import ProphetLearner
 from training.models import TrainingRun
-from training.processes import owner_alive, worker_id
+from training.processes import worker_id
 from training.prophet_chunks import (
     ProphetChunk,
     combine_prophet,
@@ -72,6 +73,7 @@ from training.runs import (
     part_done,
     record_failure,
     stage,
+    trainer_alive,
     training_failure_message,
     training_heartbeat,
 )
@@ -188,13 +190,12 @@ def _run_main_part(run: TrainingRun, *, distributed: bool) -> None:
 
 def _delivered_twice(run: TrainingRun) -> bool:
     """Whether a delivery of the task of ``run``, which is running, is a copy to drop (a broker
-    delivers at least once): another process trains it and is alive by ``processes.owner_alive``
-    (its heartbeat on another machine), or its main part is done and only Prophet's chunks, which
-    close the run, are pending. Otherwise its process was lost and the run restarts."""
+    delivers at least once): another process trains it and is alive (``runs.trainer_alive``: its
+    heartbeat, on another machine), or its main part is done and only Prophet's chunks, which close
+    the run, are pending. Otherwise its process was lost and the run restarts."""
     owner = str((run.options or {}).get("worker", ""))
     now = timezone.now()
-    if owner != worker_id() and owner_alive(worker=owner, heartbeat_at=run.heartbeat_at, now=now,
-                                            timeout=heartbeat_timeout_seconds()):
+    if owner != worker_id() and trainer_alive(run, now=now):
         beat = f"{(now - run.heartbeat_at).total_seconds():.0f}s ago" if run.heartbeat_at else "never"
         logger.warning("training run %s is running in %s (last heartbeat %s): this delivery of its task is a "
                        "duplicate; it stops", run.pk, owner, beat)
@@ -204,6 +205,36 @@ def _delivered_twice(run: TrainingRun) -> bool:
                        "duplicate; it stops", run.pk, ", ".join(run.parts_pending))
         return True
     return False
+
+
+def training_run_resend_if_lost(*, run_id: int) -> bool:
+    """Send the task of a running run again when the process training its main part is lost: gone
+    from this machine, or silent on another past ``ML_PIPELINE_HEARTBEAT_TIMEOUT_SECONDS`` (a lost
+    machine's message stays unacknowledged until the broker's visibility timeout, 26 h on Redis).
+    The delivery restarts the run (``execute_run``, up to ``ML_TRAINING_MAX_ATTEMPTS``). At most once
+    per heartbeat timeout; a run without a heartbeat (begun before there was one) is left to
+    ``training.max_training_hours``. True when sent."""
+    now = timezone.now()
+
+    def lost(run: TrainingRun) -> bool:
+        resent = (run.options or {}).get("resent_at")
+        return (run.status == TrainingRun.Status.RUNNING and "main" in (run.parts_pending or [])
+                and run.heartbeat_at is not None and not trainer_alive(run, now=now)
+                and not (resent and (now - datetime.fromisoformat(resent)).total_seconds() < heartbeat_timeout_seconds()))
+
+    if not lost(TrainingRun.objects.get(pk=run_id)):  # the common case, without a lock
+        return False
+    with transaction.atomic():  # two polls at once send it once
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        if not lost(run):
+            return False
+        options = run.options or {}
+        run.options = {**options, "resent_at": now.isoformat()}
+        run.save(update_fields=["options"])
+    append_log(run_id, f"its process {options.get('worker', '?')} is lost (last heartbeat "
+                       f"{(now - run.heartbeat_at).total_seconds():.0f}s ago): its task is sent again")
+    dispatch.retrain_send(run_id=run_id)
+    return True
 
 
 def execute_run(*, run_id: int, distributed: bool = False) -> TrainingRun:

@@ -283,6 +283,43 @@ def test_the_training_poll_delivered_twice_records_evaluate_and_promote_once(sen
     assert check_training(run_id=run.pk, generation=1).action == "continue"  # a later copy goes on to the next
 
 
+def test_the_training_poll_sends_again_the_task_of_a_run_whose_machine_is_lost(sent, monkeypatch, settings):
+    """A lost machine's training task stays unacknowledged until the broker's visibility timeout:
+    once the run's heartbeat is stale, the poll sends the task again (once per heartbeat timeout),
+    and that delivery restarts the run. A fresh heartbeat, a live local process or a run without a
+    heartbeat (begun before there was one) is left alone."""
+    from training import dispatch as training_dispatch
+
+    resent: list[int] = []
+    monkeypatch.setattr(training_dispatch, "retrain_send", lambda *, run_id: resent.append(run_id) or "task")
+    timeout = settings.ML_PIPELINE_HEARTBEAT_TIMEOUT_SECONDS
+    run = request_pipeline_run(trigger="api", tickers=["AAPL"])
+    begin_stage(run_id=run.pk, generation=1, stage="train")
+    training = TrainingRun.objects.create(status="running", trigger="api", parts_pending=["main"],
+                                          options={"worker": "another-machine.example:4242", "attempt": 1},
+                                          heartbeat_at=timezone.now() - timedelta(seconds=timeout - 60))
+    PipelineRun.objects.filter(pk=run.pk).update(training_run=training)
+
+    assert check_training(run_id=run.pk, generation=1).action == "wait" and resent == []  # still beating there
+    TrainingRun.objects.filter(pk=training.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=timeout + 60))
+    assert check_training(run_id=run.pk, generation=1).action == "wait" and resent == [training.pk]
+    training.refresh_from_db()
+    assert "its process another-machine.example:4242 is lost" in training.log and training.options["resent_at"]
+    assert check_training(run_id=run.pk, generation=1).action == "wait" and resent == [training.pk]  # not every poll
+
+    TrainingRun.objects.filter(pk=training.pk).update(options={"worker": "another-machine.example:4242"},
+                                                      heartbeat_at=None)
+    assert check_training(run_id=run.pk, generation=1).action == "wait" and resent == [training.pk]
+    TrainingRun.objects.filter(pk=training.pk).update(options={"worker": f"{worker_host()}:{os.getpid()}"},
+                                                      heartbeat_at=timezone.now() - timedelta(days=1))
+    assert check_training(run_id=run.pk, generation=1).action == "wait" and resent == [training.pk]  # alive here
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    TrainingRun.objects.filter(pk=training.pk).update(options={"worker": f"{worker_host()}:{dead.pid}"},
+                                                      heartbeat_at=timezone.now())
+    assert check_training(run_id=run.pk, generation=1).action == "wait" and resent == [training.pk, training.pk]
+
+
 def test_max_training_hours_fails_the_run_cleanly(sent, monkeypatch, settings):
     settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides(
         {"training": {"max_training_hours": 1 / 3600}})  # one second
