@@ -65,9 +65,8 @@ def owner_alive(*, worker: str, heartbeat_at: datetime | None, now: datetime, ti
 def beating(beat: Callable[[], object], *, interval: float, name: str,
             finish: Callable[[], object]) -> Iterator[None]:
     """Call ``beat`` every ``interval`` seconds from a daemon thread while the block runs. A beat
-    that fails is logged and the next one retries. The thread calls ``finish`` last: Django's
-    database connections are per thread, so the caller passes one that closes the thread's own
-    (``lambda: connection.close()``: ``connection.close`` would be bound to the caller's)."""
+    that fails is logged and the next one retries. The thread calls ``finish`` last, to release
+    what it holds (``training.runs.database_heartbeat`` closes its database connection)."""
     stop = threading.Event()
 
     def run() -> None:

@@ -9,7 +9,7 @@ import logging
 import resource
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -156,16 +156,25 @@ def touch_training_run(run_id: int, worker: str) -> bool:
 
 
 @contextmanager
-def training_heartbeat(run_id: int) -> Iterator[None]:
-    """Keep the run's heartbeat fresh from a thread while this process trains it, so that a copy of
-    its task delivered to another machine leaves it alone. Skipped inside an open transaction
-    (tests), where another connection could not write anyway."""
+def database_heartbeat(beat: Callable[[], object], *, interval: float, name: str) -> Iterator[None]:
+    """``processes.beating`` for a beat that writes rows (a pipeline run's, a training run's).
+    Skipped inside an open transaction (tests), where another connection could not write anyway.
+    The thread closes its own connection at the end (Django's are per thread; ``connection.close``
+    itself would be bound to the caller's)."""
     if connection.in_atomic_block:
         yield
         return
+    with beating(beat, interval=interval, name=name, finish=lambda: connection.close()):
+        yield
+
+
+@contextmanager
+def training_heartbeat(run_id: int) -> Iterator[None]:
+    """Keep the run's heartbeat fresh while this process trains it, so that a copy of its task
+    delivered to another machine leaves it alone."""
     worker = worker_id()
-    with beating(lambda: touch_training_run(run_id, worker), interval=heartbeat_seconds(),
-                 name=f"heartbeat of training run {run_id}", finish=lambda: connection.close()):
+    with database_heartbeat(lambda: touch_training_run(run_id, worker), interval=heartbeat_seconds(),
+                            name=f"heartbeat of training run {run_id}"):
         yield
 
 

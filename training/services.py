@@ -207,13 +207,14 @@ def _delivered_twice(run: TrainingRun) -> bool:
     return False
 
 
-def training_run_resend_if_lost(*, run_id: int) -> bool:
+def training_run_resend_if_lost(*, run: TrainingRun) -> bool:
     """Send the task of a running run again when the process training its main part is lost: gone
     from this machine, or silent on another past ``ML_PIPELINE_HEARTBEAT_TIMEOUT_SECONDS`` (a lost
     machine's message stays unacknowledged until the broker's visibility timeout, 26 h on Redis).
     The delivery restarts the run (``execute_run``, up to ``ML_TRAINING_MAX_ATTEMPTS``). At most once
     per heartbeat timeout; a run without a heartbeat (begun before there was one) is left to
-    ``training.max_training_hours``. True when sent."""
+    ``training.max_training_hours``. True when sent. ``run`` is as the caller last read it; the
+    decision is checked again under the row's lock."""
     now = timezone.now()
 
     def lost(run: TrainingRun) -> bool:
@@ -222,18 +223,18 @@ def training_run_resend_if_lost(*, run_id: int) -> bool:
                 and run.heartbeat_at is not None and not trainer_alive(run, now=now)
                 and not (resent and (now - datetime.fromisoformat(resent)).total_seconds() < heartbeat_timeout_seconds()))
 
-    if not lost(TrainingRun.objects.get(pk=run_id)):  # the common case, without a lock
+    if not lost(run):  # the common case, without another read or a lock
         return False
     with transaction.atomic():  # two polls at once send it once
-        run = TrainingRun.objects.select_for_update().get(pk=run_id)
-        if not lost(run):
+        locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if not lost(locked):
             return False
-        options = run.options or {}
-        run.options = {**options, "resent_at": now.isoformat()}
-        run.save(update_fields=["options"])
-    append_log(run_id, f"its process {options.get('worker', '?')} is lost (last heartbeat "
-                       f"{(now - run.heartbeat_at).total_seconds():.0f}s ago): its task is sent again")
-    dispatch.retrain_send(run_id=run_id)
+        options = locked.options or {}
+        locked.options = {**options, "resent_at": now.isoformat()}
+        locked.save(update_fields=["options"])
+    append_log(run.pk, f"its process {options.get('worker', '?')} is lost (last heartbeat "
+                       f"{(now - locked.heartbeat_at).total_seconds():.0f}s ago): its task is sent again")
+    dispatch.retrain_send(run_id=run.pk)
     return True
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
@@ -30,7 +30,8 @@ from training.orchestrator.errors import (
 from training.orchestrator.limits import dispatch_queued_runs
 from training.orchestrator.selectors import latest_attempts
 from training.orchestrator.training_runs import stop_training
-from training.processes import beating, owner_alive, worker_host, worker_id
+from training.processes import owner_alive, worker_host, worker_id
+from training.runs import database_heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -131,13 +132,9 @@ def touch(*, run_id: int, generation: int, release_process: bool = False) -> boo
 
 @contextmanager
 def heartbeat(*, run_id: int, generation: int) -> Iterator[None]:
-    """Keep the run's heartbeat fresh from a thread while a stage runs in this process. Skipped
-    inside an open transaction (tests), where another connection could not write anyway."""
-    if connection.in_atomic_block:
-        yield
-        return
-    with beating(lambda: touch(run_id=run_id, generation=generation), interval=orchestrator_settings().heartbeat_seconds,
-                 name=f"heartbeat of pipeline run {run_id}", finish=lambda: connection.close()):
+    """Keep the run's heartbeat fresh from a thread while a stage runs in this process."""
+    with database_heartbeat(lambda: touch(run_id=run_id, generation=generation),
+                            interval=orchestrator_settings().heartbeat_seconds, name=f"heartbeat of pipeline run {run_id}"):
         yield
 
 

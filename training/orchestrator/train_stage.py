@@ -247,6 +247,6 @@ def check_training(*, run_id: int, generation: int) -> Outcome:
             return fail_stage(ticket=ticket, exc=timeout_error(cfg.max_training_hours))
         if not touch(run_id=run_id, generation=generation, release_process=True):
             return Outcome("stop")
-        training_run_resend_if_lost(run_id=training.pk)  # its machine lost: trained again elsewhere
+        training_run_resend_if_lost(run=training)  # its machine lost: trained again elsewhere
         return Outcome("wait", countdown=cfg.poll_seconds)
     return record_training(ticket=ticket, training=training)
