@@ -476,8 +476,11 @@ def main() -> None:
     shutil.rmtree(VAR, ignore_errors=True)
     VAR.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    # The throttle still runs on every request (its leased counter is part of what is measured), at a
+    # rate the run cannot use up: a fast machine answers 4,700 req/s, so the default 100,000 a minute
+    # ran out within the second scenario and the rest were cheap 429s.
     env.update({"INVESTML_VAR_DIR": str(VAR), "DJANGO_SETTINGS_MODULE": "investml.settings",
-                "ML_ACTIVE_VERSION_CHECK_SECONDS": "2"})
+                "ML_ACTIVE_VERSION_CHECK_SECONDS": "2", "API_THROTTLE_USER": "100000000/minute"})
     for key in ("DATABASE_URL", "REDIS_URL"):
         os.environ.pop(key, None)
     if args.redis:
@@ -619,7 +622,11 @@ def main() -> None:
     print(f"  bare model call, xgboost 1000 rows:  p50 {local['model_call_xgboost_1000rows']['p50_ms']:.1f} ms")
     for name in [n for n in ("single_vector_xgboost", "single_ticker_ensemble") if n in results]:
         r = results[name]
-        verdict = "meets" if r["p99_ms"] < TARGET_P99_MS else "misses"
+        failed = r.get("non_2xx", 0) if r["tool"] == "wrk" else sum(
+            n for code, n in r["statuses"].items() if not 200 <= int(code) < 300)
+        # a latency that includes refusals is not a prediction's latency
+        verdict = ("not valid: not every answer was a 200" if failed
+                   else "meets" if r["p99_ms"] < TARGET_P99_MS else "misses")
         print(f"  {name} ({r['tool']}, {r['clients']} clients, {r['requests']} requests): p50 {r['p50_ms']:.1f} ms, "
               f"p99 {r['p99_ms']:.1f} ms, {r['requests_per_s']:.0f} req/s  [{verdict} p99 < {TARGET_P99_MS:g} ms]"
               + (f", non-2xx {r.get('non_2xx', 0)}" if r["tool"] == "wrk" else f", statuses {r['statuses']}"))
@@ -638,7 +645,8 @@ def main() -> None:
                   f"call: {(cpu or float('nan')) / bare:.1f}x")
     b = results.get("batch_xgboost")
     if b:
-        verdict = "meets" if b["predictions_per_minute"] > TARGET_BATCH_PER_MIN else "misses"
+        verdict = ("not valid: not every answer was a 200" if set(map(int, b["statuses"])) != {200}
+                   else "meets" if b["predictions_per_minute"] > TARGET_BATCH_PER_MIN else "misses")
         capacity = args.workers * 60_000 / b["server_cpu_ms_per_request"] * args.batch
         print(f"  batch {args.batch} vectors ({b['clients']} clients, {b['requests']} requests): p50 "
               f"{b['p50_ms']:.0f} ms, {b['predictions_per_minute']:,.0f} predictions/min  "
