@@ -16,11 +16,14 @@
   ``load(name)`` clears it and loads the active version now.
 
 One manager per process (``get_manager()``); each server worker loads lazily on its first request.
+It then freezes its heap for the garbage collector (``heap_freeze``), again after each later load or
+unload.
 """
 
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import threading
 import time
@@ -283,6 +286,25 @@ def _report_recovery(name: str) -> None:
         logger.warning("could not clear the load failure of %s: %s", name, exc)
 
 
+def heap_freeze(*, full: bool) -> None:
+    """Put every object alive now out of the cyclic garbage collector's reach (``gc.freeze``), after
+    collecting the young garbage (what the loads just left) or, with ``full``, every generation with
+    an earlier freeze undone (so that the cycles of a dropped model can go).
+
+    Why: a worker that has loaded its models holds about 400,000 tracked objects (Django, pandas,
+    torch, the models). Python's full collection walks every one of them, 100-200 ms on the bench
+    machine, every few seconds under load, and every request queued on the worker waits for it: the
+    p99 by ticker was 80-120 ms at a p50 of 8 ms. Frozen objects are skipped, so a full collection
+    walks only what requests created since; they are still freed by reference counting. A young
+    collection costs about a millisecond, a full one about 0.2 s (only when a model is dropped)."""
+    if full:
+        gc.unfreeze()
+        gc.collect()
+    else:
+        gc.collect(1)
+    gc.freeze()
+
+
 # --------------------------------------------------------------------------------------------------
 
 
@@ -298,6 +320,7 @@ class ModelManager:
         self._unloaded: set[str] = set()
         self._checked_at = 0.0
         self._started = False
+        self._heap_frozen = False  # set once this process has loaded its models (``ensure_started``)
 
     # ---------------------------------------------------------------------------------- registry
 
@@ -333,6 +356,8 @@ class ModelManager:
                     self.get_version(version_id)
             except (ModelUnavailable, NotFound, Conflict):
                 pass  # recorded in the failures, reported by /health
+        heap_freeze(full=False)
+        self._heap_frozen = True
 
     # ---------------------------------------------------------------------------------- serving
 
@@ -463,10 +488,13 @@ class ModelManager:
             self._loaded.move_to_end(version.pk)
             self._failures.pop(version.pk, None)
             cap = conf.max_loaded_models()
+            evicted_any = len(self._loaded) > cap
             while len(self._loaded) > cap:
                 evicted_id, evicted = self._loaded.popitem(last=False)
                 logger.info("unloaded %s (least recently used; ML_MAX_LOADED_MODELS=%d)", evicted.label, cap)
         logger.info("loaded %s in %.2fs", served.label, served.load_seconds)
+        if self._heap_frozen:  # a version promoted after this process started
+            heap_freeze(full=evicted_any)
         _report_recovery(name)
         return served
 
@@ -501,6 +529,8 @@ class ModelManager:
             labels = [self._loaded.pop(vid).label for vid in dropped]
             self._serving.pop(name, None)
         self._set_shared_unloaded(name, unloaded=True)
+        if dropped and self._heap_frozen:
+            heap_freeze(full=True)
         return labels
 
     def _set_shared_unloaded(self, name: str, *, unloaded: bool) -> None:
@@ -550,6 +580,7 @@ class ModelManager:
         with self._lock:
             self.__init__()
             _reported.clear()
+            gc.unfreeze()
 
 
 _MANAGER = ModelManager()

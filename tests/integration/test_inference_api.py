@@ -5,11 +5,13 @@ promotion, the prediction cache, the prediction log, and a hypothesis property o
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import threading
 import time
 import uuid
+import weakref
 
 import numpy as np
 import pytest
@@ -25,7 +27,7 @@ from rest_framework.test import APIClient
 from inference import authentication, prediction_log, services, throttling
 from inference import cache as prediction_cache
 from inference.inputs import clear_caches
-from inference.model_manager import get_manager
+from inference.model_manager import get_manager, heap_freeze
 from inference.models import PredictionLog
 from investml.permissions import OPERATOR_PERMISSIONS
 from tests.served_registry import build_served_registry, register, trained_artifacts
@@ -338,6 +340,41 @@ def test_unload_then_load(staff, client, served):
     assert staff.delete("/models/no_such_model").status_code == 404
     assert staff.post("/models/no_such_model/load").status_code == 404
     assert staff.post("/models/Bad!/load").status_code == 404
+
+
+def _collector_sees(obj) -> bool:
+    return any(o is obj for o in gc.get_objects())  # frozen objects are not listed
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_started_worker_freezes_its_heap_and_a_dropped_model_is_still_collected(staff, client, served):
+    body = {"features": _vector(served, "xgboost_classifier"), "model_name": "xgboost_classifier"}
+    assert gc.get_freeze_count() == 0  # a fresh process (the fixture's reset)
+    assert client.post("/predict", body, format="json").status_code == 200
+    learner = get_manager().get("xgboost_classifier").learner
+    assert gc.get_freeze_count() > 0 and not _collector_sees(learner)  # full collections skip the models
+    made_after = _Cycle()
+    assert _collector_sees(made_after)  # what requests create is collected as before
+    del made_after
+
+    # a cycle hanging off a served model, frozen with it as a model's own cycles are at its load:
+    # once the model is dropped, only a collection with the freeze undone can free it
+    cycle = _Cycle()
+    learner._test_cycle = cycle
+    gone = weakref.ref(cycle)
+    heap_freeze(full=False)
+    assert not _collector_sees(cycle)
+    del cycle, learner
+    response = staff.delete("/models/xgboost_classifier")
+    assert response.status_code == 200 and response.json()["unloaded_versions"] == ["xgboost_classifier@1.0.0"]
+    assert gone() is None
+    assert gc.get_freeze_count() > 0  # and froze again what is left
+    get_manager().reset()
+    assert gc.get_freeze_count() == 0
 
 
 def test_model_versions(client, served):
