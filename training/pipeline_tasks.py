@@ -33,7 +33,7 @@ from training.orchestrator.celery_stages import build_feature_chunk, finish_feat
 from training.orchestrator.config import orchestrator_settings
 from training.orchestrator.errors import is_transient, pipeline_failure_message
 from training.orchestrator.limits import dispatch_queued_runs
-from training.orchestrator.reaper import reap_stale_runs
+from training.orchestrator.reaper import reap_stale_runs, recover_lost_training_runs
 from training.orchestrator.stages import complete_run, fail_run
 from training.orchestrator.train_stage import check_training
 from training.orchestrator.triggers import request_pipeline_run
@@ -142,9 +142,9 @@ def dispatch_queued_task() -> dict[str, Any]:
 
 @shared_task(name="training.pipeline.reap_stale")
 def reap_stale_task() -> dict[str, Any]:
-
     reaped = reap_stale_runs()
-    return {"reaped": reaped, "started": dispatch_queued_runs()}
+    training = recover_lost_training_runs()
+    return {"reaped": reaped, "training": training, "started": dispatch_queued_runs()}
 
 
 @worker_ready.connect

@@ -238,6 +238,37 @@ def training_run_resend_if_lost(*, run: TrainingRun) -> bool:
     return True
 
 
+def training_run_recover_if_lost(*, run: TrainingRun) -> str:
+    """For a running run whose trainer may be lost and that no pipeline polls (``manage.py retrain``,
+    a run queued by hand): a queued run has its task sent again (``training_run_resend_if_lost``),
+    a run trained in its caller's process (``--sync``) whose process is gone is failed, as nothing
+    would deliver it again. ``"resent"``, ``"failed"`` or ``""`` (alive, or nothing to do)."""
+    if not (run.options or {}).get("sync"):
+        return "resent" if training_run_resend_if_lost(run=run) else ""
+    now = timezone.now()
+
+    def lost(run: TrainingRun) -> bool:
+        return (run.status == TrainingRun.Status.RUNNING and "main" in (run.parts_pending or [])
+                and run.heartbeat_at is not None and not trainer_alive(run, now=now))
+
+    if not lost(run):
+        return ""
+    with transaction.atomic():
+        locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if not lost(locked):
+            return ""
+        worker = (locked.options or {}).get("worker", "?")
+        text = (f"ERROR: Training run {locked.pk} failed: the process {worker} training it in place (--sync) is "
+                f"gone (last heartbeat {(now - locked.heartbeat_at).total_seconds():.0f}s ago; killed, out of "
+                "memory?). Try: run it again (python manage.py retrain --sync), or on Celery without --sync.")
+        locked.status, locked.finished_at = TrainingRun.Status.FAILED, now
+        locked.error = (locked.error + "\n" + text).strip()
+        locked.save(update_fields=["status", "finished_at", "error"])
+    append_log(run.pk, text)
+    logger.error("%s", text)
+    return "failed"
+
+
 def execute_run(*, run_id: int, distributed: bool = False) -> TrainingRun:
     """Run a queued training run (in-process; with ``distributed`` Prophet fans out on Celery)."""
     with transaction.atomic():

@@ -320,6 +320,45 @@ def test_the_training_poll_sends_again_the_task_of_a_run_whose_machine_is_lost(s
     assert check_training(run_id=run.pk, generation=1).action == "wait" and resent == [training.pk, training.pk]
 
 
+def test_the_reaper_recovers_a_lost_training_run_that_no_pipeline_polls(sent, monkeypatch, settings):
+    """``manage.py retrain`` queues a run outside any pipeline: the reaper's beat sends its task again
+    once its trainer is lost (once per heartbeat timeout), and fails a run trained in place (--sync)
+    whose process is gone; a live trainer, a run without a heartbeat and a pipeline's own run are
+    left alone."""
+    from training import dispatch as training_dispatch
+    from training.pipeline_tasks import reap_stale_task
+
+    resent: list[int] = []
+    monkeypatch.setattr(training_dispatch, "retrain_send", lambda *, run_id: resent.append(run_id) or "task")
+    timeout = settings.ML_PIPELINE_HEARTBEAT_TIMEOUT_SECONDS
+    stale = timezone.now() - timedelta(seconds=timeout + 60)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+
+    def running(**fields):
+        return TrainingRun.objects.create(status="running", trigger="command", parts_pending=["main"], **fields)
+
+    queued = running(options={"worker": "another-machine.example:4242", "attempt": 1}, heartbeat_at=stale)
+    in_place = running(options={"worker": f"{worker_host()}:{dead.pid}", "sync": True}, heartbeat_at=timezone.now())
+    alive = running(options={"worker": f"{worker_host()}:{os.getpid()}", "sync": True}, heartbeat_at=stale)
+    beating = running(options={"worker": "another-machine.example:4242"}, heartbeat_at=timezone.now())
+    old = running(options={"worker": "another-machine.example:4242"}, heartbeat_at=None)
+    # a pipeline's own: its poll's (or its pipeline run's reaping), never sent a second time from here
+    piped = running(options={"worker": "another-machine.example:4242"}, heartbeat_at=stale,
+                    requested_by="pipeline run 999")
+
+    result = reap_stale_task()
+    assert result["training"] == {"resent": [queued.pk], "failed": [in_place.pk]} and resent == [queued.pk]
+    in_place.refresh_from_db()
+    assert in_place.status == "failed" and in_place.finished_at is not None
+    assert f"the process {worker_host()}:{dead.pid} training it in place (--sync) is gone" in in_place.error
+    assert "is gone" in in_place.log
+    for untouched in (alive, beating, old, piped):
+        untouched.refresh_from_db()
+        assert untouched.status == "running" and not untouched.error
+    assert reap_stale_task()["training"] == {"resent": [], "failed": []} and resent == [queued.pk]  # once
+
+
 def test_max_training_hours_fails_the_run_cleanly(sent, monkeypatch, settings):
     settings.PIPELINE_CONFIG = settings.PIPELINE_CONFIG.with_overrides(
         {"training": {"max_training_hours": 1 / 3600}})  # one second

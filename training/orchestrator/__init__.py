@@ -31,8 +31,10 @@ Guarantees:
 * **crash safety**: a run holding a slot has a heartbeat (a thread while a stage runs in-process,
   each poll while training runs); ``reap_stale_runs`` (beat, and at worker start) fails the attempt
   of a run whose process is gone or whose heartbeat is stale and queues it again (up to
-  ``max_retries``). Every (re)dispatch bumps the run's ``generation``; tasks of an older generation
-  (a redelivered message) stop, and stages that already succeeded are skipped.
+  ``max_retries``); the same beat sends again the task of a training run outside any pipeline
+  whose trainer is lost (``recover_lost_training_runs``). Every (re)dispatch bumps the run's
+  ``generation``; tasks of an older generation (a redelivered message) stop, and stages that already
+  succeeded are skipped.
 
 Layout (import each name from the module that owns it; this package re-exports nothing):
 
@@ -47,7 +49,7 @@ Layout (import each name from the module that owns it; this package re-exports n
 ``training_runs``   stopping a pipeline run's training run;
 ``celery_stages``   the bodies of ``training.pipeline_tasks``' stage tasks, the feature fan-out;
 ``sync_executor``   ``execute_sync``: every stage in this process (``manage.py run_pipeline --sync``);
-``reaper``          ``reap_stale_runs``;
+``reaper``          ``reap_stale_runs``, ``recover_lost_training_runs``;
 ``schedules``       ``seed_schedules``, ``schedule_specs`` (django-celery-beat);
 ``selectors``       reads: ``pipeline_run_summary``, ``format_run``, ``recent_pipeline_runs``, ``last_succeeded_run``;
 ``config``          ``orchestrator_settings``; ``errors``: the errors, ``is_transient``, ``backoff_seconds``;

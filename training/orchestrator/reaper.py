@@ -1,5 +1,6 @@
 """The reaper (beat, and at worker start): a run whose worker is gone has its attempt failed and is
-queued again, up to ``orchestrator.max_retries`` attempts of a stage."""
+queued again, up to ``orchestrator.max_retries`` attempts of a stage; a training run outside any
+pipeline whose trainer is lost is sent again (or failed, when it ran in place)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from training.models import PipelineRun, PipelineStage
+from training.models import PipelineRun, PipelineStage, TrainingRun
 from training.orchestrator.config import orchestrator_settings
 from training.orchestrator.errors import default_hints, pipeline_failure_message
 from training.orchestrator.stages import after_finish, finish_run
-from training.orchestrator.training_runs import mark_training_failed, stop_training
+from training.orchestrator.training_runs import PIPELINE_REQUESTER_PREFIX, mark_training_failed, stop_training
 from training.processes import pid_alive, worker_host
+from training.services import training_run_recover_if_lost
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,23 @@ def reap_stale_runs(*, now: datetime | None = None) -> list[int]:
     if reaped:
         after_finish()
     return reaped
+
+
+def recover_lost_training_runs() -> dict[str, list[int]]:
+    """Running training runs that no pipeline polls (``manage.py retrain``, a run queued by hand),
+    whose trainer is lost, so they are not left running until the broker's visibility timeout (26 h
+    on Redis): ``training.services.training_run_recover_if_lost`` sends a queued run's task again
+    and fails a run trained in place. A pipeline's own training runs are its poll's, and this
+    reaper's through their pipeline run (``reap_stale_runs``). Returns ``{"resent": [...],
+    "failed": [...]}``."""
+    out: dict[str, list[int]] = {"resent": [], "failed": []}
+    running = (TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__isnull=False)
+               .exclude(requested_by__startswith=PIPELINE_REQUESTER_PREFIX))
+    for run in running:
+        outcome = training_run_recover_if_lost(run=run)
+        if outcome:
+            out[outcome].append(run.pk)
+    return out
 
 
 def _dead_reason(run: PipelineRun, *, now: datetime, host: str, timeout: float) -> str:

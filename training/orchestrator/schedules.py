@@ -62,7 +62,8 @@ def schedule_specs() -> list[ScheduleSpec]:
                      crontab={"minute": "55", "hour": "23", "day_of_week": "*", "day_of_month": "*",
                               "month_of_year": "*"}),
         ScheduleSpec("investml: reap stale pipeline runs", "training.pipeline.reap_stale",
-                     "Pipeline runs whose worker is gone: fail the attempt, queue them again.", False,
+                     "Pipeline runs whose worker is gone: fail the attempt, queue them again. Training runs "
+                     "whose trainer is lost: send the task again (fail one run in place, --sync).", False,
                      every_seconds=60, expire_seconds=55),
         ScheduleSpec("investml: dispatch queued pipeline runs", "training.pipeline.dispatch_queued",
                      "Start queued pipeline runs while slots are free.", False, every_seconds=60, expire_seconds=55),

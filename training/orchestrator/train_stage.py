@@ -36,7 +36,7 @@ from training.orchestrator.stages import (
     finish_stage_and_continue,
     touch,
 )
-from training.orchestrator.training_runs import stop_training
+from training.orchestrator.training_runs import pipeline_requester, stop_training
 from training.services import retrain, training_run_resend_if_lost
 
 
@@ -73,7 +73,7 @@ def _retrain_kwargs(run: PipelineRun) -> dict[str, Any]:
     # A drift or degradation trigger questions the models' skill: those runs always re-evaluate.
     auto = run.trigger not in (PipelineRun.Trigger.DRIFT, PipelineRun.Trigger.PERFORMANCE)
     return {"models": run.options.get("models"), "tickers": list(run.tickers) or None,
-            "trigger": run.trigger, "requested_by": f"pipeline run {run.pk}",
+            "trigger": run.trigger, "requested_by": pipeline_requester(run.pk),
             "evaluation": run.options.get("evaluation") or ("auto" if auto else "full")}
 
 

@@ -14,6 +14,13 @@ from training.models import PipelineRun, TrainingRun
 
 logger = logging.getLogger(__name__)
 
+PIPELINE_REQUESTER_PREFIX = "pipeline run "
+
+
+def pipeline_requester(run_id: int) -> str:
+    """``requested_by`` of the training runs pipeline run ``run_id`` starts (how they are found again)."""
+    return f"{PIPELINE_REQUESTER_PREFIX}{run_id}"
+
 
 def stop_training(*, training_run_id: int, why: str) -> None:
     """Mark a still-running training run failed and revoke its Celery task (killing it)."""
@@ -35,9 +42,9 @@ def stop_training(*, training_run_id: int, why: str) -> None:
 def mark_training_failed(*, run_id: int, why: str) -> None:
     """Stop every training run pipeline run ``run_id`` started and link the newest one to it (the
     train stage may have been lost before it recorded its training run)."""
-    for training in TrainingRun.objects.filter(requested_by=f"pipeline run {run_id}",
+    for training in TrainingRun.objects.filter(requested_by=pipeline_requester(run_id),
                                                status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]):
         stop_training(training_run_id=training.pk, why=why)
-    latest = TrainingRun.objects.filter(requested_by=f"pipeline run {run_id}").order_by("-id").first()
+    latest = TrainingRun.objects.filter(requested_by=pipeline_requester(run_id)).order_by("-id").first()
     if latest is not None:
         PipelineRun.objects.filter(pk=run_id).update(training_run=latest)
