@@ -52,13 +52,17 @@ def alive_here(worker: str) -> bool | None:
 
 
 def owner_alive(*, worker: str, heartbeat_at: datetime | None, now: datetime, timeout: float) -> bool:
-    """Whether the process ``worker`` (``host:pid``) may still be at its work: on this machine,
-    whether it exists; on another, whether the heartbeat it keeps is younger than ``timeout`` seconds
-    (a process of another machine cannot be asked, and a machine that is gone stops beating)."""
+    """Whether the process ``worker`` (``host:pid``) may still be at its work: its heartbeat is younger
+    than ``timeout`` seconds and, on this machine, the process exists. A process of another machine
+    cannot be asked, and a machine that is gone stops beating. On this machine a process that exists
+    is not enough: a restarted container keeps its host name and often hands its new processes the
+    same pids, so a stale heartbeat means a recycled pid (or a process stuck for ``timeout``). With
+    no heartbeat yet, only the process tells."""
+    fresh = heartbeat_at is not None and (now - heartbeat_at).total_seconds() <= timeout
     here = alive_here(worker)
-    if here is not None:
-        return here
-    return heartbeat_at is not None and (now - heartbeat_at).total_seconds() <= timeout
+    if here is None:
+        return fresh
+    return here and (fresh or heartbeat_at is None)
 
 
 @contextmanager

@@ -259,7 +259,7 @@ def training_run_recover_if_lost(*, run: TrainingRun) -> str:
             return ""
         worker = (locked.options or {}).get("worker", "?")
         text = (f"ERROR: Training run {locked.pk} failed: the process {worker} training it in place (--sync) is "
-                f"gone (last heartbeat {(now - locked.heartbeat_at).total_seconds():.0f}s ago; killed, out of "
+                f"lost (last heartbeat {(now - locked.heartbeat_at).total_seconds():.0f}s ago; killed, out of "
                 "memory?). Try: run it again (python manage.py retrain --sync), or on Celery without --sync.")
         locked.status, locked.finished_at = TrainingRun.Status.FAILED, now
         locked.error = (locked.error + "\n" + text).strip()

@@ -311,13 +311,17 @@ def test_the_training_poll_sends_again_the_task_of_a_run_whose_machine_is_lost(s
                                                       heartbeat_at=None)
     assert check_training(run_id=run.pk, generation=1).action == "wait" and resent == [training.pk]
     TrainingRun.objects.filter(pk=training.pk).update(options={"worker": f"{worker_host()}:{os.getpid()}"},
-                                                      heartbeat_at=timezone.now() - timedelta(days=1))
+                                                      heartbeat_at=timezone.now() - timedelta(seconds=timeout - 60))
     assert check_training(run_id=run.pk, generation=1).action == "wait" and resent == [training.pk]  # alive here
     dead = subprocess.Popen(["true"])
     dead.wait()
     TrainingRun.objects.filter(pk=training.pk).update(options={"worker": f"{worker_host()}:{dead.pid}"},
                                                       heartbeat_at=timezone.now())
     assert check_training(run_id=run.pk, generation=1).action == "wait" and resent == [training.pk, training.pk]
+    # a process of this machine under the owner's pid, silent past the timeout: the pid was handed on
+    TrainingRun.objects.filter(pk=training.pk).update(options={"worker": f"{worker_host()}:{os.getpid()}"},
+                                                      heartbeat_at=timezone.now() - timedelta(days=1))
+    assert check_training(run_id=run.pk, generation=1).action == "wait" and resent == [training.pk] * 3
 
 
 def test_the_reaper_recovers_a_lost_training_run_that_no_pipeline_polls(sent, monkeypatch, settings):
@@ -340,7 +344,8 @@ def test_the_reaper_recovers_a_lost_training_run_that_no_pipeline_polls(sent, mo
 
     queued = running(options={"worker": "another-machine.example:4242", "attempt": 1}, heartbeat_at=stale)
     in_place = running(options={"worker": f"{worker_host()}:{dead.pid}", "sync": True}, heartbeat_at=timezone.now())
-    alive = running(options={"worker": f"{worker_host()}:{os.getpid()}", "sync": True}, heartbeat_at=stale)
+    alive = running(options={"worker": f"{worker_host()}:{os.getpid()}", "sync": True}, heartbeat_at=timezone.now())
+    recycled = running(options={"worker": f"{worker_host()}:{os.getpid()}", "sync": True}, heartbeat_at=stale)
     beating = running(options={"worker": "another-machine.example:4242"}, heartbeat_at=timezone.now())
     old = running(options={"worker": "another-machine.example:4242"}, heartbeat_at=None)
     # a pipeline's own: its poll's (or its pipeline run's reaping), never sent a second time from here
@@ -348,11 +353,13 @@ def test_the_reaper_recovers_a_lost_training_run_that_no_pipeline_polls(sent, mo
                     requested_by="pipeline run 999")
 
     result = reap_stale_task()
-    assert result["training"] == {"resent": [queued.pk], "failed": [in_place.pk]} and resent == [queued.pk]
+    assert result["training"] == {"resent": [queued.pk], "failed": [in_place.pk, recycled.pk]}
+    assert resent == [queued.pk]
     in_place.refresh_from_db()
     assert in_place.status == "failed" and in_place.finished_at is not None
-    assert f"the process {worker_host()}:{dead.pid} training it in place (--sync) is gone" in in_place.error
-    assert "is gone" in in_place.log
+    assert f"the process {worker_host()}:{dead.pid} training it in place (--sync) is lost" in in_place.error
+    assert "is lost" in in_place.log
+    assert "is lost (last heartbeat 660s ago" in TrainingRun.objects.get(pk=recycled.pk).error
     for untouched in (alive, beating, old, piped):
         untouched.refresh_from_db()
         assert untouched.status == "running" and not untouched.error

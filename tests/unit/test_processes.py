@@ -12,7 +12,7 @@ from training.processes import beating, owner_alive, worker_host, worker_id
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
 
-def test_a_process_of_this_machine_is_asked_and_one_of_another_goes_by_its_heartbeat():
+def test_a_process_of_this_machine_is_asked_and_every_owner_goes_by_its_heartbeat():
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
         live = f"{worker_host()}:{sleeper.pid}"
@@ -24,6 +24,9 @@ def test_a_process_of_this_machine_is_asked_and_one_of_another_goes_by_its_heart
     # gone here: dead whatever its heartbeat says
     assert not owner_alive(worker=live, heartbeat_at=fresh, now=NOW, timeout=600)
     assert owner_alive(worker=worker_id(), heartbeat_at=None, now=NOW, timeout=600)
+    assert owner_alive(worker=worker_id(), heartbeat_at=NOW - timedelta(seconds=600), now=NOW, timeout=600)
+    # alive here but silent past the timeout: a pid handed to a new process (a restarted container)
+    assert not owner_alive(worker=worker_id(), heartbeat_at=NOW - timedelta(seconds=601), now=NOW, timeout=600)
     other = "another-machine.example:4242"
     assert owner_alive(worker=other, heartbeat_at=fresh, now=NOW, timeout=600)
     assert owner_alive(worker=other, heartbeat_at=NOW - timedelta(seconds=600), now=NOW, timeout=600)

@@ -50,7 +50,7 @@ def recover_lost_training_runs() -> dict[str, list[int]]:
     "failed": [...]}``."""
     out: dict[str, list[int]] = {"resent": [], "failed": []}
     running = (TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__isnull=False)
-               .exclude(requested_by__startswith=PIPELINE_REQUESTER_PREFIX))
+               .exclude(requested_by__startswith=PIPELINE_REQUESTER_PREFIX).order_by("pk"))
     for run in running:
         outcome = training_run_recover_if_lost(run=run)
         if outcome:
