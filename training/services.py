@@ -151,6 +151,7 @@ def _run_main_part(run: TrainingRun, *, distributed: bool) -> None:
     run_id = run.pk
     max_seconds = settings.PIPELINE_CONFIG.training.max_training_hours * 3600
     cpu0, wall0, excluded = cpu_seconds_now(), time.perf_counter(), 0.0
+    stopping = False
     try:
         ctx = prepare(run)
         names = list(run.model_names)
@@ -182,9 +183,16 @@ def _run_main_part(run: TrainingRun, *, distributed: bool) -> None:
                 record_failure(run_id, f"learner {name}", exc)
     except Exception as exc:  # noqa: BLE001 - recorded on the run
         record_failure(run_id, "preparation", exc)
+    except (SystemExit, KeyboardInterrupt):
+        # The process is being stopped (a worker's shutdown: Celery's pool raises SystemExit on
+        # SIGTERM). The interrupted learner is not broken, so the run is not closed as failed: it
+        # stays running with its main part pending, and the redelivered task (or the reaper, once
+        # this process is gone) restarts it.
+        stopping = True
+        raise
     finally:
         add_cpu(run_id, cpu_seconds_now() - cpu0 - excluded)
-        if part_done(run_id, "main"):
+        if not stopping and part_done(run_id, "main"):
             _finalize(run_id)
 
 

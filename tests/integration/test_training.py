@@ -284,6 +284,36 @@ def test_a_run_stopped_meanwhile_registers_nothing_late(built, monkeypatch):
     assert not (built / "ml_models" / "_runs" / str(run.pk)).exists()
 
 
+def test_a_worker_shutting_down_mid_learner_leaves_the_run_to_be_restarted(built, monkeypatch):
+    """Ctrl-C or a deploy stops the worker: Celery's pool raises SystemExit in the training task. The
+    run is not closed as failed for the interrupted learner: it stays running with its main part
+    pending, and the next delivery restarts it and trains every learner."""
+    real_train, calls = services.train_learner, []
+
+    def stopped_at_the_second(ctx, name):
+        calls.append(name)
+        if len(calls) == 2:
+            raise SystemExit(-15)
+        return real_train(ctx, name)
+
+    monkeypatch.setattr(services, "train_learner", stopped_at_the_second)
+    monkeypatch.setattr(dispatch, "retrain_send", lambda *, run_id: "task-1")
+    run = services.retrain(models=["xgboost_classifier", "lstm_predictor", "ensemble"], sync=False)
+    with pytest.raises(SystemExit):
+        services.execute_run(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == "running" and run.parts_pending == ["main"] and run.finished_at is None
+    assert not ModelVersion.objects.filter(model__name="ensemble").exists()  # not finalized
+    assert "finish" not in [stage["name"] for stage in run.stages]
+
+    monkeypatch.setattr(services, "train_learner", real_train)
+    TrainingRun.objects.filter(pk=run.pk).update(options={**run.options, "worker": f"{worker_host()}:999999999"})
+    run = services.execute_run(run_id=run.pk)  # the redelivery: its owner is gone
+    assert run.status == "succeeded" and run.options["attempt"] == 2, run.error
+    assert set(ModelVersion.objects.values_list("model__name", flat=True)) == {
+        "xgboost_classifier", "lstm_predictor", "ensemble"}
+
+
 def test_failures_are_recorded_in_the_troubleshooting_tone(tiny_setup):
     # nothing built into the feature store yet
     run = services.retrain(models=["xgboost_classifier"], tickers=["AAPL"], sync=True)
