@@ -215,6 +215,20 @@ def _delivered_twice(run: TrainingRun) -> bool:
     return False
 
 
+def _trainer_lost(run: TrainingRun, *, now: datetime) -> bool:
+    """Whether ``run``'s main part is being trained by a process that is lost (``runs.trainer_alive``);
+    a run without a heartbeat (begun before there was one) never is."""
+    return (run.status == TrainingRun.Status.RUNNING and "main" in (run.parts_pending or [])
+            and run.heartbeat_at is not None and not trainer_alive(run, now=now))
+
+
+def _close_failed(run: TrainingRun, *, text: str, now: datetime) -> None:
+    """Close ``run`` (already locked by the caller) as failed, ``text`` added to its error."""
+    run.status, run.finished_at = TrainingRun.Status.FAILED, now
+    run.error = (run.error + "\n" + text).strip()
+    run.save(update_fields=["status", "finished_at", "error"])
+
+
 def training_run_resend_if_lost(*, run: TrainingRun) -> bool:
     """Send the task of a running run again when the process training its main part is lost: gone
     from this machine, or silent on another past ``ML_PIPELINE_HEARTBEAT_TIMEOUT_SECONDS`` (a lost
@@ -227,9 +241,8 @@ def training_run_resend_if_lost(*, run: TrainingRun) -> bool:
 
     def lost(run: TrainingRun) -> bool:
         resent = (run.options or {}).get("resent_at")
-        return (run.status == TrainingRun.Status.RUNNING and "main" in (run.parts_pending or [])
-                and run.heartbeat_at is not None and not trainer_alive(run, now=now)
-                and not (resent and (now - datetime.fromisoformat(resent)).total_seconds() < heartbeat_timeout_seconds()))
+        return _trainer_lost(run, now=now) and not (
+            resent and (now - datetime.fromisoformat(resent)).total_seconds() < heartbeat_timeout_seconds())
 
     if not lost(run):  # the common case, without another read or a lock
         return False
@@ -254,24 +267,17 @@ def training_run_recover_if_lost(*, run: TrainingRun) -> str:
     if not (run.options or {}).get("sync"):
         return "resent" if training_run_resend_if_lost(run=run) else ""
     now = timezone.now()
-
-    def lost(run: TrainingRun) -> bool:
-        return (run.status == TrainingRun.Status.RUNNING and "main" in (run.parts_pending or [])
-                and run.heartbeat_at is not None and not trainer_alive(run, now=now))
-
-    if not lost(run):
+    if not _trainer_lost(run, now=now):
         return ""
     with transaction.atomic():
         locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
-        if not lost(locked):
+        if not _trainer_lost(locked, now=now):
             return ""
         worker = (locked.options or {}).get("worker", "?")
         text = (f"ERROR: Training run {locked.pk} failed: the process {worker} training it in place (--sync) is "
                 f"lost (last heartbeat {(now - locked.heartbeat_at).total_seconds():.0f}s ago; killed, out of "
                 "memory?). Try: run it again (python manage.py retrain --sync), or on Celery without --sync.")
-        locked.status, locked.finished_at = TrainingRun.Status.FAILED, now
-        locked.error = (locked.error + "\n" + text).strip()
-        locked.save(update_fields=["status", "finished_at", "error"])
+        _close_failed(locked, text=text, now=now)
     append_log(run.pk, text)
     logger.error("%s", text)
     return "failed"
@@ -294,9 +300,7 @@ def execute_run(*, run_id: int, distributed: bool = False) -> TrainingRun:
             text = training_failure_message(run_id=run_id, where=f"attempt {attempt} (the worker was lost {attempt - 1} "
                                                         f"times, limit ML_TRAINING_MAX_ATTEMPTS={limit})",
                                    exc=MemoryError())
-            run.status, run.finished_at = TrainingRun.Status.FAILED, timezone.now()
-            run.error = (run.error + "\n" + text).strip()
-            run.save(update_fields=["status", "finished_at", "error"])
+            _close_failed(run, text=text, now=timezone.now())
             append_log(run_id, text.splitlines()[0])
             return run
         run.options = {**(run.options or {}), "attempt": attempt, "worker": worker_id()}
